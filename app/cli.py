@@ -1,0 +1,209 @@
+"""The `skiff` command line. It shows; the router decides and the local/cloud parts do the work."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from skiff.app.render import index_summary_table, settings_table, source_line, status_table
+
+app = typer.Typer(
+    name="skiff",
+    help="A local-first assistant for your notes, in the terminal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _version() -> str:
+    try:
+        return version("skiff")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(f"skiff {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    show_version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                      help="Print the version and exit."),
+) -> None:
+    """skiff answers questions from your notes with a local model; `skiff index` then `skiff ask`."""
+
+
+def _assistant(**overrides):
+    # Heavy imports stay out of `skiff --version` and `skiff --help`.
+    from skiff.router import Assistant, load_settings
+
+    try:
+        settings = load_settings(**overrides)
+    except Exception as error:  # pydantic's ValidationError names the bad key and value
+        _fail(f"invalid configuration: {error}")
+    return Assistant(settings)
+
+
+def _fail(message: str, code: int = 2):
+    err.print(f"[bold red]skiff:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _dump(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+@app.command()
+def index(
+    paths: Optional[list[Path]] = typer.Argument(None, help="Folders or files; none re-indexes every folder indexed before."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a table."),
+    max_file_mb: Optional[float] = typer.Option(None, help="Skip files larger than this."),
+    chunk_tokens: Optional[int] = typer.Option(None, help="Chunk size bound in embedder tokens."),
+) -> None:
+    """Index notes: Markdown, text, reStructuredText, Org and PDF. Incremental; bad files are skipped with a reason."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from skiff.local.assets import MissingAssetError
+
+    assistant = _assistant(max_file_mb=max_file_mb, chunk_tokens=chunk_tokens)
+    cancel = threading.Event()
+    show_bar = err.is_terminal and not as_json
+    try:
+        if show_bar:
+            with Progress(
+                TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[chunks]} chunks"),
+                TimeElapsedColumn(), TextColumn("[dim]{task.fields[current]}"), console=err, transient=True,
+            ) as bar:
+                task = bar.add_task("index", total=None, chunks=0, current="")
+
+                def on_progress(p):
+                    bar.update(task, completed=p.files_done, total=p.files_total, chunks=p.chunks_added,
+                               current=os.path.basename(p.current)[:40])
+
+                summary = assistant.index(paths, progress=on_progress, cancel=cancel)
+        else:
+            summary = assistant.index(paths, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        _fail("interrupted; files finished so far are indexed, the rest will be on the next run", 130)
+    except MissingAssetError as error:
+        _fail(str(error))
+    finally:
+        assistant.close()
+    if as_json:
+        _dump(summary.as_dict())
+    else:
+        out.print(index_summary_table(summary))
+
+
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="The question."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: answer, route, sources, timings, tokens."),
+    no_notes: bool = typer.Option(False, "--no-notes", help="Do not retrieve notes."),
+    route: Optional[str] = typer.Option(None, help="Force a route: local (cloud arrives later)."),
+    model: Optional[Path] = typer.Option(None, help="GGUF model file (default: bundled SmolLM2-135M-Instruct)."),
+    top_k: Optional[int] = typer.Option(None, help="Note chunks to give the model."),
+    max_tokens: Optional[int] = typer.Option(None, help="Most tokens to generate."),
+    n_ctx: Optional[int] = typer.Option(None, help="Context window in tokens."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for the model."),
+    temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0 = greedy)."),
+) -> None:
+    """Answer a question with the local model, grounded in your notes, streaming as it writes."""
+    from skiff.local.assets import MissingAssetError
+
+    if route not in (None, "auto", "local", "local+", "cloud"):
+        _fail(f"unknown route {route!r}; use local, local+, cloud or auto")
+    assistant = _assistant(model_path=model, top_k=top_k, max_tokens=max_tokens, n_ctx=n_ctx,
+                           n_threads=threads, temperature=temperature)
+    streamed = not as_json
+
+    def on_token(piece: str) -> None:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+    cancel = threading.Event()
+    try:
+        answer = assistant.ask(
+            question,
+            use_notes=not no_notes,
+            route=None if route in (None, "auto") else route,
+            on_token=on_token if streamed else None,
+            cancel=cancel,
+        )
+    except KeyboardInterrupt:
+        cancel.set()
+        _fail("\ninterrupted", 130)
+    except (MissingAssetError, FileNotFoundError, ValueError) as error:
+        _fail(str(error))
+    finally:
+        assistant.close()
+    if as_json:
+        _dump(answer.as_dict())
+        return
+    sys.stdout.write("\n")
+    for notice in answer.notices:
+        err.print(f"[yellow]note:[/] {notice}", highlight=False)
+    if answer.sources:
+        out.print("\n[bold]Sources[/]")
+        for source in answer.sources:
+            out.print(source_line(source), highlight=False)
+    timing = answer.timings
+    err.print(
+        f"[dim]{answer.route} · {answer.decision.reason} · {answer.tokens['completion']} tokens · "
+        f"first token {timing['first_token_s'] or 0:.2f}s · total {timing['total_s']:.2f}s · id {answer.id}[/]",
+        highlight=False,
+    )
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show where skiff keeps things, the model, the index size and the cloud endpoint."""
+    assistant = _assistant()
+    try:
+        info = assistant.status()
+    finally:
+        assistant.close()
+    if as_json:
+        _dump(info)
+    else:
+        out.print(status_table(info))
+
+
+@app.command()
+def config(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Print the effective settings (file < SKIFF_* environment < flags), secrets masked."""
+    from skiff.router.settings import config_file_path, load_settings
+
+    try:
+        settings = load_settings()
+    except Exception as error:
+        _fail(f"invalid configuration: {error}")
+    values = settings.redacted()
+    if as_json:
+        _dump({"config_file": str(config_file_path()), "settings": values})
+    else:
+        out.print(settings_table(values, config_file_path()))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

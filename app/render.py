@@ -1,0 +1,78 @@
+"""Rich renderables for the CLI's human-readable output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+
+
+def short_path(path: str) -> str:
+    home = os.path.expanduser("~")
+    return "~" + path[len(home):] if home != "/" and path.startswith(home + os.sep) else path
+
+
+def source_line(source) -> Text:
+    text = Text(f"[{source.number}] ", style="bold cyan")
+    text.append(short_path(source.path))
+    if source.section:
+        text.append(f" › {source.section}", style="italic")
+    text.append(f" ({source.location})", style="dim")
+    return text
+
+
+def index_summary_table(summary) -> Table:
+    table = Table(title="Index", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("files seen", str(summary.files_seen))
+    table.add_row("indexed", f"{summary.indexed} ({summary.chunks_added} chunks)")
+    table.add_row("unchanged", str(summary.unchanged))
+    table.add_row("removed", str(summary.removed))
+    table.add_row("skipped", str(len(summary.skipped)))
+    table.add_row("index size", f"{summary.files_total} files, {summary.chunks_total} chunks")
+    table.add_row("time", f"{summary.seconds:.2f} s" + (" (cancelled)" if summary.cancelled else ""))
+    for item in summary.skipped[:20]:
+        table.add_row("[yellow]skip[/]", Text(f"{short_path(item['path'])}: {item['reason']}"))
+    if len(summary.skipped) > 20:
+        table.add_row("", f"… and {len(summary.skipped) - 20} more (see --json)")
+    for item in summary.warnings[:10]:
+        table.add_row("[dim]warning[/]", Text(f"{short_path(item['path'])}: {item['warning']}"))
+    return table
+
+
+def status_table(info: dict) -> Table:
+    table = Table(title="skiff status", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    exists = "" if info["config_file_exists"] else " (not created; defaults in use)"
+    table.add_row("config file", info["config_file"] + exists)
+    table.add_row("data dir", info["data_dir"])
+    model = info["model"]
+    if "error" in model:
+        table.add_row("model", Text(model["error"], style="red"))
+    else:
+        table.add_row("model", model["path"])
+        table.add_row(
+            "",
+            f"{model['name']} · {model['architecture']} · {model['quantization'] or '?'} · "
+            f"{model['size_bytes'] / 1e6:.0f} MB · trained context {model['context_length']}",
+        )
+    index = info["index"]
+    table.add_row("index", f"{index['files']} files, {index['chunks']} chunks")
+    for root in index["roots"]:
+        table.add_row("", short_path(root))
+    table.add_row("answers", str(info["answers"]))
+    table.add_row("cloud", info["cloud"])
+    return table
+
+
+def settings_table(values: dict, config_file: Path) -> Table:
+    table = Table(title=f"settings ({short_path(str(config_file))})", title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in values.items():
+        table.add_row(key, Text("" if value is None else str(value)))
+    return table

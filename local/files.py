@@ -1,0 +1,89 @@
+"""Walking notes folders: follows symlinked folders but never loops, skips hidden folders
+(.obsidian, .git, .trash), and reports every file it cannot take with a reason."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from skiff.local.readers import SUPPORTED_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Found:
+    path: str  # absolute, as walked (symlinked files keep their own name)
+    root: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+def _supported(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in SUPPORTED_SUFFIXES
+
+
+def walk_notes(root: str) -> Iterator[Found | Skipped]:
+    """Yield supported files under `root` (a folder or a single file), in a stable order."""
+    root = os.path.abspath(os.path.expanduser(root))
+    if not os.path.lexists(root):
+        yield Skipped(root, "no such file or folder")
+        return
+    if not os.path.isdir(root):
+        if not os.path.exists(root):
+            yield Skipped(root, "broken symlink")
+        elif _supported(root):
+            yield Found(root, root)
+        else:
+            yield Skipped(root, f"unsupported file type {os.path.splitext(root)[1]!r}")
+        return
+    try:
+        top = os.stat(root)
+    except OSError as error:
+        yield Skipped(root, f"unreadable folder ({error.strerror})")
+        return
+    yield from _walk_dir(root, root, ((top.st_dev, top.st_ino),), set())
+
+
+def _walk_dir(folder: str, root: str, ancestors: tuple, visited: set) -> Iterator[Found | Skipped]:
+    visited.add(ancestors[-1])
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+    except OSError as error:
+        yield Skipped(folder, f"unreadable folder ({error.strerror or error})")
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            is_link = entry.is_symlink()
+            is_dir = entry.is_dir(follow_symlinks=True)
+        except OSError as error:
+            yield Skipped(entry.path, f"cannot stat ({error.strerror or error})")
+            continue
+        if is_dir:
+            try:
+                info = os.stat(entry.path)
+            except OSError as error:
+                # ELOOP: a link that points at itself.
+                yield Skipped(entry.path, f"symlink loop ({error.strerror})" if is_link else f"cannot stat ({error.strerror})")
+                continue
+            key = (info.st_dev, info.st_ino)
+            if key in ancestors:
+                yield Skipped(entry.path, "symlink loop (links back to a folder above it)")
+            elif key in visited:
+                yield Skipped(entry.path, "folder already indexed through another path")
+            else:
+                yield from _walk_dir(entry.path, root, ancestors + (key,), visited)
+            continue
+        if not _supported(entry.name):
+            continue
+        if is_link and not os.path.exists(entry.path):
+            yield Skipped(entry.path, "broken symlink")
+            continue
+        yield Found(entry.path, root)

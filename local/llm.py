@@ -1,0 +1,223 @@
+"""The local language model: a GGUF file run by llama.cpp (llama-cpp-python).
+
+skiff renders the chat template itself and drives llama.cpp's token loop directly, so it knows
+the exact prompt length (to fit the context window), counts every generated token, and can stop
+between any two tokens (cancellation).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+ChatMessage = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    name: str
+    architecture: str
+    size_bytes: int
+    context_length: int | None
+    quantization: str | None
+    has_chat_template: bool
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token_s: float | None = None  # from the call to the first generated token
+    total_s: float = 0.0
+    decode_s: float = 0.0  # from the first to the last generated token
+    stop_reason: str = ""  # "eos", "length", "context", "cancelled"
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        if self.completion_tokens < 2 or self.decode_s <= 0:
+            return None
+        return (self.completion_tokens - 1) / self.decode_s
+
+
+# GGUF general.file_type values (llama.cpp's LLAMA_FTYPE) for the common quantisations.
+_FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+               11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+               17: "Q5_K_M", 18: "Q6_K", 32: "BF16"}
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """llama.cpp writes load chatter straight to fd 2; keep the terminal for skiff's output."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
+    arch = metadata.get("general.architecture", "unknown")
+    ctx = metadata.get(f"{arch}.context_length")
+    file_type = metadata.get("general.file_type")
+    quant = _FILE_TYPES.get(int(file_type)) if file_type and file_type.isdigit() else None
+    return ModelInfo(
+        path=str(path),
+        name=metadata.get("general.name", path.stem),
+        architecture=arch,
+        size_bytes=path.stat().st_size,
+        context_length=int(ctx) if ctx and ctx.isdigit() else None,
+        quantization=quant,
+        has_chat_template="tokenizer.chat_template" in metadata,
+    )
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    """Metadata without loading the weights (vocab only)."""
+    from llama_cpp import Llama
+
+    with _quiet_stderr():
+        vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        return _info_from_metadata(Path(path), dict(vocab.metadata))
+    finally:
+        vocab.close()
+
+
+_FALLBACK_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class LocalModel:
+    """One loaded GGUF model. Not thread-safe: one generation at a time (guarded by a lock)."""
+
+    def __init__(self, path: Path, n_ctx: int = 4096, n_threads: int | None = None, seed: int = 0) -> None:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model file not found: {self.path}")
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        with _quiet_stderr():
+            self.llama = Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                seed=seed,
+                verbose=False,
+            )
+        self.n_ctx = self.llama.n_ctx()
+        self.info = _info_from_metadata(self.path, dict(self.llama.metadata))
+        template = self.llama.metadata.get("tokenizer.chat_template") or _FALLBACK_TEMPLATE
+        model = self.llama._model
+        self._formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(self.llama.token_eos()),
+            bos_token=model.token_get_text(self.llama.token_bos()),
+        )
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.llama.close()
+
+    # -- prompts ---------------------------------------------------------------------------------
+
+    def render(self, messages: Sequence[ChatMessage]) -> str:
+        return self._formatter(messages=list(messages)).prompt
+
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        # The template writes BOS itself when the model wants one; never add a second.
+        tokens = self.llama.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        bos = self.llama.token_bos()
+        if self.llama._model.add_bos_token() and bos >= 0 and (not tokens or tokens[0] != bos):
+            tokens = [bos] + tokens
+        return tokens
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self.tokenize_prompt(self.render(messages)))
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def stream(
+        self,
+        prompt_tokens: list[int],
+        max_tokens: int,
+        temperature: float = 0.0,
+        repeat_penalty: float = 1.1,
+        stats: GenerationStats | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[str]:
+        """Yield text pieces as tokens are generated. `stats` is filled in as it goes."""
+        stats = stats if stats is not None else GenerationStats()
+        stats.prompt_tokens = len(prompt_tokens)
+        room = self.n_ctx - len(prompt_tokens)
+        if room <= 0:
+            raise ValueError(f"prompt of {len(prompt_tokens)} tokens does not fit the {self.n_ctx}-token context")
+        limit = min(max_tokens, room)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        import llama_cpp
+
+        vocab = self.llama._model.vocab
+        started = time.perf_counter()
+        first_at = last_at = None
+        stats.stop_reason = "length" if limit == max_tokens else "context"
+        with self._lock:
+            generator = self.llama.generate(
+                prompt_tokens,
+                temp=temperature,
+                top_k=40,
+                top_p=0.95,
+                min_p=0.05,
+                repeat_penalty=repeat_penalty,
+                reset=True,
+            )
+            try:
+                for token in generator:
+                    now = time.perf_counter()
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        stats.stop_reason = "eos"
+                        break
+                    if first_at is None:
+                        first_at = now
+                        stats.first_token_s = now - started
+                    last_at = now
+                    stats.completion_tokens += 1
+                    piece = decoder.decode(self.llama.detokenize([token], special=False))
+                    if piece:
+                        yield piece
+                    if stats.completion_tokens >= limit:
+                        break
+                    if should_stop is not None and should_stop():
+                        stats.stop_reason = "cancelled"
+                        break
+            finally:
+                generator.close()
+                tail = decoder.decode(b"", final=True)
+                stats.total_s = time.perf_counter() - started
+                if first_at is not None and last_at is not None:
+                    stats.decode_s = last_at - first_at
+        if tail:
+            yield tail

@@ -1,0 +1,111 @@
+"""The index manifest: one SQLite row per file skiff has looked at, written so that a kill -9 at
+any point leaves a state the next run repairs.
+
+Protocol per batch of files: embed; mark the files 'pending'; replace their chunks in chromadb;
+mark them 'done' (or 'skipped') with their content hash. A row left 'pending' by a crash has no
+hash, so the next run redoes that file from scratch (delete by path, then add), which gives the
+same index as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from skiff.local.sqlite_store import connect, migrate, transaction
+
+_SCHEMA = [
+    # Forward-only migrations: append, never edit.
+    """
+    CREATE TABLE files (
+        path TEXT PRIMARY KEY,
+        root TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'skipped')),
+        sha256 TEXT,
+        size INTEGER,
+        mtime_ns INTEGER,
+        chunks INTEGER NOT NULL DEFAULT 0,
+        kind TEXT,
+        reason TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX files_root ON files(root);
+    CREATE TABLE roots (path TEXT PRIMARY KEY, added_at REAL NOT NULL);
+    """,
+]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    root: str
+    state: str
+    sha256: str | None
+    size: int | None
+    mtime_ns: int | None
+    chunks: int
+    kind: str | None
+    reason: str | None
+
+
+class Manifest:
+    def __init__(self, path: Path) -> None:
+        self.db = connect(path)
+        migrate(self.db, _SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def records(self) -> dict[str, FileRecord]:
+        rows = self.db.execute(
+            "SELECT path, root, state, sha256, size, mtime_ns, chunks, kind, reason FROM files"
+        )
+        return {row[0]: FileRecord(*row) for row in rows}
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        now = time.time()
+        with transaction(self.db):
+            self.db.executemany(
+                "INSERT OR IGNORE INTO roots(path, added_at) VALUES (?, ?)", [(r, now) for r in roots]
+            )
+
+    def roots(self) -> list[str]:
+        return [row[0] for row in self.db.execute("SELECT path FROM roots ORDER BY path")]
+
+    def mark_pending(self, files: Iterable[tuple[str, str]]) -> None:
+        """(path, root) pairs whose chunks are about to change."""
+        now = time.time()
+        with transaction(self.db):
+            self.db.executemany(
+                "INSERT INTO files(path, root, state, updated_at) VALUES (?, ?, 'pending', ?) "
+                "ON CONFLICT(path) DO UPDATE SET state='pending', sha256=NULL, updated_at=excluded.updated_at",
+                [(path, root, now) for path, root in files],
+            )
+
+    def commit(self, records: Iterable[FileRecord]) -> None:
+        now = time.time()
+        with transaction(self.db):
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files(path, root, state, sha256, size, mtime_ns, chunks, kind, reason, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.path, r.root, r.state, r.sha256, r.size, r.mtime_ns, r.chunks, r.kind, r.reason, now)
+                    for r in records
+                ],
+            )
+
+    def touch(self, path: str, mtime_ns: int) -> None:
+        with transaction(self.db):
+            self.db.execute("UPDATE files SET mtime_ns=? WHERE path=?", (mtime_ns, path))
+
+    def forget(self, paths: Iterable[str]) -> None:
+        with transaction(self.db):
+            self.db.executemany("DELETE FROM files WHERE path=?", [(p,) for p in paths])
+
+    def totals(self) -> tuple[int, int]:
+        files, chunks = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(chunks), 0) FROM files WHERE state='done'"
+        ).fetchone()
+        return files, chunks

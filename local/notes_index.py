@@ -1,0 +1,395 @@
+"""The notes index: chromadb (vectors + text) plus a SQLite manifest (what was indexed, from which
+bytes). Incremental by content hash, crash-safe per file (see manifest.py), never aborted by one
+bad file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from skiff.local.chunking import SECTION_SEPARATOR, Chunk, chunk_document
+from skiff.local.embedder import Embedder
+from skiff.local.files import Found, Skipped, walk_notes
+from skiff.local.manifest import FileRecord, Manifest
+from skiff.local.readers import UnreadableDocument, looks_binary, read_document
+
+COLLECTION = "notes"
+# chromadb rejects very large single add() calls; stay well under its limit.
+CHROMA_WRITE_BATCH = 2000
+
+
+@dataclass
+class IndexSummary:
+    files_seen: int = 0
+    indexed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    chunks_added: int = 0
+    chunks_total: int = 0
+    files_total: int = 0
+    seconds: float = 0.0
+    cancelled: bool = False
+
+    def as_dict(self) -> dict:
+        return {
+            "files_seen": self.files_seen,
+            "indexed": self.indexed,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "skipped": self.skipped,
+            "warnings": self.warnings,
+            "chunks_added": self.chunks_added,
+            "chunks_total": self.chunks_total,
+            "files_total": self.files_total,
+            "seconds": round(self.seconds, 3),
+            "cancelled": self.cancelled,
+        }
+
+
+@dataclass(frozen=True)
+class IndexProgress:
+    """Posted after every file: enough for a progress bar."""
+
+    files_done: int
+    files_total: int
+    chunks_added: int
+    current: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    text: str
+    path: str
+    title: str
+    section: str
+    line_start: int
+    line_end: int
+    page: int | None
+    private: bool
+    distance: float
+    embedding: np.ndarray | None = None
+
+
+@dataclass
+class _Parsed:
+    path: str
+    root: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    kind: str
+    chunks: list[Chunk]
+    title: str
+    metadata: dict
+
+
+def _chunk_id(path: str, number: int) -> str:
+    return f"{hashlib.sha1(path.encode('utf-8', 'surrogatepass')).hexdigest()[:20]}:{number}"
+
+
+class SkiffEmbeddingFunction:
+    """chromadb's embedding-function protocol over skiff's embedder, so chromadb never falls back
+    to its own default (which downloads a model). skiff passes vectors itself on every call."""
+
+    def __init__(self, embedder: Embedder | None) -> None:
+        self._embedder = embedder
+
+    def __call__(self, input):  # noqa: A002 - chromadb's protocol names it so
+        if self._embedder is None:
+            raise RuntimeError("skiff passes its own vectors; this collection has no embedder attached")
+        return list(self._embedder.encode(list(input)))
+
+    def embed_query(self, input):  # noqa: A002
+        return self(input)
+
+    @staticmethod
+    def name() -> str:
+        return "skiff-minilm"
+
+    def get_config(self) -> dict:
+        return {}
+
+    @staticmethod
+    def build_from_config(config: dict):
+        # chromadb rebuilds the function from the collection's stored config when it reads the
+        # collection back; skiff never lets chromadb embed, so a detached one is enough.
+        return SkiffEmbeddingFunction(None)
+
+    def is_legacy(self) -> bool:
+        return False
+
+    def default_space(self) -> str:
+        return "cosine"
+
+    def supported_spaces(self) -> list[str]:
+        return ["cosine"]
+
+
+class NotesIndex:
+    def __init__(self, index_dir: Path, embedder: Embedder, chunk_tokens: int = 128,
+                 max_file_bytes: int = 20 * 1024 * 1024, batch_chunks: int = 256) -> None:
+        self.index_dir = Path(index_dir)
+        self.embedder = embedder
+        self.chunk_tokens = chunk_tokens
+        self.max_file_bytes = max_file_bytes
+        self.batch_chunks = batch_chunks
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest = Manifest(self.index_dir / "manifest.sqlite3")
+        self._collection = None
+        self._client = None
+
+    # -- chromadb ------------------------------------------------------------------------------
+
+    @property
+    def collection(self):
+        if self._collection is None:
+            import chromadb
+            from chromadb.config import Settings as ChromaSettings
+            from chromadb.utils.embedding_functions import known_embedding_functions, register_embedding_function
+
+            if SkiffEmbeddingFunction.name() not in known_embedding_functions:
+                register_embedding_function(SkiffEmbeddingFunction)
+
+            self._client = chromadb.PersistentClient(
+                path=str(self.index_dir / "chroma"),
+                settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
+            )
+            self._collection = self._client.get_or_create_collection(
+                COLLECTION,
+                embedding_function=SkiffEmbeddingFunction(self.embedder),
+                metadata={"hnsw:space": "cosine"},
+            )
+        return self._collection
+
+    def close(self) -> None:
+        self.manifest.close()
+
+    # -- status --------------------------------------------------------------------------------
+
+    def totals(self) -> tuple[int, int]:
+        """(files, chunks) currently indexed."""
+        return self.manifest.totals()
+
+    def roots(self) -> list[str]:
+        return self.manifest.roots()
+
+    # -- indexing ------------------------------------------------------------------------------
+
+    def index(
+        self,
+        paths: Iterable[str | os.PathLike],
+        progress: Callable[[IndexProgress], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> IndexSummary:
+        started = time.perf_counter()
+        summary = IndexSummary()
+        roots = [os.path.abspath(os.path.expanduser(str(p))) for p in paths]
+        found: list[Found] = []
+        for root in roots:
+            for item in walk_notes(root):
+                if isinstance(item, Skipped):
+                    summary.skipped.append({"path": item.path, "reason": item.reason})
+                else:
+                    found.append(item)
+        existing_roots = [r for r in roots if os.path.lexists(r)]
+        self.manifest.add_roots(existing_roots)
+        known = self.manifest.records()
+        summary.files_seen = len(found) + sum(
+            1 for s in summary.skipped if s["reason"] != "no such file or folder"
+        )
+
+        batch: list[_Parsed] = []
+        batch_chunks = 0
+        skipped_with_old_chunks: list[FileRecord] = []
+        seen: set[str] = set()
+        for number, item in enumerate(found, start=1):
+            if cancel is not None and cancel.is_set():
+                summary.cancelled = True
+                break
+            seen.add(item.path)
+            outcome = self._examine(item, known.get(item.path), summary)
+            if isinstance(outcome, _Parsed):
+                batch.append(outcome)
+                batch_chunks += len(outcome.chunks)
+                if batch_chunks >= self.batch_chunks:
+                    self._write_batch(batch, summary)
+                    batch, batch_chunks = [], 0
+            elif isinstance(outcome, FileRecord):
+                previous = known.get(item.path)
+                if previous is not None and (previous.chunks or previous.state == "pending"):
+                    skipped_with_old_chunks.append(outcome)
+                else:
+                    self.manifest.commit([outcome])
+            if progress is not None:
+                progress(IndexProgress(number, len(found), summary.chunks_added, item.path))
+        if batch:
+            self._write_batch(batch, summary)
+        if skipped_with_old_chunks:
+            self._replace_chunks([(r.path, r.root) for r in skipped_with_old_chunks], [], [], [])
+            self.manifest.commit(skipped_with_old_chunks)
+
+        if not summary.cancelled:
+            # Anything indexed under a walked root that the walk no longer yields is gone: deleted,
+            # renamed, hidden, or now a broken link. Roots that vanished entirely (an unmounted
+            # drive) are left alone rather than emptied.
+            gone = [r for path, r in known.items() if path not in seen and self._under(path, existing_roots)]
+            if gone:
+                self._replace_chunks([(r.path, r.root) for r in gone], [], [], [])
+                self.manifest.forget(r.path for r in gone)
+                summary.removed = sum(1 for r in gone if r.state != "skipped")
+        summary.files_total, summary.chunks_total = self.manifest.totals()
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    @staticmethod
+    def _under(path: str, roots: Iterable[str]) -> bool:
+        return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+    def _examine(self, item: Found, previous: FileRecord | None, summary: IndexSummary):
+        """Decide one file: unchanged (None), skipped (a FileRecord to commit) or parsed."""
+        path = item.path
+
+        def skip(reason: str, size=None, mtime_ns=None, sha256=None) -> FileRecord:
+            summary.skipped.append({"path": path, "reason": reason})
+            return FileRecord(path, item.root, "skipped", sha256, size, mtime_ns, 0, None, reason)
+
+        try:
+            info = os.stat(path)
+        except OSError as error:
+            return skip(f"cannot stat ({error.strerror or error})")
+        if previous is not None and previous.state in ("done", "skipped") and (
+            previous.size == info.st_size and previous.mtime_ns == info.st_mtime_ns
+        ):
+            if previous.state == "done":
+                summary.unchanged += 1
+            else:
+                summary.skipped.append({"path": path, "reason": previous.reason or "skipped"})
+            return None
+        if info.st_size > self.max_file_bytes:
+            return skip(
+                f"too large ({info.st_size / 1048576:.1f} MB > {self.max_file_bytes / 1048576:.1f} MB limit)",
+                info.st_size, info.st_mtime_ns,
+            )
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(self.max_file_bytes + 1)
+        except OSError as error:
+            return skip(f"unreadable ({error.strerror or error})", info.st_size, info.st_mtime_ns)
+        if len(data) > self.max_file_bytes:
+            return skip("too large (grew while reading)", info.st_size, info.st_mtime_ns)
+        sha256 = hashlib.sha256(data).hexdigest()
+        if previous is not None and previous.state == "done" and previous.sha256 == sha256:
+            self.manifest.touch(path, info.st_mtime_ns)
+            summary.unchanged += 1
+            return None
+        if not data.strip():
+            return skip("empty file", info.st_size, info.st_mtime_ns, sha256)
+        if not path.lower().endswith(".pdf") and looks_binary(data):
+            return skip("binary file (NUL bytes)", info.st_size, info.st_mtime_ns, sha256)
+        try:
+            document = read_document(Path(path), data)
+        except UnreadableDocument as error:
+            return skip(str(error), info.st_size, info.st_mtime_ns, sha256)
+        except RecursionError:
+            return skip("too deeply nested to parse", info.st_size, info.st_mtime_ns, sha256)
+        for warning in document.warnings:
+            summary.warnings.append({"path": path, "warning": warning})
+        title = document.title or Path(path).stem
+        chunks = chunk_document(document, title, self.embedder, self.chunk_tokens)
+        if not chunks:
+            return skip("no text to index", info.st_size, info.st_mtime_ns, sha256)
+        return _Parsed(path, item.root, sha256, info.st_size, info.st_mtime_ns, document.kind,
+                       chunks, title, document.metadata)
+
+    def _write_batch(self, batch: list[_Parsed], summary: IndexSummary) -> None:
+        texts = [chunk.embed_text for parsed in batch for chunk in parsed.chunks]
+        vectors = self.embedder.encode(texts)
+        ids: list[str] = []
+        documents: list[str] = []
+        metadatas: list[dict] = []
+        for parsed in batch:
+            for number, chunk in enumerate(parsed.chunks):
+                ids.append(_chunk_id(parsed.path, number))
+                documents.append(chunk.text)
+                metadatas.append(self._chunk_metadata(parsed, chunk))
+        self._replace_chunks([(p.path, p.root) for p in batch], ids, vectors, documents, metadatas)
+        self.manifest.commit(
+            FileRecord(p.path, p.root, "done", p.sha256, p.size, p.mtime_ns, len(p.chunks), p.kind, None)
+            for p in batch
+        )
+        summary.indexed += len(batch)
+        summary.chunks_added += len(ids)
+
+    @staticmethod
+    def _chunk_metadata(parsed: _Parsed, chunk: Chunk) -> dict:
+        meta = {
+            "path": parsed.path,
+            "root": parsed.root,
+            "title": parsed.title,
+            "section": SECTION_SEPARATOR.join(chunk.section),
+            "line_start": chunk.line_start,
+            "line_end": chunk.line_end,
+            "kind": parsed.kind,
+            "private": bool(parsed.metadata.get("private", False)),
+        }
+        if chunk.page is not None:
+            meta["page"] = chunk.page
+        if parsed.metadata.get("tags"):
+            meta["tags"] = str(parsed.metadata["tags"])
+        return meta
+
+    def _replace_chunks(self, files, ids, vectors, documents, metadatas=None) -> None:
+        """Crash-safe replacement of every chunk of `files` (see the manifest protocol)."""
+        self.manifest.mark_pending(files)
+        paths = [path for path, _ in files]
+        for start in range(0, len(paths), 500):
+            self.collection.delete(where={"path": {"$in": paths[start : start + 500]}})
+        for start in range(0, len(ids), CHROMA_WRITE_BATCH):
+            end = start + CHROMA_WRITE_BATCH
+            self.collection.add(
+                ids=ids[start:end],
+                embeddings=np.asarray(vectors[start:end], dtype=np.float32),
+                documents=documents[start:end],
+                metadatas=metadatas[start:end],
+            )
+
+    # -- retrieval -----------------------------------------------------------------------------
+
+    def search(self, query_vector: np.ndarray, k: int, with_embeddings: bool = False) -> list[Hit]:
+        if k <= 0 or self.collection.count() == 0:
+            return []
+        include = ["documents", "metadatas", "distances"] + (["embeddings"] if with_embeddings else [])
+        result = self.collection.query(
+            query_embeddings=[np.asarray(query_vector, dtype=np.float32)], n_results=k, include=include
+        )
+        hits = []
+        embeddings = result.get("embeddings")
+        for position, chunk_id in enumerate(result["ids"][0]):
+            meta = result["metadatas"][0][position] or {}
+            hits.append(
+                Hit(
+                    id=chunk_id,
+                    text=result["documents"][0][position] or "",
+                    path=str(meta.get("path", "")),
+                    title=str(meta.get("title", "")),
+                    section=str(meta.get("section", "")),
+                    line_start=int(meta.get("line_start", 0)),
+                    line_end=int(meta.get("line_end", 0)),
+                    page=int(meta["page"]) if "page" in meta else None,
+                    private=bool(meta.get("private", False)),
+                    distance=float(result["distances"][0][position]),
+                    embedding=np.asarray(embeddings[0][position], dtype=np.float32)
+                    if embeddings is not None else None,
+                )
+            )
+        return hits

@@ -1,0 +1,125 @@
+"""skiff's settings: defaults < TOML config file < SKIFF_* environment < explicit overrides (CLI flags).
+
+`SKIFF_HOME` moves config, data and cache under one folder; without it the platform's user
+directories are used (platformdirs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+APP_NAME = "skiff"
+
+
+def skiff_home() -> Path | None:
+    home = os.environ.get("SKIFF_HOME")
+    return Path(home).expanduser() if home else None
+
+
+def default_config_dir() -> Path:
+    home = skiff_home()
+    return home if home else Path(platformdirs.user_config_dir(APP_NAME))
+
+
+def default_data_dir() -> Path:
+    home = skiff_home()
+    return home / "data" if home else Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def default_cache_dir() -> Path:
+    home = skiff_home()
+    return home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def config_file_path() -> Path:
+    explicit = os.environ.get("SKIFF_CONFIG_FILE")
+    return Path(explicit).expanduser() if explicit else default_config_dir() / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Every knob skiff has. Field names are the TOML keys; env vars are SKIFF_<NAME>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SKIFF_",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # Where things live.
+    data_dir: Path = Field(default_factory=default_data_dir, description="index, answers database")
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="exported embedder, caches")
+
+    # Local model (llama.cpp).
+    model_path: Path | None = Field(
+        default=None, description="GGUF file; empty means the bundled SmolLM2-135M-Instruct"
+    )
+    n_ctx: int = Field(default=4096, ge=256, description="context window in tokens")
+    n_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    max_tokens: int = Field(default=384, ge=1, description="most tokens generated per answer")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    seed: int = 0
+
+    # Embedder and retrieval.
+    embedder_backend: str = Field(default="onnx", pattern="^(onnx|torch)$")
+    top_k: int = Field(default=5, ge=0, description="note chunks given to the model")
+    # all-MiniLM-L6-v2 was trained on 128-token inputs; longer chunks embed worse and slower.
+    chunk_tokens: int = Field(default=128, ge=32, le=256, description="chunk size bound, embedder tokens")
+
+    # Indexing.
+    max_file_mb: float = Field(default=20.0, gt=0, description="larger files are skipped")
+    index_batch_chunks: int = Field(default=256, ge=1)
+
+    # Cloud (the endpoint arrives with the cloud issue; the key is never printed).
+    cloud_base_url: str | None = None
+    cloud_model: str | None = None
+    cloud_api_key: SecretStr | None = None
+    offline: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "skiff.sqlite3"
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings as plain values, secrets masked."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********" if value.get_secret_value() else ""
+            elif isinstance(value, Path):
+                value = str(value)
+            out[name] = value
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings with CLI-style overrides; None values mean 'not given' and are dropped."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**given)
