@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,8 @@ def _walk_dir(folder: str, root: str, ancestors: tuple, visited: set) -> Iterato
             is_link = entry.is_symlink()
             is_dir = entry.is_dir(follow_symlinks=True)
         except OSError as error:
-            yield Skipped(entry.path, f"cannot stat ({error.strerror or error})")
+            reason = "symlink loop" if error.errno == errno.ELOOP else f"cannot stat ({error.strerror or error})"
+            yield Skipped(entry.path, reason)
             continue
         if is_dir:
             try:
@@ -84,6 +86,23 @@ def _walk_dir(folder: str, root: str, ancestors: tuple, visited: set) -> Iterato
         if not _supported(entry.name):
             continue
         if is_link and not os.path.exists(entry.path):
-            yield Skipped(entry.path, "broken symlink")
+            yield Skipped(entry.path, _dangling_reason(entry.path))
+            continue
+        try:
+            regular = entry.is_file(follow_symlinks=True)
+        except OSError:
+            regular = False
+        if not regular:
+            # FIFOs, sockets and devices: opening one can block forever or never end.
+            yield Skipped(entry.path, "not a regular file")
             continue
         yield Found(entry.path, root)
+
+
+def _dangling_reason(path: str) -> str:
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symlink loop"
+    return "broken symlink"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -267,6 +268,8 @@ class NotesIndex:
             info = os.stat(path)
         except OSError as error:
             return skip(f"cannot stat ({error.strerror or error})")
+        if not stat.S_ISREG(info.st_mode):
+            return skip("not a regular file")
         if previous is not None and previous.state in ("done", "skipped") and (
             previous.size == info.st_size and previous.mtime_ns == info.st_mtime_ns
         ):

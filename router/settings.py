@@ -72,7 +72,7 @@ class Settings(BaseSettings):
 
     # Embedder and retrieval.
     embedder_backend: str = Field(default="onnx", pattern="^(onnx|torch)$")
-    top_k: int = Field(default=5, ge=0, description="note chunks given to the model")
+    top_k: int = Field(default=3, ge=0, description="note chunks given to the model")
     # all-MiniLM-L6-v2 was trained on 128-token inputs; longer chunks embed worse and slower.
     chunk_tokens: int = Field(default=128, ge=32, le=256, description="chunk size bound, embedder tokens")
 

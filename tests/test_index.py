@@ -1,0 +1,181 @@
+"""The notes index on real chromadb and the real embedder: incremental, bad input, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SKIFF, run_skiff
+
+
+def snapshot(index) -> dict:
+    """Everything chromadb holds, in a comparable form."""
+    got = index.collection.get(include=["documents", "metadatas", "embeddings"])
+    return {
+        chunk_id: (document, json.dumps(meta, sort_keys=True), np.round(np.asarray(vector), 5).tobytes())
+        for chunk_id, document, meta, vector in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])
+    }
+
+
+def paths_in(index) -> set[str]:
+    return {meta["path"] for meta in index.collection.get(include=["metadatas"])["metadatas"]}
+
+
+def test_incremental_add_edit_delete(assistant, vault):
+    first = assistant.index([vault])
+    assert first.indexed == 12 and first.unchanged == 0 and not first.skipped
+    assert first.chunks_total == assistant.notes.collection.count() > 12
+
+    again = assistant.index([vault])
+    assert (again.indexed, again.unchanged, again.removed, again.chunks_added) == (0, 12, 0, 0)
+
+    edited = vault / "Plugins" / "Search.md"
+    edited.write_text(edited.read_text() + "\n\n## Zebra facts\n\nZebras index their stripes weekly.\n")
+    added = vault / "New note.md"
+    added.write_text("# New\n\nA brand new note about lighthouses.\n")
+    deleted = vault / "Plugins" / "Canvas.md"
+    deleted.unlink()
+    touched = vault / "Help and support.md"
+    os.utime(touched, ns=(time.time_ns(), time.time_ns()))  # new mtime, same bytes
+
+    third = assistant.index([vault])
+    assert (third.indexed, third.unchanged, third.removed) == (2, 10, 1)
+    paths = paths_in(assistant.notes)
+    assert str(deleted) not in paths and str(added) in paths
+    hits = assistant.retrieve("how often do zebras index their stripes?")
+    assert hits[0].path == str(edited) and "Zebras" in hits[0].text
+    # No chunk of the edited file is left over from its old version.
+    ids = [i for i, m in zip(*(lambda g: (g["ids"], g["metadatas"]))(assistant.notes.collection.get(include=["metadatas"]))) if m["path"] == str(edited)]
+    assert len(ids) == len(set(ids)) == assistant.notes.manifest.records()[str(edited)].chunks
+
+
+def test_reindex_without_paths_uses_known_roots(assistant, vault):
+    assistant.index([vault])
+    (vault / "Later.md").write_text("Added later: the moon is made of basalt.\n")
+    summary = assistant.index()
+    assert summary.indexed == 1 and summary.unchanged == 12
+
+
+def test_bad_inputs_are_skipped_with_reasons_and_never_abort(assistant, tmp_path, monkeypatch):
+    notes = tmp_path / "bad"
+    notes.mkdir()
+    (notes / "good.md").write_text("# Good\n\nThe only good note mentions quartz.\n")
+    (notes / "binary.md").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(256))
+    (notes / "latin1.txt").write_bytes("Caf\xe9 notes about espresso.".encode("latin-1"))
+    (notes / "empty.md").write_text("")
+    (notes / "blank.org").write_text("\n\n   \n")
+    (notes / "huge.txt").write_text("big " * 400_000)  # 1.6 MB, over the 1 MB limit set below
+    (notes / "broken.pdf").write_bytes(b"%PDF-1.4\n% truncated right here")
+    (notes / "fake.pdf").write_text("not a pdf at all")
+    (notes / "dangling.md").symlink_to(notes / "nowhere.md")
+    (notes / "self.md").symlink_to(notes / "self.md")
+    (notes / "loop").symlink_to(notes)
+    os.mkfifo(notes / "pipe.md")
+    (notes / "picture.png").write_bytes(b"\x89PNG")  # unsupported type: ignored, not an error
+    monkeypatch.setattr(assistant.settings, "max_file_mb", 1.0)
+
+    summary = assistant.index([notes])
+    reasons = {Path(s["path"]).name: s["reason"] for s in summary.skipped}
+    assert reasons["binary.md"].startswith("binary")
+    assert reasons["empty.md"] == "empty file"
+    assert reasons["blank.org"] == "empty file"
+    assert reasons["huge.txt"].startswith("too large")
+    assert "PDF" in reasons["broken.pdf"] and "not a PDF" in reasons["fake.pdf"]
+    assert reasons["dangling.md"] == "broken symlink"
+    assert reasons["self.md"] == "symlink loop"
+    assert reasons["loop"].startswith("symlink loop")
+    assert reasons["pipe.md"] == "not a regular file"
+    assert "picture.png" not in reasons
+    assert summary.indexed == 2  # good.md and latin1.txt (degraded, with a warning)
+    assert any(w["path"].endswith("latin1.txt") and "UTF-8" in w["warning"] for w in summary.warnings)
+    assert {Path(p).name for p in paths_in(assistant.notes)} == {"good.md", "latin1.txt"}
+
+    # Skips are remembered: a re-run is instant and reports the same reasons.
+    again = assistant.index([notes])
+    assert again.indexed == 0 and again.unchanged == 2
+    assert {Path(s["path"]).name: s["reason"] for s in again.skipped} == reasons
+
+
+def test_unreadable_file_is_skipped(skiff_home, tmp_path):
+    notes = tmp_path / "locked"
+    notes.mkdir()
+    (notes / "open.md").write_text("Readable note about kelp.\n")
+    secret = notes / "secret.md"
+    secret.write_text("Nobody may read this.\n")
+    secret.chmod(0)
+    command = [str(SKIFF), "index", str(notes), "--json"]
+    if os.geteuid() == 0:
+        # Root reads anything: drop the capabilities that override permission bits.
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv")
+        dropped = "-dac_override,-dac_read_search"
+        command = ["setpriv", "--bounding-set", dropped, "--inh-caps", dropped, *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    reasons = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
+    assert reasons["secret.md"].startswith("unreadable")
+    assert summary["indexed"] == 1
+
+
+_STATE_SCRIPT = """
+import hashlib, json, sys
+from pathlib import Path
+import numpy as np
+from skiff.local.embedder import Embedder
+from skiff.local.notes_index import NotesIndex
+
+index = NotesIndex(Path(sys.argv[1]) / "data" / "index", Embedder(Path(sys.argv[2])))
+got = index.collection.get(include=["documents", "metadatas", "embeddings"])
+chunks = {
+    i: [d, json.dumps(m, sort_keys=True), hashlib.sha1(np.round(np.asarray(v), 5).tobytes()).hexdigest()]
+    for i, d, m, v in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])
+}
+manifest = {p: [r.state, r.sha256, r.chunks] for p, r in index.manifest.records().items()}
+print(json.dumps({"chunks": chunks, "manifest": manifest}))
+"""
+
+
+def _index_state(home: Path, cache: Path) -> dict:
+    """Read an index the way a fresh skiff process would (chromadb caches clients per process)."""
+    result = subprocess.run([sys.executable, "-c", _STATE_SCRIPT, str(home), str(cache)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_kill_9_during_indexing_then_rerun_equals_clean_run(vault, tmp_path, shared_cache):
+    env = {**os.environ, "SKIFF_CACHE_DIR": str(shared_cache), "SKIFF_INDEX_BATCH_CHUNKS": "16"}
+    clean_home = tmp_path / "clean"
+    run_skiff("index", str(vault), env={**env, "SKIFF_HOME": str(clean_home)})
+    expected = _index_state(clean_home, shared_cache)
+    assert expected["chunks"]
+
+    rng = random.Random(20261122)
+    killed_mid_write = 0
+    for trial in range(4):
+        home = tmp_path / f"killed{trial}"
+        process = subprocess.Popen([str(SKIFF), "index", str(vault)], env={**env, "SKIFF_HOME": str(home)},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Wait until writing has begun, then kill at a seeded random moment.
+        deadline = time.time() + 60
+        while not (home / "data" / "index" / "manifest.sqlite3").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.2, 2.5))
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL, "indexing finished before the kill: the trial proves nothing"
+        interrupted = _index_state(home, shared_cache)
+        killed_mid_write += interrupted != expected
+        run_skiff("index", str(vault), env={**env, "SKIFF_HOME": str(home)})
+        assert _index_state(home, shared_cache) == expected, f"trial {trial}"
+    assert killed_mid_write >= 2, "most kills should land while the index is incomplete"
