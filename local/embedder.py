@@ -20,10 +20,6 @@ import numpy as np
 
 from skiff.local.assets import embedder_model_dir
 
-# Load the model from its folder; never reach for a hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 EMBEDDING_DIM = 384
 _ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -122,9 +118,10 @@ class Embedder:
             import onnxruntime as ort
             from tokenizers import Tokenizer
 
+            quiet_onnxruntime()
             path = self.onnx_path()
             if not path.exists():
-                export_onnx(self.model_dir, path, self.max_seq_length)
+                export_onnx_in_subprocess(self.model_dir, path)
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.n_threads
             options.inter_op_num_threads = 1
@@ -145,7 +142,28 @@ class Embedder:
         return self.cache_dir / "embedder" / f"minilm-{key}.onnx"
 
 
-def export_onnx(model_dir: Path, target: Path, max_seq_length: int) -> None:
+def quiet_onnxruntime() -> None:
+    """Belt and braces beside ORT_DISABLE_TELEMETRY (set in skiff.local): the runtime switch."""
+    import onnxruntime as ort
+
+    ort.disable_telemetry_events()
+
+
+def export_onnx_in_subprocess(model_dir: Path, target: Path) -> None:
+    """Run export_onnx in a child process, so torch (~300 MB resident) never stays in skiff's own
+    memory for the rest of a long session."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "skiff.local.embedder", str(model_dir), str(target)],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0 or not target.exists():
+        raise RuntimeError(f"exporting the embedder to ONNX failed:\n{result.stderr[-2000:]}")
+
+
+def export_onnx(model_dir: Path, target: Path) -> None:
     """Export the transformer body to ONNX (pooling stays in numpy). Written atomically."""
     import torch
     from transformers import AutoModel
@@ -185,3 +203,9 @@ def export_onnx(model_dir: Path, target: Path, max_seq_length: int) -> None:
             dynamo=False,
         )
     os.replace(tmp, target)
+
+
+if __name__ == "__main__":
+    import sys
+
+    export_onnx(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -1,0 +1,65 @@
+"""Offline by construction: indexing and answering open no socket beyond loopback.
+
+Every connect()/sendto()/sendmsg() system call of skiff and all its threads and children is
+traced with strace, so native code (chromadb's Rust core, onnxruntime, llama.cpp) is covered, not
+only Python's socket module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import SKIFF
+
+_INET = re.compile(r'sa_family=AF_INET6?, .*?(?:inet_addr|inet_pton\(AF_INET6?, )\("([^"]+)"\)')
+LOOPBACK = re.compile(r"^(127\.|::1$|::ffff:127\.)")
+
+
+def outbound(trace: str) -> list[str]:
+    bad = []
+    for line in trace.splitlines():
+        if "AF_INET" not in line:
+            continue  # AF_UNIX / AF_NETLINK stay on the machine
+        match = _INET.search(line)
+        if match is None or not LOOPBACK.match(match.group(1)):
+            bad.append(line.strip())
+    return bad
+
+
+def test_trace_parser_flags_a_real_outbound_connect(tmp_path):
+    """The guard itself must be able to fail: a connect to a public address is caught."""
+    if not shutil.which("strace"):
+        pytest.skip("strace not installed")
+    log = tmp_path / "trace"
+    code = "import socket; s=socket.socket(); s.settimeout(0.2)\ntry: s.connect(('192.0.2.1', 9))\nexcept OSError: pass"
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=connect", "-o", str(log), "python3", "-c", code],
+                   check=True, timeout=60)
+    assert any("192.0.2.1" in line for line in outbound(log.read_text()))
+
+
+@pytest.mark.parametrize("command", [("index",), ("ask",)])
+def test_offline_opens_no_socket_beyond_loopback(skiff_home, vault, tmp_path, command):
+    if not shutil.which("strace"):
+        pytest.skip("strace not installed")
+    env = {**os.environ, "SKIFF_OFFLINE": "true"}
+    if command == ("index",):
+        # A fresh cache makes this run long (it exports the embedder), long enough for a library's
+        # background telemetry timer to fire: onnxruntime's did, ~10 s in, before it was disabled.
+        env["SKIFF_CACHE_DIR"] = str(tmp_path / "fresh-cache")
+    if command == ("ask",):
+        subprocess.run([str(SKIFF), "index", str(vault)], env=env, check=True, capture_output=True, timeout=300)
+        args = ["ask", "--max-tokens", "16", "How do I link to a heading?"]
+    else:
+        args = ["index", str(vault)]
+    log = tmp_path / "trace"
+    result = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log), str(SKIFF), *args],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert outbound(log.read_text()) == []

@@ -1,0 +1,62 @@
+"""Fitting prompts into the real model's context window (real llama.cpp, real tokenizer)."""
+
+from __future__ import annotations
+
+import pytest
+
+from skiff.local.assets import default_gguf_path
+from skiff.local.llm import GenerationStats, LocalModel
+from skiff.local.notes_index import Hit
+from skiff.router.prompting import plan_prompt
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    model = LocalModel(default_gguf_path(), n_ctx=512, n_threads=2)
+    yield model
+    model.close()
+
+
+def hit(number: int, text: str) -> Hit:
+    return Hit(f"id{number}", text, f"/notes/n{number}.md", f"Note {number}", "", 1, 2, None, False, 0.1)
+
+
+def test_huge_note_and_long_history_never_overflow(small_model):
+    huge = hit(1, "The lighthouse keeper logs every ship. " * 400)
+    others = [hit(n, f"Short note {n} about boats.") for n in range(2, 6)]
+    history = []
+    for turn in range(60):
+        history += [{"role": "user", "content": f"Question {turn}: tell me about sails " * 5},
+                    {"role": "assistant", "content": f"Answer {turn}: sails catch wind " * 8}]
+    plan = plan_prompt(small_model, "What does the keeper log?", [huge, *others], history, max_answer_tokens=128)
+    assert len(plan.prompt_tokens) + 128 <= small_model.n_ctx
+    assert plan.notes and plan.notes[0].id == "id1" and "note" in plan.truncated
+    assert plan.history_turns_dropped > 100
+    assert "What does the keeper log?" in plan.messages[-1]["content"]
+    # And the model really generates into the room that is left.
+    stats = GenerationStats()
+    list(small_model.stream(plan.prompt_tokens, max_tokens=128, stats=stats))
+    assert stats.prompt_tokens + stats.completion_tokens <= small_model.n_ctx
+
+
+def test_recent_history_is_kept_before_older(small_model):
+    history = [{"role": "user", "content": f"turn {n} " + "words " * 30} for n in range(40)]
+    plan = plan_prompt(small_model, "And now?", [], history, max_answer_tokens=64)
+    kept = [m["content"] for m in plan.messages[1:-1]]
+    assert kept and kept[-1].startswith("turn 39") and not any(k.startswith("turn 0 ") for k in kept)
+    assert len(plan.prompt_tokens) + 64 <= small_model.n_ctx
+
+
+def test_question_longer_than_the_window_is_cut_not_overflowed(small_model):
+    question = "why " * 2000
+    plan = plan_prompt(small_model, question, [hit(1, "a note")], [], max_answer_tokens=64)
+    assert "question" in plan.truncated
+    assert len(plan.prompt_tokens) + 64 <= small_model.n_ctx
+
+
+def test_everything_fits_when_there_is_room(small_model):
+    notes = [hit(n, f"note {n}") for n in range(1, 4)]
+    history = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    plan = plan_prompt(small_model, "q?", notes, history, max_answer_tokens=64)
+    assert [h.id for h in plan.notes] == ["id1", "id2", "id3"]
+    assert plan.history_turns_used == 2 and not plan.truncated

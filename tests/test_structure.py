@@ -1,0 +1,123 @@
+"""The layout of GUIDE §2: app -> router -> {local, cloud}, Textual only in app/, one `skiff` namespace."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+LAYERS = ("app", "router", "local", "cloud")
+
+
+@pytest.fixture(scope="module")
+def installed_tree(tmp_path_factory) -> Path:
+    """A plain (non-editable) install of skiff: import-linter reads packages from their folders."""
+    lint = Path(sys.executable).parent / "lint-imports"
+    if not lint.exists():
+        pytest.skip("import-linter is not installed")
+    root = tmp_path_factory.mktemp("lint")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+         str(root / "site"), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+def _lint(tree: Path) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(tree / "site")}
+    return subprocess.run([str(Path(sys.executable).parent / "lint-imports")], cwd=tree, env=env,
+                          capture_output=True, text=True)
+
+
+def test_import_contracts_hold(installed_tree):
+    result = _lint(installed_tree)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 2 kept, 0 broken" in result.stdout
+
+
+def test_import_contracts_catch_an_upward_import(installed_tree):
+    probe = installed_tree / "site" / "skiff" / "local" / "_upward_probe.py"
+    probe.write_text("import skiff.router.assistant\n")
+    try:
+        result = _lint(installed_tree)
+    finally:
+        probe.unlink()
+    assert result.returncode != 0 and "BROKEN" in result.stdout
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("folder", ["router", "local", "cloud"])
+def test_textual_stays_in_the_app(folder):
+    for path in (REPO / folder).rglob("*.py"):
+        assert not any(n == "textual" or n.startswith("textual.") for n in _imports(path)), path
+
+
+def test_local_and_cloud_never_import_upward_or_each_other():
+    rules = {"local": ("skiff.app", "skiff.router", "skiff.cloud"), "cloud": ("skiff.app", "skiff.router", "skiff.local")}
+    for folder, forbidden in rules.items():
+        for path in (REPO / folder).rglob("*.py"):
+            bad = [n for n in _imports(path) if n.startswith(forbidden)]
+            assert not bad, (path, bad)
+
+
+def test_no_bare_top_level_modules_are_installed(tmp_path):
+    # From a neutral folder, so the repository's own folders are not on sys.path.
+    probe = "import importlib.util, sys; print([n for n in sys.argv[1:] if importlib.util.find_spec(n)])"
+    result = subprocess.run([sys.executable, "-c", probe, *LAYERS], cwd=tmp_path, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", "import skiff.app, skiff.router, skiff.local, skiff.cloud; from skiff.router import Assistant"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_library_import_stays_light(tmp_path):
+    """`from skiff.router import Assistant` must not drag in torch, chromadb, llama_cpp or textual."""
+    probe = (
+        "import sys; from skiff.router import Assistant; "
+        "print(sorted(m for m in ('torch', 'chromadb', 'llama_cpp', 'textual', 'sentence_transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_wheel_installs_in_a_fresh_venv_and_runs(tmp_path):
+    """What packaging/README.md tells a user to do: build the wheel, install it, run it."""
+    wheels = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
+                   check=True, capture_output=True, timeout=600)
+    wheel = next(wheels.glob("skiff-*.whl"))
+    import zipfile
+
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert not tops & set(LAYERS), tops
+    assert "skiff" in tops
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True, capture_output=True, timeout=900)
+    result = subprocess.run([*pip, str(wheel)], capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = subprocess.run([str(venv / "bin" / "skiff"), "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("skiff 0."), version.stderr
+    shutil.rmtree(venv, ignore_errors=True)
