@@ -222,6 +222,7 @@ class Assistant:
                 "retrieve_s": round(retrieved_at - started, 4),
                 "first_token_s": round(first_piece_at - started, 4) if first_piece_at is not None else None,
                 "total_s": round(finished - started, 4),
+                "decode_tokens_per_s": round(stats.decode_tokens_per_s, 2) if stats.decode_tokens_per_s else None,
             }
             tokens = {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens}
             self.records.finish(answer_id, text, [s.as_dict() for s in sources], timings, tokens,
