@@ -25,9 +25,9 @@ from common import VAULT, percentile, save  # noqa: E402
 SKIFF = Path(sys.executable).parent / "skiff"
 
 
-def run_index(env: dict) -> tuple[dict, float, float]:
+def run_index(env: dict, vault: Path) -> tuple[dict, float, float]:
     started = time.perf_counter()
-    process = subprocess.Popen([str(SKIFF), "index", str(VAULT), "--json"], env=env,
+    process = subprocess.Popen([str(SKIFF), "index", str(vault), "--json"], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stdout_chunks = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -41,7 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sample", type=int, default=6000, help="chunks for the raw-encoder baselines")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--subset", default="", help="a folder inside the vault, e.g. en (default: all of it)")
     args = parser.parse_args()
+    vault = VAULT / args.subset if args.subset else VAULT
 
     home = Path(tempfile.mkdtemp(prefix="skiff-bench-"))
     env = {**os.environ, "SKIFF_HOME": str(home)}
@@ -49,8 +51,8 @@ def main() -> None:
     subprocess.run([str(SKIFF), "index", str(home / "empty")], env=env, capture_output=True)
     os.environ["SKIFF_HOME"] = str(home)
 
-    summary, wall, peak_mb = run_index(env)
-    again, rewall, _ = run_index(env)
+    summary, wall, peak_mb = run_index(env, vault)
+    again, rewall, _ = run_index(env, vault)
 
     from skiff.local.chunking import chunk_document
     from skiff.local.embedder import Embedder
@@ -95,7 +97,8 @@ def main() -> None:
     assistant.close()
 
     e2e_rate = summary["chunks_added"] / summary["seconds"]
-    save("index_vault", {
+    save(f"index_vault{'_' + args.subset if args.subset else ''}", {
+        "vault": str(vault),
         "files": summary["files_seen"],
         "indexed": summary["indexed"],
         "skipped": len(summary["skipped"]),
