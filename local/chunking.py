@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Iterator, Protocol
 
 from skiff.local.readers import Block, Document
 
@@ -130,5 +130,3 @@ def _cut_to_tokens(text: str, budget: int, counter: TokenCounter, prefer_soft: b
             cut = soft
     return text[:cut]
 
-
-ChunkFn = Callable[[Document, str], list[Chunk]]

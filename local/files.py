@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
 
 from skiff.local.readers import SUPPORTED_SUFFIXES

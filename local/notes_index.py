@@ -4,6 +4,7 @@ bad file."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import stat
@@ -41,19 +42,7 @@ class IndexSummary:
     cancelled: bool = False
 
     def as_dict(self) -> dict:
-        return {
-            "files_seen": self.files_seen,
-            "indexed": self.indexed,
-            "unchanged": self.unchanged,
-            "removed": self.removed,
-            "skipped": self.skipped,
-            "warnings": self.warnings,
-            "chunks_added": self.chunks_added,
-            "chunks_total": self.chunks_total,
-            "files_total": self.files_total,
-            "seconds": round(self.seconds, 3),
-            "cancelled": self.cancelled,
-        }
+        return {**dataclasses.asdict(self), "seconds": round(self.seconds, 3)}
 
 
 @dataclass(frozen=True)
