@@ -20,7 +20,7 @@ from skiff.local.chunking import SECTION_SEPARATOR, Chunk, chunk_document
 from skiff.local.embedder import Embedder
 from skiff.local.files import Found, Skipped, walk_notes
 from skiff.local.manifest import FileRecord, Manifest
-from skiff.local.readers import UnreadableDocument, looks_binary, read_document
+from skiff.local.readers import UnreadableDocument, read_document
 
 COLLECTION = "notes"
 # chromadb rejects very large single add() calls; stay well under its limit.
@@ -286,8 +286,6 @@ class NotesIndex:
             return None
         if not data.strip():
             return skip("empty file", info.st_size, info.st_mtime_ns, sha256)
-        if not path.lower().endswith(".pdf") and looks_binary(data):
-            return skip("binary file (NUL bytes)", info.st_size, info.st_mtime_ns, sha256)
         try:
             document = read_document(Path(path), data)
         except UnreadableDocument as error:
