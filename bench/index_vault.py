@@ -98,11 +98,19 @@ def main() -> None:
     torch_embedder.encode(torch_texts)
     torch_rate = len(torch_texts) / (time.perf_counter() - t0)
 
-    assistant = Assistant(settings)
-    stored = assistant.notes.collection.get(include=["metadatas"])
+    # The timed figures first, so a failure further on cannot lose them.
+    print(json.dumps({"index": summary | {"skipped": len(summary["skipped"]), "warnings": len(summary["warnings"])},
+                      "onnx_before": onnx_before, "onnx_after": onnx_after, "torch": torch_rate,
+                      "reindex_seconds": again["seconds"]}), file=sys.stderr, flush=True)
 
+    assistant = Assistant(settings)
     # Retrieval latency: embed + nearest-neighbour query, on headings of the vault as questions.
-    headings = [m.get("section") or m.get("title") for m in stored["metadatas"]]
+    # chromadb refuses one get() of ~100k rows (too many SQL variables), so page through.
+    headings: list[str] = []
+    collection = assistant.notes.collection
+    for offset in range(0, collection.count(), 5000):
+        page = collection.get(include=["metadatas"], limit=5000, offset=offset)
+        headings += [m.get("section") or m.get("title") for m in page["metadatas"]]
     queries = [q for q in rng.sample(headings, min(len(headings), args.queries * 2)) if q][: args.queries]
     assistant.retrieve("warm up")
     latencies = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import subprocess
@@ -30,6 +31,24 @@ def installed_tree(tmp_path_factory) -> Path:
     )
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     return root
+
+
+def _source_files() -> set[str]:
+    """Every module and data file under the four folders, as its installed path."""
+    files = set()
+    for layer in LAYERS:
+        for path in (REPO / layer).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".npz", ".md"):
+                files.add(f"skiff/{layer}/{path.relative_to(REPO / layer).as_posix()}")
+    return files
+
+
+def test_a_plain_install_carries_every_module_and_data_file(installed_tree):
+    """An editable install finds subpackages on its own; a wheel only has what pyproject lists."""
+    site = installed_tree / "site"
+    installed = {p.relative_to(site).as_posix() for p in (site / "skiff").rglob("*") if p.is_file()}
+    missing = _source_files() - installed
+    assert not missing, f"not installed by `pip install .`: {sorted(missing)}"
 
 
 def _lint(tree: Path) -> subprocess.CompletedProcess:
@@ -120,4 +139,10 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     version = subprocess.run([str(venv / "bin" / "skiff"), "--version"], capture_output=True, text=True, cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("skiff 0."), version.stderr
+    # First real use from the wheel alone: every reader, the embedder export and chromadb.
+    env = {"PATH": os.environ["PATH"], "SKIFF_HOME": str(tmp_path / "home"), "HOME": str(tmp_path)}
+    indexed = subprocess.run([str(venv / "bin" / "skiff"), "index", str(REPO / "examples" / "notes"), "--json"],
+                             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
+    assert indexed.returncode == 0, indexed.stderr[-3000:]
+    assert json.loads(indexed.stdout)["indexed"] == len(list((REPO / "examples" / "notes").iterdir()))
     shutil.rmtree(venv, ignore_errors=True)
