@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -11,9 +10,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
+from skiff.app.common import assistant_or_fail, dump, err, fail, out
 from skiff.app.render import index_summary_table, settings_table, source_line, status_table
+from skiff.app.router_cli import feedback, router_app
 
 app = typer.Typer(
     name="skiff",
@@ -22,8 +22,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+app.add_typer(router_app, name="router")
+app.command()(feedback)
 
 
 def _version() -> str:
@@ -47,27 +47,6 @@ def main_options(
     """skiff answers questions from your notes with a local model; `skiff index` then `skiff ask`."""
 
 
-def _assistant(**overrides):
-    # Heavy imports stay out of `skiff --version` and `skiff --help`.
-    from skiff.router import Assistant, load_settings
-
-    try:
-        settings = load_settings(**overrides)
-    except Exception as error:  # pydantic's ValidationError names the bad key and value
-        _fail(f"invalid configuration: {error}")
-    return Assistant(settings)
-
-
-def _fail(message: str, code: int = 2):
-    err.print(f"[bold red]skiff:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _dump(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
 @app.command()
 def index(
     paths: Optional[list[Path]] = typer.Argument(None, help="Folders or files; none re-indexes every folder indexed before."),
@@ -80,7 +59,7 @@ def index(
 
     from skiff.local.assets import MissingAssetError
 
-    assistant = _assistant(max_file_mb=max_file_mb, chunk_tokens=chunk_tokens)
+    assistant = assistant_or_fail(max_file_mb=max_file_mb, chunk_tokens=chunk_tokens)
     cancel = threading.Event()
     show_bar = err.is_terminal and not as_json
     try:
@@ -100,13 +79,13 @@ def index(
             summary = assistant.index(paths, cancel=cancel)
     except KeyboardInterrupt:
         cancel.set()
-        _fail("interrupted; files finished so far are indexed, the rest will be on the next run", 130)
+        fail("interrupted; files finished so far are indexed, the rest will be on the next run", 130)
     except MissingAssetError as error:
-        _fail(str(error))
+        fail(str(error))
     finally:
         assistant.close()
     if as_json:
-        _dump(summary.as_dict())
+        dump(summary.as_dict())
     else:
         out.print(index_summary_table(summary))
 
@@ -116,7 +95,7 @@ def ask(
     question: str = typer.Argument(..., help="The question."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: answer, route, sources, timings, tokens."),
     no_notes: bool = typer.Option(False, "--no-notes", help="Do not retrieve notes."),
-    route: Optional[str] = typer.Option(None, help="Force a route: local (cloud arrives later)."),
+    route: Optional[str] = typer.Option(None, help="auto (the router decides), local, local+ or cloud."),
     model: Optional[Path] = typer.Option(None, help="GGUF model file (default: bundled SmolLM2-135M-Instruct)."),
     top_k: Optional[int] = typer.Option(None, help="Note chunks to give the model."),
     max_tokens: Optional[int] = typer.Option(None, help="Most tokens to generate."),
@@ -128,8 +107,8 @@ def ask(
     from skiff.local.assets import MissingAssetError
 
     if route not in (None, "auto", "local", "local+", "cloud"):
-        _fail(f"unknown route {route!r}; use local, local+, cloud or auto")
-    assistant = _assistant(model_path=model, top_k=top_k, max_tokens=max_tokens, n_ctx=n_ctx,
+        fail(f"unknown route {route!r}; use local, local+, cloud or auto")
+    assistant = assistant_or_fail(model_path=model, top_k=top_k, max_tokens=max_tokens, n_ctx=n_ctx,
                            n_threads=threads, temperature=temperature)
     streamed = not as_json
 
@@ -148,13 +127,13 @@ def ask(
         )
     except KeyboardInterrupt:
         cancel.set()
-        _fail("\ninterrupted", 130)
+        fail("\ninterrupted", 130)
     except (MissingAssetError, FileNotFoundError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     finally:
         assistant.close()
     if as_json:
-        _dump(answer.as_dict())
+        dump(answer.as_dict())
         return
     sys.stdout.write("\n")
     for notice in answer.notices:
@@ -174,13 +153,13 @@ def ask(
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show where skiff keeps things, the model, the index size and the cloud endpoint."""
-    assistant = _assistant()
+    assistant = assistant_or_fail()
     try:
         info = assistant.status()
     finally:
         assistant.close()
     if as_json:
-        _dump(info)
+        dump(info)
     else:
         out.print(status_table(info))
 
@@ -193,10 +172,10 @@ def config(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     try:
         settings = load_settings()
     except Exception as error:
-        _fail(f"invalid configuration: {error}")
+        fail(f"invalid configuration: {error}")
     values = settings.redacted()
     if as_json:
-        _dump({"config_file": str(config_file_path()), "settings": values})
+        dump({"config_file": str(config_file_path()), "settings": values})
     else:
         out.print(settings_table(values, config_file_path()))
 

@@ -76,3 +76,44 @@ def settings_table(values: dict, config_file: Path) -> Table:
     for key, value in values.items():
         table.add_row(key, Text("" if value is None else str(value)))
     return table
+
+
+def eval_table(block: dict) -> Table:
+    data = block["data"]
+    title = (f"{data['name']} · {block['protocol']} ({block['setup']}) · {data['prompts']} prompts, "
+             f"{data['dropped_contaminated']} contaminated dropped · weak {data['weak_accuracy']:.3f}, "
+             f"strong {data['strong_accuracy']:.3f}")
+    table = Table(title=title, title_justify="left")
+    for column in ("router", "APGR", "CPT(20%)", "CPT(50%)", "CPT(80%)"):
+        table.add_column(column, justify="left" if column == "router" else "right")
+    for row in block["routers"]:
+        style = "dim" if row["router"] in ("random", "oracle") else None
+        table.add_row(row["router"], f"{row['apgr']:.3f}", f"{row['cpt20']:.1%}", f"{row['cpt50']:.1%}",
+                      f"{row['cpt80']:.1%}", style=style)
+    published = block.get("published", {}).get("routellm_best_cpt50")
+    if published is not None:
+        table.caption = f"RouteLLM's best published CPT(50%) on {data['name']}: {published:.1%}"
+    return table
+
+
+def router_stats_table(info: dict) -> Table:
+    table = Table(title="router", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    share = "—" if info["cloud_share"] is None else f"{info['cloud_share']:.1%}"
+    table.add_row("decisions", str(info["decisions"]))
+    table.add_row("router chose", ", ".join(f"{k} {v}" for k, v in info["router_chose"].items()))
+    table.add_row("ran", ", ".join(f"{k} {v}" for k, v in info["ran"].items()))
+    table.add_row("cloud share", f"{share} (target {info['target_cloud_share']:.0%})")
+    thresholds = info["thresholds"]
+    if thresholds:
+        table.add_row("thresholds", f"cloud > {thresholds['cloud']:.3f}, local+ > {thresholds['local_plus']:.3f}")
+        table.add_row("", Text(f"calibrated on {thresholds['calibrated_on']}", style="dim"))
+    else:
+        table.add_row("thresholds", "not calibrated yet (set on the first question)")
+    feedback = info["feedback"]
+    table.add_row("feedback", f"{feedback['good']} good, {feedback['bad']} bad")
+    surrogate = info["surrogate"]
+    table.add_row("surrogate", f"{surrogate['from']}, {surrogate['observations_since_prior']} observations, "
+                               f"β={surrogate['beta']}")
+    return table

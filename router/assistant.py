@@ -14,14 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from skiff.local.assets import default_gguf_path
 from skiff.local.embedder import Embedder
 from skiff.local.llm import GenerationStats, LocalModel, read_model_info
 from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
-from skiff.router.policy import AlwaysLocal, Decision, Route, RoutePolicy
+from skiff.router.coverage import sift_select
+from skiff.router.feedback import FeedbackResult, give_feedback, sync
+from skiff.router.policy import Decision, Question, Route, RoutePolicy
 from skiff.router.prompting import plan_prompt
 from skiff.router.records import AnswerStore, new_answer_id
 from skiff.router.settings import Settings, config_file_path
+from skiff.router.state import RouterState, Thresholds
+from skiff.router.tuning import calibrate, keep_calibrated, router_stats
+from skiff.router.uncertainty import UncertaintyRouter
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class Answer:
     stop_reason: str
     model: str
     notices: list[str] = field(default_factory=list)
+    answered_by: Route = "local"  # who wrote the text (a cloud decision may fall back to local)
 
     @property
     def route(self) -> Route:
@@ -70,6 +78,7 @@ class Answer:
             "question": self.question,
             "answer": self.text,
             "route": self.route,
+            "answered_by": self.answered_by,
             "decision": self.decision.as_dict(),
             "sources": [s.as_dict() for s in self.sources],
             "timings": self.timings,
@@ -85,7 +94,12 @@ class Assistant:
 
     def __init__(self, settings: Settings | None = None, policy: RoutePolicy | None = None) -> None:
         self.settings = settings or Settings()
-        self.policy = policy or AlwaysLocal()
+        self.router_state = RouterState(self.settings.router_dir, self.settings.router_prior)
+        self.policy = policy or UncertaintyRouter(
+            self.router_state, beta=self.settings.router_beta, cloud_share=self.settings.cloud_share,
+            local_plus_share=self.settings.local_plus_share,
+        )
+        self._router_prepared = False
         self._embedder: Embedder | None = None
         self._index: NotesIndex | None = None
         self._model: LocalModel | None = None
@@ -157,10 +171,27 @@ class Assistant:
     # -- answering -----------------------------------------------------------------------------
 
     def retrieve(self, question: str, k: int | None = None) -> list[Hit]:
+        """The note chunks SIFT selects for `question` (see consult_notes)."""
+        return list(self.consult_notes(question, k=k).hits)
+
+    def consult_notes(self, question: str, k: int | None = None, use_notes: bool = True) -> Question:
+        """Embed the question, take the index's top-K candidates, let SIFT pick k of them: relevant
+        and not redundant. The variance left, σ², is the router's coverage signal."""
         k = self.settings.top_k if k is None else k
-        if k <= 0:
-            return []
-        return self.notes.search(self.embedder.encode_query(question), k)
+        embedding = self.embedder.encode_query(question)
+        if not use_notes:
+            return Question(question, embedding, [], None)
+        candidates = self.notes.search(embedding, max(k, self.settings.sift_candidates), with_embeddings=True)
+        if not candidates:
+            return Question(question, embedding, [], 1.0)
+        coverage = sift_select(embedding, np.stack([c.embedding for c in candidates]), k,
+                               lam=self.settings.sift_lambda)
+        return Question(question, embedding, [candidates[i] for i in coverage.selected], coverage.variance)
+
+    def decide(self, question: str, use_notes: bool = True) -> Decision:
+        """Where `question` would go and why, without answering it (nothing is recorded)."""
+        self._prepare_router()
+        return self.policy.decide(self.consult_notes(question.strip(), use_notes=use_notes))
 
     def ask(
         self,
@@ -175,20 +206,24 @@ class Assistant:
         if not question:
             raise ValueError("the question is empty")
         started = time.perf_counter()
-        hits = self.retrieve(question) if use_notes else []
+        consulted = self.consult_notes(question, use_notes=use_notes)
+        hits = consulted.hits
         retrieved_at = time.perf_counter()
 
-        decision = self.policy.decide(question, hits)
+        self._prepare_router()
+        decision = self.policy.decide(consulted)
+        decided_at = time.perf_counter()
         if route is not None and route != decision.route:
-            decision = Decision(route, f"{route} by request (router said {decision.route}: {decision.reason})",
-                                decision.signals, overridden=True)
+            decision = decision.overridden_to(route)
         notices: list[str] = []
+        answered_by: Route = decision.route
         if decision.route == "cloud":
             # The cloud client arrives with the cloud issue; say so rather than fail.
             notices.append("no cloud endpoint is configured; answered by the local model")
+            answered_by = "local"
 
         answer_id = new_answer_id()
-        self.records.start(answer_id, question, decision.route, decision.reason, decision.signals, self.model_path.name)
+        self.records.start(answer_id, question, decision, answered_by, self.model_path.name)
 
         model = self.model
         plan = plan_prompt(model, question, hits, history, max_answer_tokens=self.settings.max_tokens)
@@ -220,6 +255,7 @@ class Assistant:
             finished = time.perf_counter()
             timings = {
                 "retrieve_s": round(retrieved_at - started, 4),
+                "decide_s": round(decided_at - retrieved_at, 4),
                 "first_token_s": round(first_piece_at - started, 4) if first_piece_at is not None else None,
                 "total_s": round(finished - started, 4),
                 "decode_tokens_per_s": round(stats.decode_tokens_per_s, 2) if stats.decode_tokens_per_s else None,
@@ -228,7 +264,37 @@ class Assistant:
             self.records.finish(answer_id, text, [s.as_dict() for s in sources], timings, tokens,
                                 stats.stop_reason or "error")
         return Answer(answer_id, question, text, decision, sources, timings, tokens, stats.stop_reason,
-                      self.model_path.name, notices)
+                      self.model_path.name, notices, answered_by)
+
+    # -- learning ------------------------------------------------------------------------------
+
+    def feedback(self, verdict: str, answer_id: str | None = None) -> FeedbackResult:
+        """good/bad on an answer (the latest when no id is given); the router learns from it."""
+        return give_feedback(self.records, self.router_state, verdict, answer_id)
+
+    def reset_router(self) -> None:
+        """Forget what the router learned from feedback (the history stays in the database)."""
+        self.router_state.reset(self.records.last_feedback_event())
+
+    def calibrate(self, cloud_share: float | None = None, local_plus_share: float | None = None) -> Thresholds:
+        """Thresholds that send `cloud_share` of recent questions to the cloud (router/tuning.py)."""
+        return calibrate(self.records, self._uncertainty_router(), self.embedder.encode, cloud_share, local_plus_share)
+
+    def router_stats(self) -> dict:
+        return router_stats(self.records, self._uncertainty_router())
+
+    def _uncertainty_router(self) -> UncertaintyRouter:
+        if not isinstance(self.policy, UncertaintyRouter):
+            raise ValueError("this assistant was given another routing policy")
+        return self.policy
+
+    def _prepare_router(self) -> None:
+        if not self._router_prepared:
+            # Events written by a process that died before its posterior write are absorbed here.
+            sync(self.records, self.router_state)
+            self._router_prepared = True
+        if isinstance(self.policy, UncertaintyRouter):
+            keep_calibrated(self.records, self.policy, self.embedder.encode)
 
     # -- status --------------------------------------------------------------------------------
 

@@ -1,14 +1,15 @@
-"""The seam where the router decides. A policy sees the question and the retrieved notes and
-returns a Decision; the pipeline records it and follows it.
-
-Until the router issue lands, the shipped policy always answers locally; the seam is real: any
-policy can be passed to the Assistant, and what it decides is what runs and what is recorded.
+"""The seam where the router decides. A policy sees the question (its text, its embedding, the
+note chunks SIFT selected and the coverage σ² they leave) and returns a Decision; the pipeline
+records it and follows it. skiff's own policy is router/uncertainty.py; any other can be passed
+to the Assistant (tests do), and what it decides is what runs and what is recorded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, Sequence
+
+import numpy as np
 
 from skiff.local.notes_index import Hit
 
@@ -17,24 +18,40 @@ ROUTES: tuple[Route, ...] = ("local", "local+", "cloud")
 
 
 @dataclass(frozen=True)
+class Question:
+    text: str
+    embedding: np.ndarray | None  # unit vector; None when the embedder was not needed
+    hits: Sequence[Hit]  # the context SIFT selected, in the order it picked them
+    coverage: float | None  # σ²(x*|S): 0 = the notes pin the question down, 1 = they say nothing; None = notes not used
+
+
+@dataclass(frozen=True)
 class Decision:
     route: Route
     reason: str  # one line a person can read
     signals: dict = field(default_factory=dict)
     overridden: bool = False
+    router_route: Route | None = None  # what the router itself chose, when a person overrode it
+    # φ(x) as the surrogate saw it: kept with the record so feedback trains on exactly this.
+    features: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
-        return {"route": self.route, "reason": self.reason, "signals": self.signals, "overridden": self.overridden}
+        return {"route": self.route, "reason": self.reason, "signals": self.signals,
+                "overridden": self.overridden, "router_route": self.router_route or self.route}
+
+    def overridden_to(self, route: Route) -> "Decision":
+        return Decision(route, f"{route} by request (router said {self.route}: {self.reason})",
+                        self.signals, overridden=True, router_route=self.route, features=self.features)
 
 
 class RoutePolicy(Protocol):
-    def decide(self, question: str, hits: Sequence[Hit]) -> Decision: ...
+    def decide(self, question: Question) -> Decision: ...
 
 
 class AlwaysLocal:
-    """The foundation's policy: everything is answered by the local model."""
+    """Everything answered by the local model (for a library user who wants no routing)."""
 
-    def decide(self, question: str, hits: Sequence[Hit]) -> Decision:
+    def decide(self, question: Question) -> Decision:
+        hits = question.hits
         coverage = f"{len(hits)} note chunk{'s' if len(hits) != 1 else ''} retrieved" if hits else "no notes used"
-        return Decision("local", f"local model ({coverage}; difficulty routing not enabled yet)",
-                        {"notes": len(hits)})
+        return Decision("local", f"local model ({coverage}; routing turned off)", {"notes": len(hits)})

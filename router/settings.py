@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     # all-MiniLM-L6-v2 was trained on 128-token inputs; longer chunks embed worse and slower.
     chunk_tokens: int = Field(default=128, ge=32, le=256, description="chunk size bound, embedder tokens")
 
+    # Routing (router/uncertainty.py, router/coverage.py).
+    sift_candidates: int = Field(default=50, ge=1, le=1000, description="top-K chunks SIFT selects from")
+    sift_lambda: float = Field(default=0.01, gt=0, description="SIFT's λ′; larger tolerates near-repeats")
+    router_prior: Path | None = Field(default=None, description="surrogate prior (.npz); empty = the shipped one")
+    router_beta: float = Field(default=1.0, ge=0, description="optimism: score = gain mean + beta * std")
+    cloud_share: float = Field(default=0.2, ge=0, le=1, description="share of questions meant for the cloud")
+    local_plus_share: float = Field(default=0.2, ge=0, le=1, description="share meant for more local compute")
+
     # Indexing.
     max_file_mb: float = Field(default=20.0, gt=0, description="larger files are skipped")
     index_batch_chunks: int = Field(default=256, ge=1)
@@ -101,6 +109,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def router_dir(self) -> Path:
+        return self.data_dir / "router"
 
     @property
     def database_path(self) -> Path:

@@ -33,7 +33,8 @@ def test_answer_cites_the_only_note_that_holds_the_fact(assistant, vault):
     assert (answer.sources[0].line_start, answer.sources[0].line_end) == (8, 8)
     assert "7319" in answer.text
     assert "".join(streamed) == answer.text
-    assert answer.route == "local" and answer.tokens["completion"] > 0
+    assert answer.answered_by == "local" and answer.tokens["completion"] > 0
+    assert answer.route in ("local", "local+", "cloud") and "σ²=" in answer.decision.reason
     assert 0 <= answer.timings["retrieve_s"] <= answer.timings["first_token_s"] <= answer.timings["total_s"]
 
 
@@ -50,7 +51,7 @@ def test_every_answer_is_recorded(assistant, vault):
     answer = assistant.ask("What is the door code of the boathouse?")
     record = assistant.records.get(answer.id)
     assert record["question"] == answer.question and record["answer"] == answer.text
-    assert record["route"] == "local" and record["stop_reason"] == answer.stop_reason
+    assert record["route"] == answer.route and record["stop_reason"] == answer.stop_reason
     assert record["sources"][0]["path"] == answer.sources[0].path
     # Written durably: another connection sees it.
     other = sqlite3.connect(assistant.settings.database_path)
@@ -64,9 +65,9 @@ class RecordingPolicy:
         self.route = route
         self.seen = []
 
-    def decide(self, question, hits):
-        self.seen.append((question, [h.path for h in hits]))
-        return Decision(self.route, f"test policy chose {self.route}", {"hits": len(hits)})
+    def decide(self, question):
+        self.seen.append((question.text, [h.path for h in question.hits]))
+        return Decision(self.route, f"test policy chose {self.route}", {"hits": len(question.hits)})
 
 
 def test_the_decision_seam_is_real(skiff_home, vault):
@@ -88,8 +89,9 @@ def test_the_decision_seam_is_real(skiff_home, vault):
         # Until the cloud issue lands, a cloud decision is answered locally and says so.
         policy.route = "cloud"
         clouded = assistant.ask("What is the door code of the boathouse?")
-        assert clouded.route == "cloud" and clouded.text
+        assert clouded.route == "cloud" and clouded.text and clouded.answered_by == "local"
         assert any("no cloud endpoint" in n for n in clouded.notices)
+        assert assistant.records.get(clouded.id)["answered_by"] == "local"
     finally:
         assistant.close()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from conftest import run_skiff
 
 
@@ -20,7 +22,11 @@ def test_index_ask_status_json_round_trip(skiff_home, vault):
 
     answer = json.loads(run_skiff("ask", "--json", "What is the boathouse door code?").stdout)
     assert {"answer", "route", "sources", "timings", "tokens"} <= set(answer)
-    assert answer["route"] == "local" and answer["sources"][0]["path"].endswith("Boathouse.md")
+    assert answer["answered_by"] == "local" and answer["sources"][0]["path"].endswith("Boathouse.md")
+    assert answer["route"] in ("local", "local+", "cloud")
+    signals = answer["decision"]["signals"]
+    assert 0 <= signals["sigma2"] < 1 and signals["gain_std"] > 0 and "σ²=" in answer["decision"]["reason"]
+    assert signals["score"] == pytest.approx(signals["gain_mean"] + signals["beta"] * signals["gain_std"], abs=1e-3)
     assert {"retrieve_s", "first_token_s", "total_s"} <= set(answer["timings"])
     assert answer["tokens"]["completion"] > 0
 

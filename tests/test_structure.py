@@ -38,7 +38,7 @@ def _source_files() -> set[str]:
     files = set()
     for layer in LAYERS:
         for path in (REPO / layer).rglob("*"):
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".npz", ".md"):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".npz", ".md", ".txt"):
                 files.add(f"skiff/{layer}/{path.relative_to(REPO / layer).as_posix()}")
     return files
 

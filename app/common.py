@@ -1,0 +1,35 @@
+"""What every CLI command shares: the consoles, failing with a one-line message, JSON output and
+building the Assistant from settings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]skiff:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def dump(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def assistant_or_fail(**overrides):
+    # Heavy imports stay out of `skiff --version` and `skiff --help`.
+    from skiff.router import Assistant, load_settings
+
+    try:
+        settings = load_settings(**overrides)
+    except Exception as error:  # pydantic's ValidationError names the bad key and value
+        fail(f"invalid configuration: {error}")
+    return Assistant(settings)

@@ -1,0 +1,155 @@
+"""`skiff router ...` and `skiff feedback`: evaluating, calibrating and teaching the router."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from skiff.app.common import assistant_or_fail, dump, err, fail, out
+from skiff.app.render import eval_table, router_stats_table
+
+router_app = typer.Typer(help="Evaluate, calibrate and inspect the router.", no_args_is_help=True)
+
+
+@router_app.command("eval")
+def evaluate(
+    data: list[Path] = typer.Option(..., "--data", help="RouteLLM-format CSV file or folder; repeat for more datasets."),
+    protocol: str = typer.Option("cv", help="cv, transfer or online."),
+    train: Optional[list[Path]] = typer.Option(None, "--train", help="Training data for transfer/online (default: the other --data sets)."),
+    test: Optional[list[Path]] = typer.Option(None, "--test", help="Evaluate only these (default: every --data set)."),
+    weak_col: str = typer.Option("mistralai/Mixtral-8x7B-Instruct-v0.1", help="Column of the weak (local) model's correctness."),
+    strong_col: str = typer.Option("gpt-4-1106-preview", help="Column of the strong (cloud) model's correctness."),
+    folds: int = typer.Option(5, help="Folds for cv."),
+    seed: int = typer.Option(0, help="Seed for folds and the online order."),
+    ablation: bool = typer.Option(False, help="Also evaluate the simpler routers skiff's is built from."),
+    plot: Optional[Path] = typer.Option(None, help="Write the accuracy-vs-strong-share curves to this PNG."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """APGR, CPT(20/50/80%) and the full curve, beside random and oracle routers."""
+    from skiff.router.evaluation import run_eval
+    from skiff.router.routing_data import RoutingDataError
+
+    if protocol not in ("cv", "transfer", "online"):
+        fail(f"unknown protocol {protocol!r}; use cv, transfer or online")
+    assistant = assistant_or_fail()
+    try:
+        with err.status("embedding prompts (cached after the first run)…"):
+            result = run_eval(assistant.embedder, assistant.settings.cache_dir, data, protocol,
+                              train=train, test=test, weak_col=weak_col, strong_col=strong_col,
+                              folds=folds, seed=seed, ablation=ablation)
+    except (RoutingDataError, ValueError) as error:
+        fail(str(error))
+    finally:
+        assistant.close()
+    if plot is not None:
+        from skiff.router.evaluation import plot_curves
+
+        try:
+            plot_curves(result, plot)
+        except ImportError:
+            fail("--plot needs matplotlib (pip install matplotlib)")
+    if as_json:
+        dump(result)
+    else:
+        for block in result["blocks"]:
+            out.print(eval_table(block))
+
+
+@router_app.command()
+def calibrate(
+    cloud_share: float = typer.Option(..., help="Share of questions to send to the cloud, 0..1."),
+    local_plus_share: Optional[float] = typer.Option(None, help="Share to give more local compute (default from config)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Set the escalation threshold so that a target share of recent questions goes to the cloud."""
+    assistant = assistant_or_fail()
+    try:
+        thresholds = assistant.calibrate(cloud_share, local_plus_share)
+    except ValueError as error:
+        fail(str(error))
+    finally:
+        assistant.close()
+    if as_json:
+        dump(thresholds.as_dict())
+    else:
+        out.print(f"cloud above τ={thresholds.cloud:.3f} ({thresholds.cloud_share:.0%}), local+ above "
+                  f"τ={thresholds.local_plus:.3f} ({thresholds.local_plus_share:.0%}); "
+                  f"calibrated on {thresholds.calibrated_on}", highlight=False)
+
+
+@router_app.command()
+def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Escalation share against its target, feedback counts, thresholds and the surrogate's state."""
+    assistant = assistant_or_fail()
+    try:
+        info = assistant.router_stats()
+    finally:
+        assistant.close()
+    if as_json:
+        dump(info)
+    else:
+        out.print(router_stats_table(info))
+
+
+@router_app.command()
+def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Forget what the router learned from your feedback (back to the shipped prior)."""
+    if not yes:
+        typer.confirm("Forget everything the router learned from your feedback?", abort=True)
+    assistant = assistant_or_fail()
+    try:
+        assistant.reset_router()
+    finally:
+        assistant.close()
+    out.print("the router is back to its shipped prior; feedback history is kept in the database")
+
+
+def feedback(
+    verdict: str = typer.Argument(..., help="good or bad."),
+    answer_id: Optional[str] = typer.Argument(None, help="The answer's id (default: the latest answer)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Tell the router whether an answer was good; it learns which questions need the cloud."""
+    from skiff.router.feedback import FeedbackError
+
+    assistant = assistant_or_fail()
+    try:
+        result = assistant.feedback(verdict, answer_id)
+    except FeedbackError as error:
+        fail(str(error))
+    finally:
+        assistant.close()
+    if as_json:
+        dump(result.as_dict())
+    else:
+        out.print(f"{result.answer_id}: {result.message}", highlight=False)
+
+
+@router_app.command("fit-prior")
+def fit_prior(
+    data: list[Path] = typer.Option(..., "--data", help="RouteLLM-format CSV file or folder; repeat for more."),
+    out_path: Path = typer.Option(..., "--out", help="Where to write the prior (.npz); point router_prior at it."),
+    weak_col: str = typer.Option("mistralai/Mixtral-8x7B-Instruct-v0.1", help="Weak (local) model's column."),
+    strong_col: str = typer.Option("gpt-4-1106-preview", help="Strong (cloud) model's column."),
+    effective_questions: int = typer.Option(1000, help="Temper the prior to weigh as much as this many questions."),
+) -> None:
+    """Fit the router's prior on per-query correctness data (how the shipped prior was made)."""
+    from skiff.router.embed_cache import EmbeddingCache
+    from skiff.router.prior import fit_prior_file
+    from skiff.router.routing_data import RoutingDataError, load_routing_data
+
+    assistant = assistant_or_fail()
+    try:
+        datasets = [load_routing_data(source, weak_col, strong_col) for source in data]
+        embed = EmbeddingCache.for_embedder(assistant.embedder, assistant.settings.cache_dir)
+        with err.status("embedding prompts and fitting…"):
+            model = fit_prior_file(embed, datasets, out_path, effective_questions)
+    except (RoutingDataError, ValueError) as error:
+        fail(str(error))
+    finally:
+        assistant.close()
+    names = ", ".join(f"{d['name']} ({d['prompts']})" for d in model.meta["datasets"])
+    out.print(f"wrote {out_path}: fitted on {names}; α={model.meta['alpha']:.3g}, β={model.meta['beta']:.3g}",
+              highlight=False)

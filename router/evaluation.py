@@ -1,0 +1,205 @@
+"""`skiff router eval`: how well the router ranks questions by how much the cloud would help,
+on per-query correctness tables (RouteLLM's format), under three protocols:
+
+- cv: k-fold cross-validation within one dataset; every question is scored by a surrogate that
+  never saw it.
+- transfer: fit on one dataset, score another (out of domain).
+- online: the test questions arrive in a seeded random order; the router scores each one before
+  it sees that question's label, then learns from it, starting from a prior fitted on the other
+  datasets given (never on the test set itself), as skiff lives with a person.
+
+Each protocol reports APGR, CPT(20/50/80%) and the accuracy-vs-strong-share curve, beside the
+random router and the oracle on the same questions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from skiff.router.features import FeatureMap
+from skiff.router.fitting import fit_blr
+from skiff.router.metrics import oracle_curve, random_curve, router_curve
+from skiff.router.prior import DEFAULT_EFFECTIVE_QUESTIONS, temper
+from skiff.router.routing_data import RoutingData
+from skiff.router.surrogate import BayesianLinearRegression
+
+# Turns a dataset into its feature matrix; `fitted_on` is the training data, whose statistics
+# (text-feature standardisation) a feature builder may use — never the test set's.
+FeatureBuilder = Callable[[RoutingData, RoutingData], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """One router of the ablation: how it builds features and how it turns a posterior into a score."""
+
+    name: str
+    features: FeatureBuilder
+    beta: float = 0.0  # score = μ + β·σ; 0 ranks by the posterior mean
+
+
+def embedding_features(embed: Callable[[list[str]], np.ndarray]) -> FeatureBuilder:
+    def build(data: RoutingData, fitted_on: RoutingData) -> np.ndarray:
+        vectors = embed(data.prompts)
+        return np.hstack([vectors, np.ones((len(data), 1))])
+
+    return build
+
+
+def surrogate_features(embed: Callable[[list[str]], np.ndarray]) -> FeatureBuilder:
+    """What skiff's router uses: FeatureMap's φ(x) (embedding + standardised text features)."""
+
+    def build(data: RoutingData, fitted_on: RoutingData) -> np.ndarray:
+        feature_map = FeatureMap.fitted(fitted_on.prompts)
+        return feature_map.many(data.prompts, embed(data.prompts))
+
+    return build
+
+
+def _scores(model: BayesianLinearRegression, features: np.ndarray, beta: float) -> np.ndarray:
+    means, stds = model.predict_many(features)
+    return means + beta * stds
+
+
+def _report(name: str, scores: np.ndarray, data: RoutingData) -> dict:
+    curve = router_curve(scores, data.weak, data.strong)
+    return {"router": name, **curve.summary(), "curve": curve.points()}
+
+
+def _baselines(data: RoutingData) -> list[dict]:
+    return [
+        {"router": "random", **random_curve(data.weak, data.strong).summary(),
+         "curve": random_curve(data.weak, data.strong).points()},
+        {"router": "oracle", **oracle_curve(data.weak, data.strong).summary(),
+         "curve": oracle_curve(data.weak, data.strong).points()},
+    ]
+
+
+def cross_validate(spec: RouterSpec, data: RoutingData, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Out-of-fold scores for every question of `data`."""
+    order = np.random.default_rng(seed).permutation(len(data))
+    scores = np.empty(len(data))
+    for fold in np.array_split(order, folds):
+        train_index = np.setdiff1d(order, fold)
+        train = data.subset(train_index)
+        model = fit_blr(spec.features(train, train), train.gain)
+        scores[fold] = _scores(model, spec.features(data.subset(fold), train), spec.beta)
+    return scores
+
+
+def transfer(spec: RouterSpec, train: RoutingData, test: RoutingData) -> np.ndarray:
+    model = fit_blr(spec.features(train, train), train.gain)
+    return _scores(model, spec.features(test, train), spec.beta)
+
+
+def online(spec: RouterSpec, prior_data: RoutingData, test: RoutingData, seed: int = 0,
+           effective_questions: int = DEFAULT_EFFECTIVE_QUESTIONS) -> np.ndarray:
+    """Scores given before each label is seen, in a seeded arrival order, starting from a prior
+    made as the shipped one is (fitted, then tempered; router/prior.py)."""
+    model = temper(fit_blr(spec.features(prior_data, prior_data), prior_data.gain), len(prior_data),
+                   effective_questions)
+    features = spec.features(test, prior_data)
+    scores = np.empty(len(test))
+    for i in np.random.default_rng(seed).permutation(len(test)):
+        scores[i] = _scores(model, features[i : i + 1], spec.beta)[0]
+        model.update(features[i], float(test.gain[i]))
+    return scores
+
+
+def merge(datasets: list[RoutingData], name: str) -> RoutingData:
+    return RoutingData(
+        name,
+        [p for d in datasets for p in d.prompts],
+        np.concatenate([d.weak for d in datasets]),
+        np.concatenate([d.strong for d in datasets]),
+        sum(d.dropped_contaminated for d in datasets),
+        [s for d in datasets for s in d.sources],
+    )
+
+
+def evaluate(protocol: str, specs: list[RouterSpec], datasets: list[RoutingData],
+             train: list[RoutingData] | None = None, folds: int = 5, seed: int = 0) -> list[dict]:
+    """One block per test dataset: its description, the routers' results and the baselines."""
+    blocks = []
+    for data in datasets:
+        rows = []
+        if protocol == "cv":
+            for spec in specs:
+                rows.append(_report(spec.name, cross_validate(spec, data, folds, seed), data))
+            setup = f"{folds}-fold cross-validation, seed {seed}"
+        else:
+            sources = [d for d in (train or datasets) if d.name != data.name]
+            if not sources:
+                raise ValueError(f"{protocol} needs training data other than {data.name} (--train)")
+            prior = merge(sources, "+".join(d.name for d in sources))
+            for spec in specs:
+                scores = transfer(spec, prior, data) if protocol == "transfer" else online(spec, prior, data, seed)
+                rows.append(_report(spec.name, scores, data))
+            setup = (f"fitted on {prior.name}" if protocol == "transfer"
+                     else f"prior fitted on {prior.name}, then learning online in a seeded order (seed {seed})")
+        blocks.append({"protocol": protocol, "setup": setup, "data": data.describe(),
+                       "routers": rows + _baselines(data)})
+    return blocks
+
+
+# RouteLLM's best published CPT(50%) (arXiv 2406.18665, Tables) and GUIDE §6's MiniLM + BLR anchor.
+PUBLISHED = {
+    "gsm8k": {"routellm_best_cpt50": 0.336},
+    "mmlu": {"routellm_best_cpt50": 0.354},
+}
+
+
+def router_specs(embed: Callable[[list[str]], np.ndarray], beta: float, ablation: bool) -> list[RouterSpec]:
+    skiff = RouterSpec("skiff", surrogate_features(embed), beta=beta)
+    if not ablation:
+        return [skiff]
+    return [
+        RouterSpec("MiniLM + BLR (GUIDE §6 baseline)", embedding_features(embed)),
+        RouterSpec("+ text features", surrogate_features(embed)),
+        skiff,
+    ]
+
+
+def run_eval(embedder, cache_dir, data: list, protocol: str, train: list | None = None, test: list | None = None,
+             weak_col: str = "mistralai/Mixtral-8x7B-Instruct-v0.1", strong_col: str = "gpt-4-1106-preview",
+             folds: int = 5, seed: int = 0, ablation: bool = False, beta: float = 1.0) -> dict:
+    from skiff.router.embed_cache import EmbeddingCache
+    from skiff.router.routing_data import load_routing_data
+
+    def load(sources) -> list[RoutingData]:
+        return [load_routing_data(s, weak_col, strong_col) for s in sources or []]
+
+    datasets = load(data)
+    training = load(train) or None
+    tested = load(test) or datasets
+    embed = EmbeddingCache.for_embedder(embedder, cache_dir)
+    specs = router_specs(embed, beta, ablation)
+    pool = training or datasets
+    blocks = evaluate(protocol, specs, tested, train=pool if protocol != "cv" else None, folds=folds, seed=seed)
+    for block in blocks:
+        block["published"] = PUBLISHED.get(block["data"]["name"], {})
+    return {"protocol": protocol, "blocks": blocks}
+
+
+def plot_curves(result: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    blocks = result["blocks"]
+    figure, axes = plt.subplots(1, len(blocks), figsize=(6 * len(blocks), 4.5), squeeze=False)
+    for axis, block in zip(axes[0], blocks):
+        for row in block["routers"]:
+            xs = [p["strong_share"] for p in row["curve"]]
+            ys = [p["accuracy"] for p in row["curve"]]
+            axis.plot(xs, ys, label=f"{row['router']} (APGR {row['apgr']:.3f})",
+                      linestyle="--" if row["router"] in ("random", "oracle") else "-")
+        axis.set_title(f"{block['data']['name']} — {block['protocol']}")
+        axis.set_xlabel("share of questions sent to the strong model")
+        axis.set_ylabel("accuracy")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)

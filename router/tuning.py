@@ -1,0 +1,78 @@
+"""Calibration and statistics of the router: what `skiff router calibrate` and `skiff router stats` run.
+
+Thresholds are quantiles of the scores of the person's most recent questions, rescored under
+today's posterior, so that a target share of them would go to the cloud. They follow that share
+on their own: every RECALIBRATE_EVERY decisions they are recomputed (feedback moves the scores,
+and a fixed τ would drift away from the share the person chose). Before there are
+MIN_RECENT_FOR_CALIBRATION questions, a shipped set of everyday questions stands in.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from skiff.router.records import AnswerStore
+from skiff.router.state import RouterState, Thresholds, calibration_questions
+from skiff.router.uncertainty import MIN_RECENT_FOR_CALIBRATION, UncertaintyRouter, thresholds_from_scores
+
+RECENT_QUESTIONS = 500
+RECALIBRATE_EVERY = 20
+
+
+def calibrate(records: AnswerStore, router: UncertaintyRouter, embed: Callable[[list[str]], np.ndarray],
+              cloud_share: float | None = None, local_plus_share: float | None = None,
+              recent: int = RECENT_QUESTIONS) -> Thresholds:
+    """Set τ so that `cloud_share` of recent questions would go to the cloud (shares default to
+    the ones last calibrated to, else the configured ones)."""
+    current = router.state.thresholds()
+    if cloud_share is None:
+        cloud_share = current.cloud_share if current else router.cloud_share
+    if local_plus_share is None:
+        local_plus_share = current.local_plus_share if current else router.local_plus_share
+    feature_map = router.state.feature_map()
+    features = records.recent_features(recent)
+    if len(features) >= MIN_RECENT_FOR_CALIBRATION and features.shape[1] == feature_map.dim:
+        source = f"your {len(features)} most recent questions"
+    else:
+        questions = calibration_questions()
+        features = feature_map.many(questions, embed(questions))
+        source = f"{len(questions)} everyday questions shipped with skiff (you have asked {len(records.recent_features(recent))})"
+    thresholds = thresholds_from_scores(router.scores(features), cloud_share, local_plus_share, source,
+                                        decisions_at=records.decision_total())
+    router.state.save_thresholds(thresholds)
+    return thresholds
+
+
+def keep_calibrated(records: AnswerStore, router: UncertaintyRouter, embed: Callable[[list[str]], np.ndarray],
+                    every: int = RECALIBRATE_EVERY) -> Thresholds | None:
+    """Calibrate when there are no thresholds yet, or `every` decisions after the last time."""
+    current = router.state.thresholds()
+    if current is None or records.decision_total() - current.decisions_at >= every:
+        return calibrate(records, router, embed)
+    return None
+
+
+def router_stats(records: AnswerStore, router: UncertaintyRouter) -> dict:
+    state: RouterState = router.state
+    counts = records.decision_counts()
+    decided = sum(c["chosen"] for c in counts.values())
+    chosen = {route: counts.get(route, {}).get("chosen", 0) for route in ("local", "local+", "cloud")}
+    ran = {route: counts.get(route, {}).get("ran", 0) for route in ("local", "local+", "cloud")}
+    thresholds = state.thresholds()
+    surrogate = state.surrogate()
+    return {
+        "decisions": decided,
+        "router_chose": chosen,
+        "ran": ran,
+        "cloud_share": round(chosen["cloud"] / decided, 4) if decided else None,
+        "target_cloud_share": thresholds.cloud_share if thresholds else router.cloud_share,
+        "thresholds": thresholds.as_dict() if thresholds else None,
+        "feedback": records.feedback_counts(),
+        "surrogate": {
+            "observations_since_prior": surrogate.observations,
+            "from": "your posterior" if state.posterior_path.is_file() else "the shipped prior",
+            "beta": router.beta,
+        },
+    }

@@ -1,0 +1,101 @@
+"""skiff's routing policy: escalate by the upper confidence bound of the expected gain.
+
+    score = μ(x) + β·σ(x)      (μ, σ: the surrogate's posterior mean and std of cloud − local)
+    cloud   if score > τ_cloud
+    local+  if score > τ_local+   (more local compute; notes coverage decides what kind)
+    local   otherwise
+
+τ_cloud and τ_local+ are quantiles of recent scores, so a target share of questions goes to the
+cloud (`skiff router calibrate --cloud-share 0.2`; router/tuning.py keeps them following that
+share as the surrogate learns). Before a person has asked enough questions, the quantiles come
+from a shipped set of everyday questions (router/priors/calibration_questions.txt).
+
+Optimism under uncertainty (β > 0) is deliberate: a question unlike anything the surrogate has
+seen gets the benefit of the doubt, and the answer's feedback then teaches the surrogate about
+that region, which a mean-only router would never explore.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from skiff.router.policy import Decision, Question, Route
+from skiff.router.state import RouterState, Thresholds
+
+# Fewer recent questions than this and calibration uses the shipped everyday questions.
+MIN_RECENT_FOR_CALIBRATION = 20
+
+
+def coverage_phrase(sigma2: float | None) -> str:
+    if sigma2 is None:
+        return "notes not consulted"
+    if sigma2 < 0.4:
+        return f"notes cover this well (σ²={sigma2:.2f})"
+    if sigma2 < 0.75:
+        return f"notes cover this in part (σ²={sigma2:.2f})"
+    return f"notes say little about this (σ²={sigma2:.2f})"
+
+
+def surrogate_phrase(route: Route, mean: float, std: float, thresholds: Thresholds) -> str:
+    gain = f"gain {mean:+.2f} ± {std:.2f}"
+    if route == "cloud":
+        return f"surrogate expects the cloud to do better ({gain}, bound above τ {thresholds.cloud:.2f})"
+    if route == "local+":
+        return f"surrogate is unsure the local model suffices ({gain}); giving it more compute"
+    return f"surrogate expects local to do fine ({gain}, bound below τ {thresholds.local_plus:.2f})"
+
+
+def thresholds_from_scores(scores: np.ndarray, cloud_share: float, local_plus_share: float,
+                           calibrated_on: str, decisions_at: int = 0) -> Thresholds:
+    """τ at the (1 − share) quantiles: that share of these scores lies above it."""
+    if not 0.0 <= cloud_share <= 1.0 or not 0.0 <= local_plus_share <= 1.0 - cloud_share:
+        raise ValueError("shares must lie in [0, 1] and add up to at most 1")
+    scores = np.asarray(scores, dtype=np.float64)
+    cloud = float(np.quantile(scores, 1.0 - cloud_share)) if cloud_share > 0 else np.inf
+    plus_share = cloud_share + local_plus_share
+    local_plus = float(np.quantile(scores, 1.0 - plus_share)) if plus_share > 0 else np.inf
+    return Thresholds(cloud, min(local_plus, cloud), cloud_share, local_plus_share, calibrated_on, decisions_at)
+
+
+class UncertaintyRouter:
+    def __init__(self, state: RouterState, beta: float = 1.0, cloud_share: float = 0.2,
+                 local_plus_share: float = 0.2) -> None:
+        self.state = state
+        self.beta = beta
+        self.cloud_share = cloud_share
+        self.local_plus_share = local_plus_share
+
+    def thresholds(self) -> Thresholds:
+        stored = self.state.thresholds()
+        if stored is None:
+            raise RuntimeError("the router has no thresholds yet: run `skiff router calibrate`")
+        return stored
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        means, stds = self.state.surrogate().predict_many(features)
+        return means + self.beta * stds
+
+    def score(self, features: np.ndarray) -> tuple[float, float, float]:
+        prediction = self.state.surrogate().predict(features)
+        return prediction.mean, prediction.std, prediction.upper(self.beta)
+
+    def decide(self, question: Question) -> Decision:
+        if question.embedding is None:
+            raise ValueError("the uncertainty router needs the question's embedding")
+        sigma2 = 1.0 if question.coverage is None else question.coverage
+        features = self.state.feature_map()(question.text, question.embedding, sigma2)
+        mean, std, score = self.score(features)
+        thresholds = self.thresholds()
+        route: Route = "cloud" if score > thresholds.cloud else "local+" if score > thresholds.local_plus else "local"
+        reason = f"{coverage_phrase(question.coverage)}; {surrogate_phrase(route, mean, std, thresholds)}"
+        signals = {
+            "sigma2": None if question.coverage is None else round(question.coverage, 4),
+            "gain_mean": round(mean, 4),
+            "gain_std": round(std, 4),
+            "score": round(score, 4),
+            "beta": self.beta,
+            "threshold_cloud": round(thresholds.cloud, 4),
+            "threshold_local_plus": round(thresholds.local_plus, 4),
+            "notes": len(question.hits),
+        }
+        return Decision(route, reason, signals, features=features)
