@@ -52,7 +52,7 @@ def main() -> None:
         headings += [m.get("section") or m.get("title") for m in page["metadatas"] if m]
     queries = [q for q in rng.sample(headings, min(len(headings), args.queries * 2)) if q][: args.queries]
 
-    policy.decide(assistant.consult_notes("warm up"))
+    assistant.decide("warm up")  # also sets the thresholds on first use
     stages: dict[str, list[float]] = {k: [] for k in ("embed", "search_top_k", "sift", "surrogate", "total")}
     baseline: list[float] = []
     for query in queries:

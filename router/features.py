@@ -23,6 +23,11 @@ _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _OPTION = re.compile(r"^\s*[A-H][.)]\s", re.MULTILINE)
 _MATH = re.compile(r"[=+*/^<>√∑∫π×÷]|\\frac|\\sqrt")
 _CODE = re.compile(r"```|\bdef |\breturn\b|;\s*$|\{\s*$", re.MULTILINE)
+_OPTION_TEXT = re.compile(r"^\s*[A-H][.)]\s*(.*)$", re.MULTILINE)
+_NUMERIC_OPTION = re.compile(r"[-$\d.,/%\s()a-z^*+=]*\d[-$\d.,/%\s()a-z^*+=]*")
+_NEGATED = re.compile(r"\b(NOT|EXCEPT|LEAST|FALSE|INCORRECT)\b")
+_ABOVE = re.compile(r"\b(all|none|both) of the above\b", re.IGNORECASE)
+_OF_THE_FOLLOWING = re.compile(r"\b(which|what) of the following\b", re.IGNORECASE)
 
 TEXT_CLIP = 3.0
 TEXT_FEATURES = (
@@ -38,6 +43,15 @@ TEXT_FEATURES = (
     "questions",
     "code",
     "mean_word_length",
+    # Multiple-choice shape: what makes an exam question hard is often in its options.
+    "negated_stem",
+    "paired_statements",
+    "numeric_option_share",
+    "of_the_above",
+    "log_option_length_spread",
+    "log_mean_option_length",
+    "of_the_following",
+    "blank",
 )
 
 
@@ -63,8 +77,25 @@ def text_features(text: str) -> np.ndarray:
         float(text.count("?")),
         1.0 if _CODE.search(text) else 0.0,
         sum(len(w) for w in words) / max(1, len(words)),
+        *_choice_features(text),
     ]
     return np.asarray(values, dtype=np.float64)
+
+
+def _choice_features(text: str) -> list[float]:
+    options = [o.strip() for o in _OPTION_TEXT.findall(text)]
+    lengths = [len(o) for o in options] or [0]
+    numeric = sum(bool(_NUMERIC_OPTION.fullmatch(o)) for o in options) / max(1, len(options))
+    return [
+        1.0 if _NEGATED.search(text) else 0.0,
+        1.0 if "Statement 1" in text else 0.0,
+        numeric,
+        1.0 if _ABOVE.search(text) else 0.0,
+        math.log1p(float(np.std(lengths))),
+        math.log1p(float(np.mean(lengths))),
+        1.0 if _OF_THE_FOLLOWING.search(text) else 0.0,
+        1.0 if "___" in text or " _ " in text else 0.0,
+    ]
 
 
 class FeatureMap:

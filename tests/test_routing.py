@@ -232,6 +232,13 @@ def test_router_eval_cv_reports_metrics_and_baselines(skiff_home, small_routing)
     assert again["blocks"][0]["routers"][0]["apgr"] == skiff_row["apgr"]
 
 
+def test_router_eval_plots_the_curves(skiff_home, small_routing, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "curves.png"
+    run_skiff("router", "eval", "--data", str(small_routing / "gsm8k_responses.csv"), "--plot", str(plot))
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
 @pytest.mark.parametrize("protocol", ["transfer", "online"])
 def test_router_eval_out_of_domain_protocols(skiff_home, small_routing, protocol):
     result = json.loads(run_skiff("router", "eval", "--protocol", protocol,
