@@ -24,6 +24,7 @@ def evaluate(
     folds: int = typer.Option(5, help="Folds for cv."),
     seed: int = typer.Option(0, help="Seed for folds and the online order."),
     ablation: bool = typer.Option(False, help="Also evaluate the simpler routers skiff's is built from."),
+    draft_col: Optional[str] = typer.Option(None, help="The weak model's response column: adds a cascade router that also reads the local draft."),
     plot: Optional[Path] = typer.Option(None, help="Write the accuracy-vs-strong-share curves to this PNG."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -38,7 +39,7 @@ def evaluate(
         with err.status("embedding prompts (cached after the first run)…"):
             result = run_eval(assistant.embedder, assistant.settings.cache_dir, data, protocol,
                               train=train, test=test, weak_col=weak_col, strong_col=strong_col,
-                              folds=folds, seed=seed, ablation=ablation)
+                              folds=folds, seed=seed, ablation=ablation, draft_col=draft_col)
     except (RoutingDataError, ValueError) as error:
         fail(str(error))
     finally:

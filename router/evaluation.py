@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from skiff.router.features import FeatureMap
+from skiff.router.features import TEXT_CLIP, FeatureMap, draft_features
 from skiff.router.fitting import fit_blr
 from skiff.router.metrics import oracle_curve, random_curve, router_curve
 from skiff.router.prior import DEFAULT_EFFECTIVE_QUESTIONS, temper
@@ -54,6 +54,22 @@ def surrogate_features(embed: Callable[[list[str]], np.ndarray]) -> FeatureBuild
     def build(data: RoutingData, fitted_on: RoutingData) -> np.ndarray:
         feature_map = FeatureMap.fitted(fitted_on.prompts)
         return feature_map.many(data.prompts, embed(data.prompts))
+
+    return build
+
+
+def cascade_features(embed: Callable[[list[str]], np.ndarray]) -> FeatureBuilder:
+    """skiff's φ(x) plus features of the weak model's own answer, standardised on the training
+    data: a router that decides after a local draft (a cascade), not before any call."""
+    base = surrogate_features(embed)
+
+    def build(data: RoutingData, fitted_on: RoutingData) -> np.ndarray:
+        if data.drafts is None or fitted_on.drafts is None:
+            raise ValueError(f"{data.name}: no draft column for the cascade router (--draft-col)")
+        train = np.stack([draft_features(d) for d in fitted_on.drafts])
+        scale = np.where(train.std(axis=0) > 1e-9, train.std(axis=0), 1.0)
+        drafts = (np.stack([draft_features(d) for d in data.drafts]) - train.mean(axis=0)) / scale
+        return np.hstack([base(data, fitted_on), np.clip(drafts, -TEXT_CLIP, TEXT_CLIP)])
 
     return build
 
@@ -109,6 +125,7 @@ def online(spec: RouterSpec, prior_data: RoutingData, test: RoutingData, seed: i
 
 
 def merge(datasets: list[RoutingData], name: str) -> RoutingData:
+    drafts = ([t for d in datasets for t in d.drafts] if all(d.drafts is not None for d in datasets) else None)
     return RoutingData(
         name,
         [p for d in datasets for p in d.prompts],
@@ -116,6 +133,7 @@ def merge(datasets: list[RoutingData], name: str) -> RoutingData:
         np.concatenate([d.strong for d in datasets]),
         sum(d.dropped_contaminated for d in datasets),
         [s for d in datasets for s in d.sources],
+        drafts,
     )
 
 
@@ -151,33 +169,41 @@ PUBLISHED = {
 }
 
 
-def router_specs(embed: Callable[[list[str]], np.ndarray], beta: float, ablation: bool) -> list[RouterSpec]:
+def router_specs(embed: Callable[[list[str]], np.ndarray], beta: float, ablation: bool,
+                 cascade: bool = False) -> list[RouterSpec]:
     skiff = RouterSpec("skiff", surrogate_features(embed), beta=beta)
-    if not ablation:
-        return [skiff]
-    return [
-        RouterSpec("MiniLM + BLR (GUIDE §6 baseline)", embedding_features(embed)),
-        RouterSpec("+ text features", surrogate_features(embed)),
-        skiff,
-    ]
+    specs = [skiff]
+    if ablation:
+        specs = [RouterSpec("MiniLM + BLR (GUIDE §6 baseline)", embedding_features(embed)),
+                 RouterSpec("+ text features", surrogate_features(embed)), skiff]
+    if cascade:
+        specs.append(RouterSpec("skiff + local draft (cascade)", cascade_features(embed), beta=beta))
+    return specs
 
 
 def run_eval(embedder, cache_dir, data: list, protocol: str, train: list | None = None, test: list | None = None,
              weak_col: str = "mistralai/Mixtral-8x7B-Instruct-v0.1", strong_col: str = "gpt-4-1106-preview",
-             folds: int = 5, seed: int = 0, ablation: bool = False, beta: float = 1.0) -> dict:
+             folds: int = 5, seed: int = 0, ablation: bool = False, beta: float = 1.0,
+             draft_col: str | None = None) -> dict:
     from skiff.router.embed_cache import EmbeddingCache
     from skiff.router.routing_data import load_routing_data
 
     def load(sources) -> list[RoutingData]:
-        return [load_routing_data(s, weak_col, strong_col) for s in sources or []]
+        return [load_routing_data(s, weak_col, strong_col, draft_col=draft_col) for s in sources or []]
 
     datasets = load(data)
     training = load(train) or None
     tested = load(test) or datasets
     embed = EmbeddingCache.for_embedder(embedder, cache_dir)
-    specs = router_specs(embed, beta, ablation)
     pool = training or datasets
-    blocks = evaluate(protocol, specs, tested, train=pool if protocol != "cv" else None, folds=folds, seed=seed)
+    blocks = []
+    for data in tested:
+        # The cascade row only where the weak model's answers are in the table (GSM8K, not MMLU),
+        # and for transfer/online only when the training data has them too.
+        others = [d for d in pool if d.name != data.name]
+        cascade = data.drafts is not None and (protocol == "cv" or (others and all(d.drafts is not None for d in others)))
+        specs = router_specs(embed, beta, ablation, cascade=bool(draft_col) and bool(cascade))
+        blocks += evaluate(protocol, specs, [data], train=pool if protocol != "cv" else None, folds=folds, seed=seed)
     for block in blocks:
         block["published"] = PUBLISHED.get(block["data"]["name"], {})
     return {"protocol": protocol, "blocks": blocks}

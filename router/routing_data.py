@@ -27,6 +27,7 @@ class RoutingData:
     strong: np.ndarray
     dropped_contaminated: int
     sources: list[str]
+    drafts: list[str] | None = None  # the weak model's own responses, when the table has them
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -36,8 +37,9 @@ class RoutingData:
         return self.strong - self.weak
 
     def subset(self, index: np.ndarray) -> "RoutingData":
+        drafts = None if self.drafts is None else [self.drafts[i] for i in index]
         return RoutingData(self.name, [self.prompts[i] for i in index], self.weak[index], self.strong[index],
-                           0, self.sources)
+                           0, self.sources, drafts)
 
     def describe(self) -> dict:
         return {"name": self.name, "prompts": len(self), "dropped_contaminated": self.dropped_contaminated,
@@ -82,7 +84,9 @@ def _contaminated_prompts(csv_files: list[Path]) -> set[str]:
 
 
 def load_routing_data(source: str | Path, weak_col: str = DEFAULT_WEAK, strong_col: str = DEFAULT_STRONG,
-                      drop_contaminated: bool = True) -> RoutingData:
+                      drop_contaminated: bool = True, draft_col: str | None = None) -> RoutingData:
+    """`draft_col`, if given and present in every file, is the weak model's response column (for
+    the cascade ablation); a table without it loads without drafts."""
     source = Path(source).expanduser()
     if source.is_dir():
         files = sorted(source.glob("*.csv"))
@@ -99,6 +103,7 @@ def load_routing_data(source: str | Path, weak_col: str = DEFAULT_WEAK, strong_c
     prompts: list[str] = []
     weak: list[float] = []
     strong: list[float] = []
+    drafts: list[str] | None = [] if draft_col else None
     dropped = 0
     for path in files:
         with path.open(encoding="utf-8", newline="") as handle:
@@ -106,6 +111,8 @@ def load_routing_data(source: str | Path, weak_col: str = DEFAULT_WEAK, strong_c
             missing = {"prompt", weak_col, strong_col} - set(reader.fieldnames or [])
             if missing:
                 raise RoutingDataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+            if draft_col and draft_col not in (reader.fieldnames or []):
+                drafts = None
             for line, row in enumerate(reader, start=2):
                 if row["prompt"] in contaminated:
                     dropped += 1
@@ -113,6 +120,10 @@ def load_routing_data(source: str | Path, weak_col: str = DEFAULT_WEAK, strong_c
                 prompts.append(row["prompt"])
                 weak.append(_truth(row[weak_col], f"{path.name}:{line}"))
                 strong.append(_truth(row[strong_col], f"{path.name}:{line}"))
+                if drafts is not None:
+                    drafts.append(row[draft_col] or "")
     if not prompts:
         raise RoutingDataError(f"{source}: no prompts left")
-    return RoutingData(name, prompts, np.asarray(weak), np.asarray(strong), dropped, [str(f) for f in files])
+    if drafts is not None and len(drafts) != len(prompts):
+        drafts = None  # some file lacked the column: no cascade for this dataset
+    return RoutingData(name, prompts, np.asarray(weak), np.asarray(strong), dropped, [str(f) for f in files], drafts)

@@ -17,6 +17,7 @@ from skiff.router.records import new_answer_id
 from skiff.router.state import Thresholds
 
 ROUTING = SHARED / "data" / "routing"
+DRAFT_COLUMN = "mistralai/Mixtral-8x7B-Instruct-v0.1_response"
 
 PANCAKES = "# Pancakes\n\nMix 200 g flour, 2 eggs and 300 ml milk. Rest the batter for 30 minutes.\n"
 SKILLET = "# Skillet\n\nHeat the cast-iron skillet on medium and grease it with butter before each pancake.\n"
@@ -201,8 +202,8 @@ def small_routing(tmp_path):
     with open(ROUTING / "gsm8k_responses.csv", newline="") as source:
         rows = list(csv.DictReader(source))[:200]
     with open(folder / "gsm8k_responses.csv", "w", newline="") as target:
-        writer = csv.DictWriter(target, fieldnames=["prompt", "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"],
-                                extrasaction="ignore")
+        writer = csv.DictWriter(target, fieldnames=["prompt", "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview",
+                                                    DRAFT_COLUMN], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     (folder / "gsm8k_contaminated_prompts.jsonl").write_text(json.dumps({"eval_prompt": rows[0]["prompt"]}) + "\n")
@@ -230,6 +231,25 @@ def test_router_eval_cv_reports_metrics_and_baselines(skiff_home, small_routing)
                                  "--json").stdout)
     skiff_row = next(row for row in gsm8k["routers"] if row["router"] == "skiff")
     assert again["blocks"][0]["routers"][0]["apgr"] == skiff_row["apgr"]
+
+
+def test_router_eval_cascade_row_only_where_drafts_exist(skiff_home, small_routing):
+    result = json.loads(run_skiff("router", "eval", "--draft-col", DRAFT_COLUMN, "--json",
+                                  "--data", str(small_routing / "gsm8k_responses.csv"),
+                                  "--data", str(small_routing / "mmlu")).stdout)
+    gsm8k, mmlu = ({row["router"]: row for row in block["routers"]} for block in result["blocks"])
+    cascade = gsm8k["skiff + local draft (cascade)"]
+    assert 0.0 < cascade["apgr"] < gsm8k["oracle"]["apgr"] and cascade["apgr"] != gsm8k["skiff"]["apgr"]
+    assert "skiff + local draft (cascade)" not in mmlu  # MMLU's tables hold no responses
+
+
+def test_draft_features_check_the_drafts_arithmetic():
+    from skiff.router.features import DRAFT_FEATURES, draft_features
+
+    right = dict(zip(DRAFT_FEATURES, draft_features("She has 16 - 3 = 13 eggs, 13 * 2 = 26. The answer is 26.")))
+    wrong = dict(zip(DRAFT_FEATURES, draft_features("She has 16 - 3 = 12 eggs, 12 * 2 = 24. Let me check.")))
+    assert right["wrong_equations"] == 0 and right["log_equations"] > 0 and right["final_answer_marker"] == 1
+    assert wrong["wrong_equations"] == 1 and wrong["any_wrong_equation"] == 1 and wrong["second_thoughts"] == 1
 
 
 def test_router_eval_plots_the_curves(skiff_home, small_routing, tmp_path):
