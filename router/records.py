@@ -130,13 +130,17 @@ class AnswerStore:
         return self.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
 
     def decision_counts(self, since: float = 0.0) -> dict[str, dict[str, int]]:
-        """Per route: how often the router chose it, and how often it ran."""
+        """Per route: how often the router chose it, and how often it actually answered (a cloud
+        decision without an endpoint is answered locally)."""
         counts: dict[str, dict[str, int]] = {}
-        for column in ("router_route", "route"):
-            for route, n in self.db.execute(
-                f"SELECT {column}, COUNT(*) FROM decisions WHERE created_at >= ? GROUP BY {column}", (since,)
-            ):
-                counts.setdefault(route, {"chosen": 0, "ran": 0})["chosen" if column == "router_route" else "ran"] = n
+        queries = {
+            "chosen": "SELECT router_route, COUNT(*) FROM decisions WHERE created_at >= ? GROUP BY router_route",
+            "ran": "SELECT COALESCE(a.answered_by, d.route), COUNT(*) FROM decisions d JOIN answers a "
+                   "ON a.id = d.answer_id WHERE d.created_at >= ? GROUP BY 1",
+        }
+        for key, query in queries.items():
+            for route, n in self.db.execute(query, (since,)):
+                counts.setdefault(route, {"chosen": 0, "ran": 0})[key] = n
         return counts
 
     # -- feedback ------------------------------------------------------------------------------

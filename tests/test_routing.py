@@ -137,6 +137,9 @@ def test_an_override_never_trains_the_router_wrongly(skiff_home):
         # Retraction + new verdict: the posterior holds exactly one observation of this answer.
         assert assistant.router_state.surrogate().observations == 1
         assert assistant.records.feedback_counts() == {"good": 1, "bad": 0}
+        stats = assistant.router_stats()
+        assert stats["ran"]["local"] == 1 and stats["ran"]["cloud"] == 0
+        assert sum(stats["router_chose"].values()) == 1
     finally:
         assistant.close()
 
