@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from skiff.app.common import assistant_or_fail, dump, err, fail, out
+from skiff.app.common import assistant_session, dump, err, fail, out
 from skiff.app.render import index_summary_table, settings_table, source_line, status_table
 from skiff.app.router_cli import feedback, router_app
 
@@ -59,31 +59,29 @@ def index(
 
     from skiff.local.assets import MissingAssetError
 
-    assistant = assistant_or_fail(max_file_mb=max_file_mb, chunk_tokens=chunk_tokens)
     cancel = threading.Event()
     show_bar = err.is_terminal and not as_json
-    try:
-        if show_bar:
-            with Progress(
-                TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[chunks]} chunks"),
-                TimeElapsedColumn(), TextColumn("[dim]{task.fields[current]}"), console=err, transient=True,
-            ) as bar:
-                task = bar.add_task("index", total=None, chunks=0, current="")
+    with assistant_session(max_file_mb=max_file_mb, chunk_tokens=chunk_tokens) as assistant:
+        try:
+            if show_bar:
+                with Progress(
+                    TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[chunks]} chunks"),
+                    TimeElapsedColumn(), TextColumn("[dim]{task.fields[current]}"), console=err, transient=True,
+                ) as bar:
+                    task = bar.add_task("index", total=None, chunks=0, current="")
 
-                def on_progress(p):
-                    bar.update(task, completed=p.files_done, total=p.files_total, chunks=p.chunks_added,
-                               current=os.path.basename(p.current)[:40])
+                    def on_progress(p):
+                        bar.update(task, completed=p.files_done, total=p.files_total, chunks=p.chunks_added,
+                                   current=os.path.basename(p.current)[:40])
 
-                summary = assistant.index(paths, progress=on_progress, cancel=cancel)
-        else:
-            summary = assistant.index(paths, cancel=cancel)
-    except KeyboardInterrupt:
-        cancel.set()
-        fail("interrupted; files finished so far are indexed, the rest will be on the next run", 130)
-    except MissingAssetError as error:
-        fail(str(error))
-    finally:
-        assistant.close()
+                    summary = assistant.index(paths, progress=on_progress, cancel=cancel)
+            else:
+                summary = assistant.index(paths, cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.set()
+            fail("interrupted; files finished so far are indexed, the rest will be on the next run", 130)
+        except MissingAssetError as error:
+            fail(str(error))
     if as_json:
         dump(summary.as_dict())
     else:
@@ -108,8 +106,6 @@ def ask(
 
     if route not in (None, "auto", "local", "local+", "cloud"):
         fail(f"unknown route {route!r}; use local, local+, cloud or auto")
-    assistant = assistant_or_fail(model_path=model, top_k=top_k, max_tokens=max_tokens, n_ctx=n_ctx,
-                           n_threads=threads, temperature=temperature)
     streamed = not as_json
 
     def on_token(piece: str) -> None:
@@ -117,21 +113,21 @@ def ask(
         sys.stdout.flush()
 
     cancel = threading.Event()
-    try:
-        answer = assistant.ask(
-            question,
-            use_notes=not no_notes,
-            route=None if route in (None, "auto") else route,
-            on_token=on_token if streamed else None,
-            cancel=cancel,
-        )
-    except KeyboardInterrupt:
-        cancel.set()
-        fail("\ninterrupted", 130)
-    except (MissingAssetError, FileNotFoundError, ValueError) as error:
-        fail(str(error))
-    finally:
-        assistant.close()
+    with assistant_session(model_path=model, top_k=top_k, max_tokens=max_tokens, n_ctx=n_ctx,
+                           n_threads=threads, temperature=temperature) as assistant:
+        try:
+            answer = assistant.ask(
+                question,
+                use_notes=not no_notes,
+                route=None if route in (None, "auto") else route,
+                on_token=on_token if streamed else None,
+                cancel=cancel,
+            )
+        except KeyboardInterrupt:
+            cancel.set()
+            fail("\ninterrupted", 130)
+        except (MissingAssetError, FileNotFoundError, ValueError) as error:
+            fail(str(error))
     if as_json:
         dump(answer.as_dict())
         return
@@ -153,11 +149,8 @@ def ask(
 @app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show where skiff keeps things, the model, the index size and the cloud endpoint."""
-    assistant = assistant_or_fail()
-    try:
+    with assistant_session() as assistant:
         info = assistant.status()
-    finally:
-        assistant.close()
     if as_json:
         dump(info)
     else:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import NoReturn
+from contextlib import contextmanager
+from typing import Iterator, NoReturn
 
 import typer
 from rich.console import Console
@@ -33,3 +34,13 @@ def assistant_or_fail(**overrides):
     except Exception as error:  # pydantic's ValidationError names the bad key and value
         fail(f"invalid configuration: {error}")
     return Assistant(settings)
+
+
+@contextmanager
+def assistant_session(**overrides) -> Iterator:
+    """An Assistant for one command, closed however the command ends (a `fail` included)."""
+    assistant = assistant_or_fail(**overrides)
+    try:
+        yield assistant
+    finally:
+        assistant.close()

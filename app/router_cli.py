@@ -7,8 +7,12 @@ from typing import Optional
 
 import typer
 
-from skiff.app.common import assistant_or_fail, dump, err, fail, out
+from skiff.app.common import assistant_session, dump, err, fail, out
 from skiff.app.render import eval_table, router_stats_table
+
+# RouteLLM's column names, the defaults of every command that reads its tables.
+WEAK_COLUMN = "mistralai/Mixtral-8x7B-Instruct-v0.1"
+STRONG_COLUMN = "gpt-4-1106-preview"
 
 router_app = typer.Typer(help="Evaluate, calibrate and inspect the router.", no_args_is_help=True)
 
@@ -19,8 +23,8 @@ def evaluate(
     protocol: str = typer.Option("cv", help="cv, transfer or online."),
     train: Optional[list[Path]] = typer.Option(None, "--train", help="Training data for transfer/online (default: the other --data sets)."),
     test: Optional[list[Path]] = typer.Option(None, "--test", help="Evaluate only these (default: every --data set)."),
-    weak_col: str = typer.Option("mistralai/Mixtral-8x7B-Instruct-v0.1", help="Column of the weak (local) model's correctness."),
-    strong_col: str = typer.Option("gpt-4-1106-preview", help="Column of the strong (cloud) model's correctness."),
+    weak_col: str = typer.Option(WEAK_COLUMN, help="Column of the weak (local) model's correctness."),
+    strong_col: str = typer.Option(STRONG_COLUMN, help="Column of the strong (cloud) model's correctness."),
     folds: int = typer.Option(5, help="Folds for cv."),
     seed: int = typer.Option(0, help="Seed for folds and the online order."),
     ablation: bool = typer.Option(False, help="Also evaluate the simpler routers skiff's is built from."),
@@ -34,23 +38,21 @@ def evaluate(
 
     if protocol not in ("cv", "transfer", "online"):
         fail(f"unknown protocol {protocol!r}; use cv, transfer or online")
-    assistant = assistant_or_fail()
-    try:
-        with err.status("embedding prompts (cached after the first run)…"):
-            result = run_eval(assistant.embedder, assistant.settings.cache_dir, data, protocol,
-                              train=train, test=test, weak_col=weak_col, strong_col=strong_col,
-                              folds=folds, seed=seed, ablation=ablation, draft_col=draft_col)
-    except (RoutingDataError, ValueError) as error:
-        fail(str(error))
-    finally:
-        assistant.close()
+    with assistant_session() as assistant:
+        try:
+            with err.status("embedding prompts (cached after the first run)…"):
+                result = run_eval(assistant.embedder, assistant.settings.cache_dir, data, protocol,
+                                  train=train, test=test, weak_col=weak_col, strong_col=strong_col,
+                                  folds=folds, seed=seed, ablation=ablation, draft_col=draft_col)
+        except (RoutingDataError, ValueError) as error:
+            fail(str(error))
     if plot is not None:
         from skiff.router.evaluation import plot_curves
 
         try:
             plot_curves(result, plot)
         except ImportError:
-            fail("--plot needs matplotlib (pip install matplotlib)")
+            fail("--plot needs matplotlib: pip install 'skiff[plot]'")
     if as_json:
         dump(result)
     else:
@@ -65,13 +67,11 @@ def calibrate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Set the escalation threshold so that a target share of recent questions goes to the cloud."""
-    assistant = assistant_or_fail()
-    try:
-        thresholds = assistant.calibrate(cloud_share, local_plus_share)
-    except ValueError as error:
-        fail(str(error))
-    finally:
-        assistant.close()
+    with assistant_session() as assistant:
+        try:
+            thresholds = assistant.calibrate(cloud_share, local_plus_share)
+        except ValueError as error:
+            fail(str(error))
     if as_json:
         dump(thresholds.as_dict())
     else:
@@ -83,11 +83,8 @@ def calibrate(
 @router_app.command()
 def stats(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Escalation share against its target, feedback counts, thresholds and the surrogate's state."""
-    assistant = assistant_or_fail()
-    try:
+    with assistant_session() as assistant:
         info = assistant.router_stats()
-    finally:
-        assistant.close()
     if as_json:
         dump(info)
     else:
@@ -99,11 +96,8 @@ def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
     """Forget what the router learned from your feedback (back to the shipped prior)."""
     if not yes:
         typer.confirm("Forget everything the router learned from your feedback?", abort=True)
-    assistant = assistant_or_fail()
-    try:
+    with assistant_session() as assistant:
         assistant.reset_router()
-    finally:
-        assistant.close()
     out.print("the router is back to its shipped prior; feedback history is kept in the database")
 
 
@@ -115,13 +109,11 @@ def feedback(
     """Tell the router whether an answer was good; it learns which questions need the cloud."""
     from skiff.router.feedback import FeedbackError
 
-    assistant = assistant_or_fail()
-    try:
-        result = assistant.feedback(verdict, answer_id)
-    except FeedbackError as error:
-        fail(str(error))
-    finally:
-        assistant.close()
+    with assistant_session() as assistant:
+        try:
+            result = assistant.feedback(verdict, answer_id)
+        except FeedbackError as error:
+            fail(str(error))
     if as_json:
         dump(result.as_dict())
     else:
@@ -132,25 +124,23 @@ def feedback(
 def fit_prior(
     data: list[Path] = typer.Option(..., "--data", help="RouteLLM-format CSV file or folder; repeat for more."),
     out_path: Path = typer.Option(..., "--out", help="Where to write the prior (.npz); point router_prior at it."),
-    weak_col: str = typer.Option("mistralai/Mixtral-8x7B-Instruct-v0.1", help="Weak (local) model's column."),
-    strong_col: str = typer.Option("gpt-4-1106-preview", help="Strong (cloud) model's column."),
-    effective_questions: int = typer.Option(1000, help="Temper the prior to weigh as much as this many questions."),
+    weak_col: str = typer.Option(WEAK_COLUMN, help="Weak (local) model's column."),
+    strong_col: str = typer.Option(STRONG_COLUMN, help="Strong (cloud) model's column."),
+    effective_questions: Optional[int] = typer.Option(None, help="Temper the prior to weigh as much as this many questions (default: as the shipped prior, 1000)."),
 ) -> None:
     """Fit the router's prior on per-query correctness data (how the shipped prior was made)."""
     from skiff.router.embed_cache import EmbeddingCache
     from skiff.router.prior import fit_prior_file
     from skiff.router.routing_data import RoutingDataError, load_routing_data
 
-    assistant = assistant_or_fail()
-    try:
-        datasets = [load_routing_data(source, weak_col, strong_col) for source in data]
-        embed = EmbeddingCache.for_embedder(assistant.embedder, assistant.settings.cache_dir)
-        with err.status("embedding prompts and fitting…"):
-            model = fit_prior_file(embed, datasets, out_path, effective_questions)
-    except (RoutingDataError, ValueError) as error:
-        fail(str(error))
-    finally:
-        assistant.close()
+    with assistant_session() as assistant:
+        try:
+            datasets = [load_routing_data(source, weak_col, strong_col) for source in data]
+            embed = EmbeddingCache.for_embedder(assistant.embedder, assistant.settings.cache_dir)
+            with err.status("embedding prompts and fitting…"):
+                model = fit_prior_file(embed, datasets, out_path, effective_questions)
+        except (RoutingDataError, ValueError) as error:
+            fail(str(error))
     names = ", ".join(f"{d['name']} ({d['prompts']})" for d in model.meta["datasets"])
     out.print(f"wrote {out_path}: fitted on {names}; α={model.meta['alpha']:.3g}, β={model.meta['beta']:.3g}",
               highlight=False)

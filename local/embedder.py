@@ -127,7 +127,8 @@ class Embedder:
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
             # Idle pool threads otherwise spin for milliseconds after each run, taking the cores
-            # from what runs next (chromadb's query, SIFT); throughput measured the same without.
+            # from what runs next: a routing decision went from 27 to 11 ms p50 without spinning,
+            # for ~5-10% less batch-encode throughput (bench/RESULTS.md).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]

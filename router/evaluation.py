@@ -19,11 +19,12 @@ from typing import Callable
 
 import numpy as np
 
+from skiff.router.embed_cache import EmbeddingCache
 from skiff.router.features import TEXT_CLIP, FeatureMap, draft_features
 from skiff.router.fitting import fit_blr
 from skiff.router.metrics import oracle_curve, random_curve, router_curve
 from skiff.router.prior import DEFAULT_EFFECTIVE_QUESTIONS, temper
-from skiff.router.routing_data import RoutingData
+from skiff.router.routing_data import DEFAULT_STRONG, DEFAULT_WEAK, RoutingData, load_routing_data
 from skiff.router.surrogate import BayesianLinearRegression
 
 # Turns a dataset into its feature matrix; `fitted_on` is the training data, whose statistics
@@ -85,12 +86,10 @@ def _report(name: str, scores: np.ndarray, data: RoutingData) -> dict:
 
 
 def _baselines(data: RoutingData) -> list[dict]:
-    return [
-        {"router": "random", **random_curve(data.weak, data.strong).summary(),
-         "curve": random_curve(data.weak, data.strong).points()},
-        {"router": "oracle", **oracle_curve(data.weak, data.strong).summary(),
-         "curve": oracle_curve(data.weak, data.strong).points()},
-    ]
+    rows = []
+    for name, curve in (("random", random_curve(data.weak, data.strong)), ("oracle", oracle_curve(data.weak, data.strong))):
+        rows.append({"router": name, **curve.summary(), "curve": curve.points()})
+    return rows
 
 
 def cross_validate(spec: RouterSpec, data: RoutingData, folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -182,12 +181,9 @@ def router_specs(embed: Callable[[list[str]], np.ndarray], beta: float, ablation
 
 
 def run_eval(embedder, cache_dir, data: list, protocol: str, train: list | None = None, test: list | None = None,
-             weak_col: str = "mistralai/Mixtral-8x7B-Instruct-v0.1", strong_col: str = "gpt-4-1106-preview",
+             weak_col: str = DEFAULT_WEAK, strong_col: str = DEFAULT_STRONG,
              folds: int = 5, seed: int = 0, ablation: bool = False, beta: float = 1.0,
              draft_col: str | None = None) -> dict:
-    from skiff.router.embed_cache import EmbeddingCache
-    from skiff.router.routing_data import load_routing_data
-
     def load(sources) -> list[RoutingData]:
         return [load_routing_data(s, weak_col, strong_col, draft_col=draft_col) for s in sources or []]
 
@@ -201,8 +197,8 @@ def run_eval(embedder, cache_dir, data: list, protocol: str, train: list | None 
         # The cascade row only where the weak model's answers are in the table (GSM8K, not MMLU),
         # and for transfer/online only when the training data has them too.
         others = [d for d in pool if d.name != data.name]
-        cascade = data.drafts is not None and (protocol == "cv" or (others and all(d.drafts is not None for d in others)))
-        specs = router_specs(embed, beta, ablation, cascade=bool(draft_col) and bool(cascade))
+        cascade = data.drafts is not None and (protocol == "cv" or all(d.drafts is not None for d in others))
+        specs = router_specs(embed, beta, ablation, cascade=cascade)
         blocks += evaluate(protocol, specs, [data], train=pool if protocol != "cv" else None, folds=folds, seed=seed)
     for block in blocks:
         block["published"] = PUBLISHED.get(block["data"]["name"], {})

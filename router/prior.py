@@ -70,10 +70,10 @@ def build_prior(datasets: list[RoutingData], embed: Callable[[list[str]], np.nda
 
 
 def fit_prior_file(embed: Callable[[list[str]], np.ndarray], datasets: list[RoutingData], out,
-                   effective_questions: int = DEFAULT_EFFECTIVE_QUESTIONS) -> BayesianLinearRegression:
+                   effective_questions: int | None = None) -> BayesianLinearRegression:
     """Fit and write a prior file that RouterState can load (router_prior in the config)."""
     from pathlib import Path
 
-    model = build_prior(datasets, embed, effective_questions)
+    model = build_prior(datasets, embed, effective_questions or DEFAULT_EFFECTIVE_QUESTIONS)
     model.save(Path(out))
     return model

@@ -55,7 +55,8 @@ class RouterState:
         self.prior_path = Path(prior_path) if prior_path else shipped_prior_path()
         self.posterior_path = self.folder / "surrogate.npz"
         self.thresholds_path = self.folder / "thresholds.json"
-        self._cached: tuple[float, BayesianLinearRegression] | None = None
+        # (file stamp, posterior, its feature map): decisions read both, the disk only on change.
+        self._cached: tuple[float, BayesianLinearRegression, FeatureMap] | None = None
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -72,20 +73,24 @@ class RouterState:
     def prior(self) -> BayesianLinearRegression:
         if not self.prior_path.is_file():
             raise FileNotFoundError(f"the router's prior is missing: {self.prior_path} (reinstall skiff, "
-                                    "or rebuild it with bench/fit_prior.py)")
+                                    "or rebuild it with `skiff router fit-prior`)")
         return BayesianLinearRegression.load(self.prior_path)
 
-    def surrogate(self) -> BayesianLinearRegression:
-        """The current posterior; re-read only when the file changed (another process learned)."""
+    def _current(self) -> tuple[float, BayesianLinearRegression, FeatureMap]:
+        """Re-read only when the file changed (another process learned)."""
         path = self.posterior_path if self.posterior_path.is_file() else self.prior_path
         stamp = path.stat().st_mtime_ns if path.is_file() else -1.0
         if self._cached is None or self._cached[0] != stamp:
             model = BayesianLinearRegression.load(path) if path == self.posterior_path else self.prior()
-            self._cached = (stamp, model)
-        return self._cached[1]
+            self._cached = (stamp, model, FeatureMap.from_meta(model.meta["features"]))
+        return self._cached
+
+    def surrogate(self) -> BayesianLinearRegression:
+        """The current posterior."""
+        return self._current()[1]
 
     def feature_map(self) -> FeatureMap:
-        return FeatureMap.from_meta(self.surrogate().meta["features"])
+        return self._current()[2]
 
     def learn(self, observations: list[tuple[np.ndarray, float, float]], last_event: int) -> BayesianLinearRegression:
         """Apply (φ, target, weight) observations and remember the last feedback event applied,

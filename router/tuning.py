@@ -36,9 +36,10 @@ def calibrate(records: AnswerStore, router: UncertaintyRouter, embed: Callable[[
     if len(features) >= MIN_RECENT_FOR_CALIBRATION and features.shape[1] == feature_map.dim:
         source = f"your {len(features)} most recent questions"
     else:
+        asked = len(features)
         questions = calibration_questions()
         features = feature_map.many(questions, embed(questions))
-        source = f"{len(questions)} everyday questions shipped with skiff (you have asked {len(records.recent_features(recent))})"
+        source = f"{len(questions)} everyday questions shipped with skiff (you have asked {asked})"
     thresholds = thresholds_from_scores(router.scores(features), cloud_share, local_plus_share, source,
                                         decisions_at=records.decision_total())
     router.state.save_thresholds(thresholds)
