@@ -13,6 +13,7 @@ import typer
 
 from skiff.app.common import assistant_session, dump, err, fail, out
 from skiff.app.render import index_summary_table, settings_table, source_line, status_table
+from skiff.app.cloud_cli import cloud_app, show
 from skiff.app.router_cli import feedback, router_app
 
 app = typer.Typer(
@@ -23,7 +24,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(router_app, name="router")
+app.add_typer(cloud_app, name="cloud")
 app.command()(feedback)
+app.command()(show)
 
 
 def _version() -> str:
@@ -94,6 +97,8 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: answer, route, sources, timings, tokens."),
     no_notes: bool = typer.Option(False, "--no-notes", help="Do not retrieve notes."),
     route: Optional[str] = typer.Option(None, help="auto (the router decides), local, local+ or cloud."),
+    compare: bool = typer.Option(False, "--compare", help="Answer with both models; judging both teaches the router."),
+    offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Never contact the cloud for this question."),
     model: Optional[Path] = typer.Option(None, help="GGUF model file (default: bundled SmolLM2-135M-Instruct)."),
     top_k: Optional[int] = typer.Option(None, help="Note chunks to give the model."),
     max_tokens: Optional[int] = typer.Option(None, help="Most tokens to generate."),
@@ -101,37 +106,62 @@ def ask(
     threads: Optional[int] = typer.Option(None, help="CPU threads for the model."),
     temperature: Optional[float] = typer.Option(None, help="Sampling temperature (0 = greedy)."),
 ) -> None:
-    """Answer a question with the local model, grounded in your notes, streaming as it writes."""
+    """Answer a question, grounded in your notes, streaming as it writes: locally, or from the cloud
+    when the router judges it hard."""
     from skiff.local.assets import MissingAssetError
 
     if route not in (None, "auto", "local", "local+", "cloud"):
         fail(f"unknown route {route!r}; use local, local+, cloud or auto")
+    if compare and route not in (None, "auto"):
+        fail("--compare answers with both models; leave out --route")
     streamed = not as_json
 
     def on_token(piece: str) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
 
+    def on_compare_token(side: str, piece: str) -> None:
+        if side not in shown_sides:
+            shown_sides.append(side)
+            sys.stdout.write(("\n\n" if len(shown_sides) > 1 else "") + f"── {side} ──\n")
+        on_token(piece)
+
+    shown_sides: list[str] = []
     cancel = threading.Event()
     with assistant_session(model_path=model, top_k=top_k, max_tokens=max_tokens, n_ctx=n_ctx,
-                           n_threads=threads, temperature=temperature) as assistant:
+                           n_threads=threads, temperature=temperature, offline=offline) as assistant:
         try:
-            answer = assistant.ask(
-                question,
-                use_notes=not no_notes,
-                route=None if route in (None, "auto") else route,
-                on_token=on_token if streamed else None,
-                cancel=cancel,
-            )
+            if compare:
+                answers = list(assistant.compare(question, use_notes=not no_notes,
+                                                 on_token=on_compare_token if streamed else None, cancel=cancel))
+            else:
+                answers = [assistant.ask(question, use_notes=not no_notes,
+                                         route=None if route in (None, "auto") else route,
+                                         on_token=on_token if streamed else None, cancel=cancel)]
+                if streamed and answers[0].local_offered and sys.stdin.isatty() and err.is_terminal:
+                    sys.stdout.write("\n")
+                    _report(answers[0])
+                    if typer.confirm("The cloud answer broke off. Answer locally instead?", default=True, err=True):
+                        answers = [assistant.ask(question, use_notes=not no_notes, route="local",
+                                                 on_token=on_token, cancel=cancel)]
         except KeyboardInterrupt:
             cancel.set()
             fail("\ninterrupted", 130)
         except (MissingAssetError, FileNotFoundError, ValueError) as error:
             fail(str(error))
     if as_json:
-        dump(answer.as_dict())
+        dump([a.as_dict() for a in answers] if compare else answers[0].as_dict())
         return
     sys.stdout.write("\n")
+    for answer in answers:
+        _report(answer)
+    if compare:
+        err.print(f"[dim]judge each: skiff feedback good|bad {answers[0].id} (local), "
+                  f"skiff feedback good|bad {answers[-1].id} ({answers[-1].answered_by})[/]", highlight=False)
+
+
+def _report(answer) -> None:
+    """Notices, sources and the one-line footer that follow a streamed answer."""
     for notice in answer.notices:
         err.print(f"[yellow]note:[/] {notice}", highlight=False)
     if answer.sources:
@@ -139,8 +169,10 @@ def ask(
         for source in answer.sources:
             out.print(source_line(source), highlight=False)
     timing = answer.timings
+    by = answer.route if answer.answered_by == answer.route else f"{answer.route} → answered {answer.answered_by}"
+    cost = f" · ${answer.cost_usd:.4f}" if answer.cost_usd else ""
     err.print(
-        f"[dim]{answer.route} · {answer.decision.reason} · {answer.tokens['completion']} tokens · "
+        f"[dim]{by} · {answer.decision.reason} · {answer.tokens['completion']} tokens{cost} · "
         f"first token {timing['first_token_s'] or 0:.2f}s · total {timing['total_s']:.2f}s · id {answer.id}[/]",
         highlight=False,
     )

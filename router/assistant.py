@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,12 +17,13 @@ import numpy as np
 
 from skiff.local.assets import default_gguf_path
 from skiff.local.embedder import Embedder
-from skiff.local.llm import GenerationStats, LocalModel, read_model_info
+from skiff.local.llm import LocalModel, read_model_info
 from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
+from skiff.router.answering import Answer, Generated, Source, generate_in_cloud, generate_locally
 from skiff.router.coverage import sift_select
+from skiff.router.escalation import cloud_access
 from skiff.router.feedback import FeedbackResult, give_feedback, sync
 from skiff.router.policy import Decision, Question, Route, RoutePolicy
-from skiff.router.prompting import plan_prompt
 from skiff.router.records import AnswerStore, new_answer_id
 from skiff.router.settings import Settings, config_file_path
 from skiff.router.state import RouterState, Thresholds
@@ -31,62 +31,8 @@ from skiff.router.tuning import calibrate, keep_calibrated, router_stats
 from skiff.router.uncertainty import UncertaintyRouter
 
 
-@dataclass(frozen=True)
-class Source:
-    number: int  # the [n] the answer cites
-    path: str
-    title: str
-    section: str
-    line_start: int
-    line_end: int
-    page: int | None
-    score: float  # cosine similarity to the question
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-    @property
-    def location(self) -> str:
-        if self.page is not None:
-            return f"page {self.page}"
-        if self.line_start == self.line_end:
-            return f"line {self.line_start}"
-        return f"lines {self.line_start}-{self.line_end}"
-
-
-@dataclass
-class Answer:
-    id: str
-    question: str
-    text: str
-    decision: Decision
-    sources: list[Source]
-    timings: dict[str, float | None]
-    tokens: dict[str, int]
-    stop_reason: str
-    model: str
-    notices: list[str] = field(default_factory=list)
-    answered_by: Route = "local"  # who wrote the text (a cloud decision may fall back to local)
-
-    @property
-    def route(self) -> Route:
-        return self.decision.route
-
-    def as_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "question": self.question,
-            "answer": self.text,
-            "route": self.route,
-            "answered_by": self.answered_by,
-            "decision": self.decision.as_dict(),
-            "sources": [s.as_dict() for s in self.sources],
-            "timings": self.timings,
-            "tokens": self.tokens,
-            "stop_reason": self.stop_reason,
-            "model": self.model,
-            "notices": self.notices,
-        }
+# A question asked again on the other model within this window pairs with the earlier answer.
+PAIR_WINDOW_S = 24 * 3600.0
 
 
 class Assistant:
@@ -202,69 +148,100 @@ class Assistant:
         on_token: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Answer:
+        """Answer `question` where the router decides, or on `route` when the person says so."""
+        started = time.perf_counter()
+        question, consulted, decision, timings = self._consult_and_decide(question, use_notes, started)
+        if route is not None and route != decision.route:
+            decision = decision.overridden_to(route)
+        answer = self._answer(question, consulted.hits, decision, history, on_token, cancel, started, timings)
+        if route is not None and answer.answered_by in ("local", "cloud") and answer.text:
+            # Asked again on the other model: the two answers form a pair the router learns from.
+            counterpart = self.records.unpaired_counterpart(question, answer.answered_by, answer.id, PAIR_WINDOW_S)
+            if counterpart is not None:
+                self.records.pair(counterpart, answer.id)
+                answer.pair_id = counterpart
+        return answer
+
+    def compare(
+        self,
+        question: str,
+        history: Sequence[dict] = (),
+        use_notes: bool = True,
+        on_token: Callable[[Route, str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[Answer, Answer]:
+        """Both models answer (local first, then cloud); judging both teaches the router the gap
+        on this question exactly (router/feedback.py)."""
+        started = time.perf_counter()
+        question, consulted, decision, timings = self._consult_and_decide(question, use_notes, started)
+        answers = []
+        for side in ("local", "cloud"):
+            forced = decision if decision.route == side else decision.overridden_to(side)
+            emit = (lambda piece, side=side: on_token(side, piece)) if on_token is not None else None
+            answers.append(self._answer(question, consulted.hits, forced, history, emit, cancel,
+                                        time.perf_counter(), timings))
+            if cancel is not None and cancel.is_set():
+                break
+        local, cloud = answers[0], answers[-1]
+        if len(answers) == 2 and cloud.answered_by == "cloud" and cloud.text:
+            self.records.pair(local.id, cloud.id)
+            local.pair_id = cloud.pair_id = local.id
+        return local, cloud
+
+    def _consult_and_decide(self, question: str, use_notes: bool, started: float):
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
-        started = time.perf_counter()
         consulted = self.consult_notes(question, use_notes=use_notes)
-        hits = consulted.hits
         retrieved_at = time.perf_counter()
-
         self._prepare_router()
         decision = self.policy.decide(consulted)
-        decided_at = time.perf_counter()
-        if route is not None and route != decision.route:
-            decision = decision.overridden_to(route)
+        timings = {"retrieve_s": round(retrieved_at - started, 4), "decide_s": round(time.perf_counter() - retrieved_at, 4)}
+        return question, consulted, decision, timings
+
+    def _answer(self, question: str, hits: Sequence[Hit], decision: Decision, history: Sequence[dict],
+                on_token: Callable[[str], None] | None, cancel: threading.Event | None, started: float,
+                timings: dict) -> Answer:
         notices: list[str] = []
-        answered_by: Route = decision.route
-        if decision.route == "cloud":
-            # The cloud client arrives with the cloud issue; say so rather than fail.
-            notices.append("no cloud endpoint is configured; answered by the local model")
-            answered_by = "local"
-
+        access = cloud_access(self.settings) if decision.route == "cloud" else None
+        answered_by: Route = "cloud" if access is not None and access.client is not None else "local"
+        if access is not None and access.client is None:
+            notices.append(access.why_not)
         answer_id = new_answer_id()
-        self.records.start(answer_id, question, decision, answered_by, self.model_path.name)
+        model_name = (self.settings.cloud_model or "") if answered_by == "cloud" else self.model_path.name
+        self.records.start(answer_id, question, decision, answered_by, model_name)
 
-        model = self.model
-        plan = plan_prompt(model, question, hits, history, max_answer_tokens=self.settings.max_tokens)
-        if plan.truncated:
-            notices.append(f"trimmed to fit the {model.n_ctx}-token context: {', '.join(plan.truncated)}")
-        stats = GenerationStats()
-        pieces: list[str] = []
-        first_piece_at: float | None = None
+        generated: Generated | None = None
         try:
-            for piece in model.stream(
-                plan.prompt_tokens,
-                max_tokens=self.settings.max_tokens,
-                temperature=self.settings.temperature,
-                stats=stats,
-                should_stop=cancel.is_set if cancel is not None else None,
-            ):
-                if first_piece_at is None:
-                    first_piece_at = time.perf_counter()
-                pieces.append(piece)
-                if on_token is not None:
-                    on_token(piece)
+            if access is not None and access.client is not None:
+                generated = generate_in_cloud(access.client, self.settings, question, hits, history, on_token, cancel,
+                                              lambda sent: self.records.set_sent(answer_id, sent))
+                notices += generated.notices
+                if generated.fell_back:
+                    answered_by, model_name = "local", self.model_path.name
+                    self.records.set_answered_by(answer_id, answered_by, model_name)
+                    generated = None
+            if generated is None:
+                generated = generate_locally(self.model, self.settings, question, hits, history, on_token, cancel)
+                notices += generated.notices
         finally:
-            text = "".join(pieces)
-            sources = [
-                Source(n, hit.path, hit.title, hit.section, hit.line_start, hit.line_end, hit.page,
-                       round(1.0 - hit.distance, 4))
-                for n, hit in enumerate(plan.notes, start=1)
-            ]
+            done = generated or Generated()
             finished = time.perf_counter()
             timings = {
-                "retrieve_s": round(retrieved_at - started, 4),
-                "decide_s": round(decided_at - retrieved_at, 4),
-                "first_token_s": round(first_piece_at - started, 4) if first_piece_at is not None else None,
+                **timings,
+                "first_token_s": round(done.first_piece_at - started, 4) if done.first_piece_at is not None else None,
                 "total_s": round(finished - started, 4),
-                "decode_tokens_per_s": round(stats.decode_tokens_per_s, 2) if stats.decode_tokens_per_s else None,
+                "decode_tokens_per_s": round(done.decode_tokens_per_s, 2) if done.decode_tokens_per_s else None,
             }
-            tokens = {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens}
-            self.records.finish(answer_id, text, [s.as_dict() for s in sources], timings, tokens,
-                                stats.stop_reason or "error")
-        return Answer(answer_id, question, text, decision, sources, timings, tokens, stats.stop_reason,
-                      self.model_path.name, notices, answered_by)
+            tokens = {"prompt": done.prompt_tokens, "completion": done.completion_tokens}
+            if done.tokens_estimated:
+                tokens["estimated"] = True
+            sources = Source.numbered(done.notes)
+            self.records.finish(answer_id, done.text, [s.as_dict() for s in sources], timings, tokens,
+                                done.stop_reason, done.cost_usd if answered_by == "cloud" else None)
+        return Answer(answer_id, question, done.text, decision, sources, timings, tokens, done.stop_reason,
+                      model_name, notices, answered_by, done.cost_usd if answered_by == "cloud" else None,
+                      done.local_offered)
 
     # -- learning ------------------------------------------------------------------------------
 
@@ -296,6 +273,21 @@ class Assistant:
         if isinstance(self.policy, UncertaintyRouter):
             keep_calibrated(self.records, self.policy, self.embedder.encode)
 
+    # -- cloud and records -------------------------------------------------------------------
+
+    def cloud_check(self) -> dict:
+        """Reachability of the configured endpoint (never contacted in offline mode)."""
+        access = cloud_access(self.settings)
+        if access.client is None:
+            return {"ok": False, "base_url": self.settings.cloud_base_url, "message": access.why_not.split(";")[0]}
+        with access.client as client:
+            return client.check().as_dict()
+
+    def answer_record(self, answer_id: str | None = None) -> dict | None:
+        """A recorded answer with what was sent to the cloud for it, if anything."""
+        answer_id = answer_id or self.records.latest_answer_id()
+        return self.records.get(answer_id) if answer_id else None
+
     # -- status --------------------------------------------------------------------------------
 
     def status(self) -> dict:
@@ -307,8 +299,8 @@ class Assistant:
             model = {"error": str(error)}
         files, chunks = self.notes.totals() if settings.index_dir.exists() else (0, 0)
         cloud = "none"
-        if settings.cloud_base_url:
-            cloud = "offline" if settings.offline else settings.cloud_base_url
+        if settings.cloud_configured:
+            cloud = f"{settings.cloud_base_url} ({settings.cloud_model})" + (" — offline mode" if settings.offline else "")
         return {
             "config_file": str(config_file_path()),
             "config_file_exists": config_file_path().is_file(),

@@ -59,7 +59,28 @@ _MIGRATIONS = [
     );
     CREATE INDEX feedback_answer ON feedback_events(answer_id)
     """,
+    # Cloud answers (what was sent, cost), local/cloud pairs of one question, and standing
+    # verdicts kept apart from the observation log, so a pair can replace two one-sided
+    # observations with one exact one.
+    """
+    ALTER TABLE answers ADD COLUMN sent TEXT;
+    ALTER TABLE answers ADD COLUMN cost_usd REAL;
+    ALTER TABLE answers ADD COLUMN pair_id TEXT;
+    CREATE INDEX answers_pair ON answers(pair_id);
+    ALTER TABLE feedback_events ADD COLUMN kind TEXT NOT NULL DEFAULT 'single';
+    CREATE TABLE verdicts (
+        answer_id TEXT PRIMARY KEY REFERENCES answers(id),
+        verdict TEXT NOT NULL CHECK (verdict IN ('good', 'bad')),
+        updated_at REAL NOT NULL
+    );
+    INSERT INTO verdicts(answer_id, verdict, updated_at)
+        SELECT answer_id, verdict, created_at FROM feedback_events f WHERE weight > 0 AND seq =
+            (SELECT MAX(seq) FROM feedback_events g WHERE g.answer_id = f.answer_id)
+    """,
 ]
+
+# One observation the surrogate holds: (answer_id, kind, verdict, answered_by, target).
+ObservationKey = tuple[str, str, str, str, float]
 
 
 def new_answer_id() -> str:
@@ -92,11 +113,58 @@ class AnswerStore:
                  decision.reason, json.dumps(decision.signals), features),
             )
 
-    def finish(self, answer_id: str, answer: str, sources: list, timings: dict, tokens: dict, stop_reason: str) -> None:
+    def finish(self, answer_id: str, answer: str, sources: list, timings: dict, tokens: dict, stop_reason: str,
+               cost_usd: float | None = None) -> None:
         self.db.execute(
-            "UPDATE answers SET finished_at=?, answer=?, sources=?, timings=?, tokens=?, stop_reason=? WHERE id=?",
-            (time.time(), answer, json.dumps(sources), json.dumps(timings), json.dumps(tokens), stop_reason, answer_id),
+            "UPDATE answers SET finished_at=?, answer=?, sources=?, timings=?, tokens=?, stop_reason=?, cost_usd=? "
+            "WHERE id=?",
+            (time.time(), answer, json.dumps(sources), json.dumps(timings), json.dumps(tokens), stop_reason,
+             cost_usd, answer_id),
         )
+
+    def set_answered_by(self, answer_id: str, answered_by: str, model: str) -> None:
+        self.db.execute("UPDATE answers SET answered_by=?, model=? WHERE id=?", (answered_by, model, answer_id))
+
+    def set_sent(self, answer_id: str, sent: dict) -> None:
+        """What left the machine for this answer, written before the request goes out."""
+        self.db.execute("UPDATE answers SET sent=? WHERE id=?", (json.dumps(sent, ensure_ascii=False), answer_id))
+
+    # -- pairs: a local and a cloud answer to one question -------------------------------------
+
+    def pair(self, first_id: str, second_id: str) -> None:
+        with transaction(self.db):
+            self.db.execute("UPDATE answers SET pair_id=? WHERE id IN (?, ?)", (first_id, first_id, second_id))
+
+    def unpaired_counterpart(self, question: str, answered_by: str, exclude: str, within_s: float) -> str | None:
+        """The latest answer to the same question by the other model, not yet in a pair."""
+        other = "local" if answered_by == "cloud" else "cloud"
+        row = self.db.execute(
+            "SELECT id FROM answers WHERE question=? AND answered_by=? AND id<>? AND pair_id IS NULL "
+            "AND created_at>=? AND answer IS NOT NULL AND answer<>'' ORDER BY created_at DESC LIMIT 1",
+            (question, other, exclude, time.time() - within_s),
+        ).fetchone()
+        return row[0] if row else None
+
+    def partner(self, answer_id: str) -> str | None:
+        row = self.db.execute(
+            "SELECT b.id FROM answers a JOIN answers b ON a.pair_id = b.pair_id AND b.id <> a.id WHERE a.id=?",
+            (answer_id,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def cloud_spend(self, since: float) -> dict:
+        row = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0) FROM answers WHERE answered_by='cloud' AND created_at>=?",
+            (since,),
+        ).fetchone()
+        tokens_in = tokens_out = 0
+        for (tokens,) in self.db.execute(
+            "SELECT tokens FROM answers WHERE answered_by='cloud' AND created_at>=?", (since,)
+        ):
+            parsed = json.loads(tokens or "{}")
+            tokens_in += int(parsed.get("prompt") or 0)
+            tokens_out += int(parsed.get("completion") or 0)
+        return {"answers": row[0], "usd": round(row[1], 6), "tokens_in": tokens_in, "tokens_out": tokens_out}
 
     def get(self, answer_id: str) -> dict | None:
         cursor = self.db.execute("SELECT * FROM answers WHERE id=?", (answer_id,))
@@ -104,8 +172,8 @@ class AnswerStore:
         if row is None:
             return None
         record = dict(zip([c[0] for c in cursor.description], row))
-        for key in ("signals", "sources", "timings", "tokens"):
-            record[key] = json.loads(record[key])
+        for key in ("signals", "sources", "timings", "tokens", "sent"):
+            record[key] = json.loads(record[key]) if record.get(key) else ({} if key != "sent" else None)
         return record
 
     def count(self) -> int:
@@ -145,21 +213,36 @@ class AnswerStore:
 
     # -- feedback ------------------------------------------------------------------------------
 
-    def verdict(self, answer_id: str) -> tuple[str, float] | None:
-        """The standing verdict on an answer and the target it trained with, if any."""
-        row = self.db.execute(
-            "SELECT verdict, target, weight FROM feedback_events WHERE answer_id=? ORDER BY seq DESC LIMIT 1",
-            (answer_id,),
-        ).fetchone()
-        return (row[0], row[1]) if row and row[2] > 0 else None
+    def verdict(self, answer_id: str) -> str | None:
+        """The standing verdict on an answer, if any."""
+        row = self.db.execute("SELECT verdict FROM verdicts WHERE answer_id=?", (answer_id,)).fetchone()
+        return row[0] if row else None
 
-    def add_feedback_events(self, events: list[tuple[str, str, str, float, float]]) -> None:
-        """(answer_id, verdict, answered_by, target, weight) rows, all or none."""
+    def applied_observations(self, answer_ids: list[str], after_event: int = 0) -> dict[ObservationKey, float]:
+        """What the surrogate holds about these answers (events after `after_event`, the last one a
+        reset dropped): each observation with its net weight."""
+        marks = ",".join("?" * len(answer_ids))
+        rows = self.db.execute(
+            f"SELECT answer_id, kind, verdict, answered_by, target, SUM(weight) FROM feedback_events "
+            f"WHERE answer_id IN ({marks}) AND seq > ? GROUP BY answer_id, kind, verdict, answered_by, target",
+            [*answer_ids, after_event],
+        ).fetchall()
+        return {tuple(row[:5]): row[5] for row in rows if abs(row[5]) > 1e-12}
+
+    def record_verdict(self, answer_id: str, verdict: str,
+                       events: list[tuple[str, str, str, str, float, float]]) -> None:
+        """The new standing verdict and the observation events it causes, all or none.
+        Events are (answer_id, kind, verdict, answered_by, target, weight)."""
         now = time.time()
         with transaction(self.db):
+            self.db.execute(
+                "INSERT INTO verdicts(answer_id, verdict, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(answer_id) DO UPDATE SET verdict=excluded.verdict, updated_at=excluded.updated_at",
+                (answer_id, verdict, now),
+            )
             self.db.executemany(
-                "INSERT INTO feedback_events(answer_id, verdict, answered_by, target, weight, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO feedback_events(answer_id, kind, verdict, answered_by, target, weight, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(*event, now) for event in events],
             )
 
@@ -174,8 +257,5 @@ class AnswerStore:
 
     def feedback_counts(self) -> dict[str, int]:
         """Standing verdicts (the last event per answer, if it was not a retraction)."""
-        rows = self.db.execute(
-            "SELECT verdict, COUNT(*) FROM feedback_events f WHERE weight > 0 AND seq = "
-            "(SELECT MAX(seq) FROM feedback_events g WHERE g.answer_id = f.answer_id) GROUP BY verdict"
-        ).fetchall()
+        rows = self.db.execute("SELECT verdict, COUNT(*) FROM verdicts GROUP BY verdict").fetchall()
         return {"good": 0, "bad": 0, **dict(rows)}

@@ -47,6 +47,25 @@ def config_file_path() -> Path:
     return Path(explicit).expanduser() if explicit else default_config_dir() / "config.toml"
 
 
+class KeyFileError(ValueError):
+    """The API key file is unsafe to use; the message says how to fix it."""
+
+
+def write_key_file(path: Path, key: str) -> Path:
+    """Writes the key readable by its owner only, created that way (never briefly world-readable)."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.unlink(missing_ok=True)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(key.strip() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path
+
+
 class Settings(BaseSettings):
     """Every knob skiff has. Field names are the TOML keys; env vars are SKIFF_<NAME>."""
 
@@ -88,11 +107,24 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(default=20.0, gt=0, description="larger files are skipped")
     index_batch_chunks: int = Field(default=256, ge=1)
 
-    # Cloud (the endpoint arrives with the cloud issue; the key is never printed).
-    cloud_base_url: str | None = None
-    cloud_model: str | None = None
-    cloud_api_key: SecretStr | None = None
-    offline: bool = False
+    # Cloud (router/escalation.py, cloud/client.py). The key is never printed or stored in history.
+    cloud_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, ending in /v1")
+    cloud_model: str | None = Field(default=None, description="model name the endpoint serves")
+    cloud_api_key: SecretStr | None = Field(default=None, description="prefer SKIFF_CLOUD_API_KEY or the key file")
+    cloud_api_key_file: Path = Field(default_factory=lambda: default_config_dir() / "cloud_api_key",
+                                     description="written by `skiff cloud key`, mode 600")
+    cloud_connect_timeout_s: float = Field(default=5.0, gt=0)
+    cloud_first_token_timeout_s: float = Field(default=60.0, gt=0)
+    cloud_total_timeout_s: float = Field(default=600.0, gt=0)
+    cloud_retries: int = Field(default=2, ge=0, le=10, description="retries before the first token")
+    cloud_max_tokens: int = Field(default=1024, ge=1, description="most tokens a cloud answer may have")
+    cloud_context_tokens: int = Field(default=32768, ge=1024, description="the endpoint's context window")
+    cloud_price_in_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens")
+    cloud_price_out_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M answer tokens")
+    cloud_budget_usd: float | None = Field(default=None, ge=0, description="monthly cloud budget, for stats")
+    offline: bool = Field(default=False, description="never contact the cloud; hard questions stay local")
+    # Notes that never leave the machine, besides those with `private: true` front matter.
+    private_paths: list[str] = Field(default_factory=list, description="folders or globs of private notes")
 
     @classmethod
     def settings_customise_sources(
@@ -117,6 +149,23 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "skiff.sqlite3"
+
+    @property
+    def cloud_configured(self) -> bool:
+        return bool(self.cloud_base_url and self.cloud_model)
+
+    def cloud_key(self) -> str | None:
+        """The API key: the setting (SKIFF_CLOUD_API_KEY) first, else the key file."""
+        if self.cloud_api_key is not None and self.cloud_api_key.get_secret_value():
+            return self.cloud_api_key.get_secret_value()
+        path = Path(self.cloud_api_key_file).expanduser()
+        if not path.is_file():
+            return None
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise KeyFileError(f"the key file {path} is readable by others (mode {mode:o}): "
+                               f"run `chmod 600 {path}`; skiff will not use it until then")
+        return path.read_text(encoding="utf-8").strip() or None
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain values, secrets masked."""

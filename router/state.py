@@ -108,12 +108,17 @@ class RouterState:
     def last_feedback_event(self) -> int:
         return int(self.surrogate().meta.get("last_feedback_event", 0))
 
+    def forgotten_through_event(self) -> int:
+        """Events up to this one were dropped by a reset: the posterior does not hold them."""
+        return int(self.surrogate().meta.get("forgotten_through_event", 0))
+
     def reset(self, last_event: int) -> None:
         """Back to the prior, marking feedback events up to `last_event` as already seen so they
         are not learned again."""
         with self.locked():
             model = self.prior()
             model.meta["last_feedback_event"] = last_event
+            model.meta["forgotten_through_event"] = last_event
             model.save(self.posterior_path)
             self._cached = None
 

@@ -149,7 +149,7 @@ def test_feedback_events_survive_a_crash_before_learning(skiff_home):
     try:
         answer = assistant.ask("Name three prime numbers.", use_notes=False)
         # As if the process died between writing the event and writing the posterior.
-        assistant.records.add_feedback_events([(answer.id, "bad", "local", 0.8, 1.0)])
+        assistant.records.record_verdict(answer.id, "bad", [(answer.id, "single", "bad", "local", 0.8, 1.0)])
         assert assistant.router_state.surrogate().observations == 0
     finally:
         assistant.close()

@@ -1,0 +1,101 @@
+"""Sending a question to the cloud: whether we may, what leaves the machine, and what it cost.
+
+What is sent is the question, the trimmed chat history and the selected note chunks, minus every
+chunk of a private note: `private: true` front matter, or a path under a folder or matching a
+glob in `private_paths`. Privacy is decided when the question is asked, not when the notes were
+indexed, so adding a folder to `private_paths` takes effect at once.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from skiff.cloud import CloudClient, CloudTimeouts, estimate_tokens
+from skiff.local.notes_index import Hit
+from skiff.router.prompting import PromptPlan, plan_prompt
+from skiff.router.settings import KeyFileError, Settings
+
+
+def is_private(hit: Hit, private_paths: Sequence[str]) -> bool:
+    if hit.private:
+        return True
+    path = Path(hit.path)
+    for entry in private_paths:
+        pattern = str(Path(entry).expanduser())
+        if fnmatch.fnmatch(str(path), pattern) or fnmatch.fnmatch(path.name, entry):
+            return True
+        folder = Path(pattern)
+        if not any(ch in pattern for ch in "*?[") and (path == folder or folder in path.parents):
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class CloudAccess:
+    """A client to use, or the reason there is none (said to the person as a notice)."""
+
+    client: CloudClient | None
+    why_not: str = ""
+    offline: bool = False
+
+
+def cloud_access(settings: Settings) -> CloudAccess:
+    if settings.offline:
+        return CloudAccess(None, "offline mode: this question would have gone to the cloud; answered locally",
+                           offline=True)
+    if not settings.cloud_configured:
+        return CloudAccess(None, "no cloud endpoint is configured (cloud_base_url, cloud_model); answered locally")
+    try:
+        key = settings.cloud_key()
+    except KeyFileError as error:
+        return CloudAccess(None, f"{error}; answered locally")
+    timeouts = CloudTimeouts(settings.cloud_connect_timeout_s, settings.cloud_first_token_timeout_s,
+                             settings.cloud_total_timeout_s)
+    return CloudAccess(CloudClient(settings.cloud_base_url or "", settings.cloud_model or "", key, timeouts,
+                                   retries=settings.cloud_retries))
+
+
+class EstimatedTokens:
+    """plan_prompt's ChatModel for a remote model whose tokenizer is not here: counts by the
+    four-characters-a-token estimate, with the endpoint's context window."""
+
+    def __init__(self, n_ctx: int) -> None:
+        self.n_ctx = n_ctx
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def count_chat_tokens(self, messages: Sequence[dict]) -> int:
+        return sum(estimate_tokens(m["content"]) + 4 for m in messages)
+
+    def render(self, messages: Sequence[dict]) -> str:
+        return "\n".join(f"<{m['role']}>\n{m['content']}" for m in messages)
+
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        return [0] * estimate_tokens(prompt)
+
+
+@dataclass(frozen=True)
+class CloudPrompt:
+    plan: PromptPlan
+    withheld: int  # private chunks kept on the machine
+
+    def sent_record(self, base_url: str, model: str) -> dict:
+        """What left the machine, as stored with the answer and shown by `skiff show`."""
+        return {"endpoint": base_url, "model": model, "messages": self.plan.messages,
+                "notes": [hit.path for hit in self.plan.notes], "private_notes_withheld": self.withheld}
+
+
+def plan_cloud_prompt(settings: Settings, question: str, hits: Sequence[Hit], history: Sequence[dict]) -> CloudPrompt:
+    shareable = [hit for hit in hits if not is_private(hit, settings.private_paths)]
+    plan = plan_prompt(EstimatedTokens(settings.cloud_context_tokens), question, shareable, history,
+                       max_answer_tokens=settings.cloud_max_tokens)
+    return CloudPrompt(plan, len(hits) - len(shareable))
+
+
+def cloud_cost(settings: Settings, prompt_tokens: int, completion_tokens: int) -> float:
+    return round((prompt_tokens * settings.cloud_price_in_per_mtok
+                  + completion_tokens * settings.cloud_price_out_per_mtok) / 1e6, 8)
