@@ -113,6 +113,10 @@ def router_stats_table(info: dict) -> Table:
         table.add_row("thresholds", "not calibrated yet (set on the first question)")
     feedback = info["feedback"]
     table.add_row("feedback", f"{feedback['good']} good, {feedback['bad']} bad")
+    spend = info["cloud_spend"]
+    budget = f" of ${spend['budget_usd']:.2f} budget" if spend.get("budget_usd") is not None else " (no budget set)"
+    table.add_row("cloud spend", f"${spend['usd']:.4f}{budget} {spend['period']}: {spend['answers']} answers, "
+                                 f"{spend['tokens_in']} tokens in, {spend['tokens_out']} out")
     surrogate = info["surrogate"]
     table.add_row("surrogate", f"{surrogate['from']}, {surrogate['observations_since_prior']} observations, "
                                f"β={surrogate['beta']}")

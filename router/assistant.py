@@ -258,7 +258,7 @@ class Assistant:
         return calibrate(self.records, self._uncertainty_router(), self.embedder.encode, cloud_share, local_plus_share)
 
     def router_stats(self) -> dict:
-        return router_stats(self.records, self._uncertainty_router())
+        return router_stats(self.records, self._uncertainty_router(), self.settings.cloud_budget_usd)
 
     def _uncertainty_router(self) -> UncertaintyRouter:
         if not isinstance(self.policy, UncertaintyRouter):

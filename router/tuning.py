@@ -9,6 +9,9 @@ MIN_RECENT_FOR_CALIBRATION questions, a shipped set of everyday questions stands
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
+
 from typing import Callable
 
 import numpy as np
@@ -55,7 +58,12 @@ def keep_calibrated(records: AnswerStore, router: UncertaintyRouter, embed: Call
     return None
 
 
-def router_stats(records: AnswerStore, router: UncertaintyRouter) -> dict:
+def month_start(now: float | None = None) -> float:
+    moment = datetime.fromtimestamp(now if now is not None else time.time()).astimezone()
+    return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def router_stats(records: AnswerStore, router: UncertaintyRouter, budget_usd: float | None = None) -> dict:
     state: RouterState = router.state
     counts = records.decision_counts()
     decided = sum(c["chosen"] for c in counts.values())
@@ -71,6 +79,7 @@ def router_stats(records: AnswerStore, router: UncertaintyRouter) -> dict:
         "target_cloud_share": thresholds.cloud_share if thresholds else router.cloud_share,
         "thresholds": thresholds.as_dict() if thresholds else None,
         "feedback": records.feedback_counts(),
+        "cloud_spend": {**records.cloud_spend(month_start()), "period": "this month", "budget_usd": budget_usd},
         "surrogate": {
             "observations_since_prior": surrogate.observations,
             "from": "your posterior" if state.posterior_path.is_file() else "the shipped prior",

@@ -45,15 +45,24 @@ def surrogate_phrase(route: Route, mean: float, std: float, thresholds: Threshol
     return f"surrogate expects local to do fine ({gain}, bound below τ {thresholds.local_plus:.2f})"
 
 
+def _share_threshold(scores: np.ndarray, share: float) -> float:
+    # The ends are absolute: share 0 sends nothing above τ, share 1 sends everything, including
+    # questions scored outside the range seen at calibration.
+    if share <= 0:
+        return np.inf
+    if share >= 1:
+        return -np.inf
+    return float(np.quantile(scores, 1.0 - share))
+
+
 def thresholds_from_scores(scores: np.ndarray, cloud_share: float, local_plus_share: float,
                            calibrated_on: str, decisions_at: int = 0) -> Thresholds:
     """τ at the (1 − share) quantiles: that share of these scores lies above it."""
     if not 0.0 <= cloud_share <= 1.0 or not 0.0 <= local_plus_share <= 1.0 - cloud_share:
         raise ValueError("shares must lie in [0, 1] and add up to at most 1")
     scores = np.asarray(scores, dtype=np.float64)
-    cloud = float(np.quantile(scores, 1.0 - cloud_share)) if cloud_share > 0 else np.inf
-    plus_share = cloud_share + local_plus_share
-    local_plus = float(np.quantile(scores, 1.0 - plus_share)) if plus_share > 0 else np.inf
+    cloud = _share_threshold(scores, cloud_share)
+    local_plus = _share_threshold(scores, cloud_share + local_plus_share)
     return Thresholds(cloud, min(local_plus, cloud), cloud_share, local_plus_share, calibrated_on, decisions_at)
 
 

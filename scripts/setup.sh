@@ -2,11 +2,13 @@
 # Sets up skiff in ./.venv: idempotent, safe to re-run, fast when nothing changed.
 #   bash scripts/setup.sh          the app
 #   bash scripts/setup.sh --test   the app and its test tools
+#   bash scripts/setup.sh --server the app and llama.cpp's OpenAI-compatible server (loopback cloud)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test]"
+[ "${1:-}" = "--server" ] && extras="[server]"
 python=${PYTHON:-python3}
 venv=.venv
 pip() { "$venv/bin/python" -m pip --disable-pip-version-check -q "$@"; }
