@@ -62,14 +62,22 @@ def evaluate(
 
 @router_app.command()
 def calibrate(
-    cloud_share: float = typer.Option(..., help="Share of questions to send to the cloud, 0..1."),
+    cloud_share: Optional[float] = typer.Option(None, help="Share of questions to send to the cloud, 0..1."),
+    budget: Optional[float] = typer.Option(None, help="Monthly cloud budget in USD: the share it affords, from your "
+                                                      "question rate and the recorded cost of your cloud answers."),
     local_plus_share: Optional[float] = typer.Option(None, help="Share to give more local compute (default from config)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Set the escalation threshold so that a target share of recent questions goes to the cloud."""
+    """Set the escalation threshold so that a target share of recent questions goes to the cloud,
+    or the share a monthly budget affords."""
+    if (cloud_share is None) == (budget is None):
+        fail("give exactly one of --cloud-share and --budget")
     with assistant_session() as assistant:
         try:
-            thresholds = assistant.calibrate(cloud_share, local_plus_share)
+            if budget is not None:
+                _, how = assistant.budget_share(budget)
+                err.print(f"[dim]{how}[/]", highlight=False)
+            thresholds = assistant.calibrate(cloud_share, local_plus_share, budget_usd=budget)
         except ValueError as error:
             fail(str(error))
     if as_json:

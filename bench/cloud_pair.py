@@ -74,7 +74,7 @@ def main() -> None:
 
     test = load_questions("test")
     sample = [test[i] for i in np.random.default_rng(args.seed).permutation(len(test))[: args.n]]
-    raw_path = OUT / f"cloud_pair_n{args.n}_seed{args.seed}.jsonl"
+    raw_path = OUT / f"cloud_pair_seed{args.seed}.jsonl"  # shared by every --n: the sample is a prefix
     OUT.mkdir(parents=True, exist_ok=True)
     done = {json.loads(line)["question"]: json.loads(line) for line in raw_path.read_text().splitlines()} \
         if raw_path.exists() else {}

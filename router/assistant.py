@@ -27,7 +27,7 @@ from skiff.router.policy import Decision, Question, Route, RoutePolicy
 from skiff.router.records import AnswerStore, new_answer_id
 from skiff.router.settings import Settings, config_file_path
 from skiff.router.state import RouterState, Thresholds
-from skiff.router.tuning import calibrate, keep_calibrated, router_stats
+from skiff.router.tuning import calibrate, keep_calibrated, router_stats, share_for_budget
 from skiff.router.uncertainty import UncertaintyRouter
 
 
@@ -253,9 +253,22 @@ class Assistant:
         """Forget what the router learned from feedback (the history stays in the database)."""
         self.router_state.reset(self.records.last_feedback_event())
 
-    def calibrate(self, cloud_share: float | None = None, local_plus_share: float | None = None) -> Thresholds:
-        """Thresholds that send `cloud_share` of recent questions to the cloud (router/tuning.py)."""
+    def calibrate(self, cloud_share: float | None = None, local_plus_share: float | None = None,
+                  budget_usd: float | None = None) -> Thresholds:
+        """Thresholds that send `cloud_share` of recent questions to the cloud, or the share a monthly
+        `budget_usd` affords at this person's question rate and cloud cost (router/tuning.py)."""
+        if budget_usd is not None:
+            cloud_share, _ = share_for_budget(self.records, budget_usd)
+            if local_plus_share is not None:
+                local_plus_share = min(local_plus_share, 1.0 - cloud_share)
+            else:
+                current = self.router_state.thresholds()
+                wanted = current.local_plus_share if current else self.settings.local_plus_share
+                local_plus_share = min(wanted, 1.0 - cloud_share)
         return calibrate(self.records, self._uncertainty_router(), self.embedder.encode, cloud_share, local_plus_share)
+
+    def budget_share(self, budget_usd: float) -> tuple[float, str]:
+        return share_for_budget(self.records, budget_usd)
 
     def router_stats(self) -> dict:
         return router_stats(self.records, self._uncertainty_router(), self.settings.cloud_budget_usd)

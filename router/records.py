@@ -152,6 +152,22 @@ class AnswerStore:
         ).fetchone()
         return row[0] if row else None
 
+    def usage_rate(self, window_s: float) -> tuple[int, float]:
+        """(decisions in the last `window_s`, seconds of that window skiff has been in use)."""
+        now = time.time()
+        count, first = self.db.execute(
+            "SELECT COUNT(*), MIN(created_at) FROM decisions WHERE created_at >= ?", (now - window_s,)
+        ).fetchone()
+        return count, (now - first) if first is not None else 0.0
+
+    def mean_cloud_cost(self, last: int = 200) -> tuple[float, int]:
+        """Mean cost of the recent priced cloud answers, and how many there were."""
+        rows = self.db.execute(
+            "SELECT cost_usd FROM answers WHERE answered_by='cloud' AND cost_usd > 0 ORDER BY created_at DESC LIMIT ?",
+            (last,),
+        ).fetchall()
+        return (sum(r[0] for r in rows) / len(rows), len(rows)) if rows else (0.0, 0)
+
     def cloud_spend(self, since: float) -> dict:
         row = self.db.execute(
             "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0) FROM answers WHERE answered_by='cloud' AND created_at>=?",

@@ -49,6 +49,24 @@ def calibrate(records: AnswerStore, router: UncertaintyRouter, embed: Callable[[
     return thresholds
 
 
+MONTH_S = 30 * 24 * 3600.0
+DAY_S = 24 * 3600.0
+
+
+def share_for_budget(records: AnswerStore, budget_usd: float) -> tuple[float, str]:
+    """The cloud share a monthly budget affords: budget / (questions a month × mean cost of a cloud
+    answer), both measured from this person's own history."""
+    mean_cost, priced = records.mean_cloud_cost()
+    if priced == 0:
+        raise ValueError("no priced cloud answers yet: set cloud_price_in_per_mtok / cloud_price_out_per_mtok, "
+                         "ask a few questions with --route cloud, then calibrate by budget (or use --cloud-share)")
+    decisions, in_use_s = records.usage_rate(MONTH_S)
+    per_month = decisions / max(in_use_s, DAY_S) * MONTH_S  # at least a day, so one burst is not a month
+    share = min(1.0, budget_usd / (per_month * mean_cost)) if per_month > 0 else 1.0
+    return share, (f"${budget_usd:.2f}/month at ${mean_cost:.5f} per cloud answer (mean of {priced}) and "
+                   f"~{per_month:.0f} questions a month affords {share:.0%} to the cloud")
+
+
 def keep_calibrated(records: AnswerStore, router: UncertaintyRouter, embed: Callable[[list[str]], np.ndarray],
                     every: int = RECALIBRATE_EVERY) -> Thresholds | None:
     """Calibrate when there are no thresholds yet, or `every` decisions after the last time."""

@@ -274,6 +274,27 @@ def test_compare_pairs_and_judging_both_teaches_the_exact_gap(skiff_home, faults
         assistant.close()
 
 
+def test_calibrating_by_budget_uses_the_recorded_cost_and_question_rate(skiff_home, faults):
+    assistant = cloud_assistant(skiff_home, faults.url("ok"), cloud_model="fault-model",
+                                cloud_price_in_per_mtok=100.0, cloud_price_out_per_mtok=300.0)
+    try:
+        with pytest.raises(ValueError, match="no priced cloud answers"):
+            assistant.calibrate(budget_usd=1.0)
+        answers = [assistant.ask(f"What is {n} times seven?", use_notes=False, route="cloud") for n in range(3)]
+        mean_cost = sum(a.cost_usd for a in answers) / 3
+        assert all(a.answered_by == "cloud" and a.cost_usd > 0 for a in answers)
+        # Three questions within a day project to 90 a month; this budget affords a quarter of them.
+        budget = 0.25 * 90 * mean_cost
+        share, how = assistant.budget_share(budget)
+        assert share == pytest.approx(0.25, rel=1e-6) and "25%" in how
+        thresholds = assistant.calibrate(budget_usd=budget)
+        assert thresholds.cloud_share == pytest.approx(0.25, rel=1e-6)
+        stats = assistant.router_stats()["cloud_spend"]
+        assert stats["answers"] == 3 and stats["usd"] == pytest.approx(3 * mean_cost, rel=1e-4)
+    finally:
+        assistant.close()
+
+
 # -- keys and secrets --------------------------------------------------------------------------
 
 

@@ -63,3 +63,31 @@ def test_offline_opens_no_socket_beyond_loopback(skiff_home, vault, tmp_path, co
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert outbound(log.read_text()) == []
+
+
+# A public TEST-NET-3 address (RFC 5737): nothing answers there, so an attempt shows as a connect().
+UNROUTABLE_CLOUD = "http://203.0.113.7:8000/v1"
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_offline_mode_keeps_a_cloud_question_on_the_machine(skiff_home, tmp_path, offline):
+    """A question forced to the cloud, with an endpoint configured: offline, no socket leaves the
+    machine and the answer says so; online, the same command does try the endpoint (the guard
+    can see the cloud path, so the offline result means something)."""
+    if not shutil.which("strace"):
+        pytest.skip("strace not installed")
+    env = {**os.environ, "SKIFF_OFFLINE": str(offline).lower(), "SKIFF_CLOUD_BASE_URL": UNROUTABLE_CLOUD,
+           "SKIFF_CLOUD_MODEL": "m", "SKIFF_CLOUD_CONNECT_TIMEOUT_S": "0.5", "SKIFF_CLOUD_RETRIES": "0"}
+    log = tmp_path / "trace"
+    result = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log), str(SKIFF),
+         "ask", "--route", "cloud", "--no-notes", "--max-tokens", "8", "What is six times seven?"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "answered locally" in result.stderr
+    attempts = [line for line in outbound(log.read_text()) if "203.0.113.7" in line]
+    if offline:
+        assert outbound(log.read_text()) == [] and "offline mode" in result.stderr
+    else:
+        assert attempts
