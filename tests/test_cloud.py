@@ -274,6 +274,19 @@ def test_compare_pairs_and_judging_both_teaches_the_exact_gap(skiff_home, faults
         assistant.close()
 
 
+def test_cli_compare_prints_both_answers_and_pairs_them(skiff_home, faults):
+    env = {**os.environ, "SKIFF_CLOUD_BASE_URL": faults.url("ok"), "SKIFF_CLOUD_MODEL": "fault-model",
+           "SKIFF_MAX_TOKENS": "12"}
+    shown = run_skiff("ask", "--compare", "--no-notes", "What is six times seven?", env=env)
+    assert "── local ──" in shown.stdout and "── cloud ──\nThe answer is 42." in shown.stdout
+    assert "skiff feedback good|bad" in shown.stderr
+    local, cloud = json.loads(run_skiff("ask", "--compare", "--json", "--no-notes", "Name a prime.", env=env).stdout)
+    assert (local["answered_by"], cloud["answered_by"]) == ("local", "cloud")
+    assert local["pair_id"] == cloud["pair_id"] == local["id"]
+    record = json.loads(run_skiff("show", "--json", cloud["id"], env=env).stdout)
+    assert record["sent"]["messages"][-1]["content"] == "Name a prime."
+
+
 def test_calibrating_by_budget_uses_the_recorded_cost_and_question_rate(skiff_home, faults):
     assistant = cloud_assistant(skiff_home, faults.url("ok"), cloud_model="fault-model",
                                 cloud_price_in_per_mtok=100.0, cloud_price_out_per_mtok=300.0)
