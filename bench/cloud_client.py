@@ -1,6 +1,7 @@
 """Cloud client overhead: time to first token and tokens/s through skiff's CloudClient vs a
 direct httpx stream and the openai SDK (when installed), against the same llama.cpp server on
-loopback, same prompts, greedy, runs interleaved so machine noise hits all three alike.
+loopback, same prompts, greedy, runs interleaved (order rotating) so machine noise hits all
+three alike, and every request prefixed uniquely so none rides on the previous one's prompt cache.
 
     .venv/bin/python bench/cloud_client.py --runs 20
 
@@ -93,10 +94,14 @@ def main() -> None:
         for name, run in clients.items():  # warm-up: the server's first prompt is slower
             run(server, [{"role": "user", "content": PROMPTS[0]}], 8)
         samples = {name: {"ttft": [], "tps": [], "tokens": []} for name in clients}
+        names = list(clients)
         for n in range(args.runs):
-            messages = [{"role": "user", "content": PROMPTS[n % len(PROMPTS)]}]
-            for name, run in clients.items():
-                ttft, total, count = run(server, messages, args.max_tokens)
+            # Each request gets its own prefix so none reuses llama.cpp's prompt cache from the one
+            # before it, and the order rotates so no client always goes first.
+            for offset in range(len(names)):
+                name = names[(n + offset) % len(names)]
+                messages = [{"role": "user", "content": f"(request {n}.{offset}) {PROMPTS[n % len(PROMPTS)]}"}]
+                ttft, total, count = clients[name](server, messages, args.max_tokens)
                 samples[name]["ttft"].append(ttft)
                 samples[name]["tps"].append((count - 1) / (total - ttft) if count > 1 else 0.0)
                 samples[name]["tokens"].append(count)
