@@ -115,7 +115,8 @@ def router_stats_table(info: dict) -> Table:
     table.add_row("feedback", f"{feedback['good']} good, {feedback['bad']} bad")
     spend = info["cloud_spend"]
     budget = f" of ${spend['budget_usd']:.2f} budget" if spend.get("budget_usd") is not None else " (no budget set)"
-    table.add_row("cloud spend", f"${spend['usd']:.4f}{budget} {spend['period']}: {spend['answers']} answers, "
+    table.add_row("cloud spend", f"${spend['usd']:.4f}{budget} {spend['period']}: {spend['answers']} answer"
+                                 f"{'' if spend['answers'] == 1 else 's'}, "
                                  f"{spend['tokens_in']} tokens in, {spend['tokens_out']} out")
     surrogate = info["surrogate"]
     table.add_row("surrogate", f"{surrogate['from']}, {surrogate['observations_since_prior']} observations, "
