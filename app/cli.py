@@ -19,7 +19,7 @@ from skiff.app.router_cli import feedback, router_app
 app = typer.Typer(
     name="skiff",
     help="A local-first assistant for your notes, in the terminal.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -44,10 +44,16 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     show_version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
                                       help="Print the version and exit."),
 ) -> None:
-    """skiff answers questions from your notes with a local model; `skiff index` then `skiff ask`."""
+    """skiff answers questions from your notes with a local model. With no command it opens the chat
+    (TUI); `skiff index` then `skiff ask` work from the shell."""
+    if ctx.invoked_subcommand is None:
+        from skiff.app.tui.app import SkiffApp
+
+        SkiffApp().run()
 
 
 @app.command()

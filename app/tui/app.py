@@ -1,0 +1,345 @@
+"""`skiff` with no arguments: a terminal chat over skiff's library API.
+
+The first paint happens before anything heavy is imported: the router, the embedder and the model
+load in a worker while the input already takes questions (they wait in a queue). Answers are
+written by a thread worker that posts each piece back as a message; Esc cancels it and keeps what
+was shown, marked as cancelled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message as TextualMessage
+from textual.widgets import Footer, Label, ListItem, ListView
+
+from skiff.app.tui import format as fmt
+from skiff.app.tui.widgets import AnswerView, ChatInput, QuestionView, StatusLine
+
+PERSIST_EVERY_S = 0.25  # how often a streaming answer is written to the chat history
+HELP = """[b]Commands[/b]
+/local, /cloud   ask the last question again on that model (the two answers form a pair)
+/good, /bad      judge the latest answer (the router learns from it)
+/offline         toggle offline mode (nothing leaves the machine)
+/index PATH      index a folder of notes
+/new             a new chat        /help   this text
+Keys: Enter send · ctrl+j newline · Esc cancel · ctrl+g good · ctrl+b bad · ctrl+d decision · ctrl+n new chat"""
+
+
+@dataclass
+class Pending:
+    question: str
+    conversation_id: str
+    route: str | None = None
+
+
+class Token(TextualMessage):
+    def __init__(self, view: AnswerView, piece: str) -> None:
+        super().__init__()
+        self.view, self.piece = view, piece
+
+
+class Answered(TextualMessage):
+    def __init__(self, view: AnswerView, answer: dict | None, status: str, error: str = "") -> None:
+        super().__init__()
+        self.view, self.answer, self.status, self.error = view, answer, status, error
+
+
+class SkiffApp(App):
+    TITLE = "skiff"
+    CSS = """
+    #sidebar { width: 28; border-right: solid $primary-background; }
+    #conversations { height: 1fr; }
+    #messages { height: 1fr; padding: 0 1; }
+    .question { margin: 1 0 0 0; padding: 0 1; background: $boost; color: $text; }
+    .answer { height: auto; margin: 0 0 1 0; }
+    .answer-text { margin: 0; }
+    .badge { color: $text-muted; padding: 0 1; }
+    .sources { color: $text-muted; padding: 0 1; }
+    .details { padding: 0 1; border-left: thick $accent; }
+    #ask { height: auto; max-height: 8; border: tall $accent; }
+    StatusLine { height: 1; color: $text-muted; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="cancel"),
+        Binding("ctrl+g", "feedback('good')", "Good", id="good"),
+        Binding("ctrl+b", "feedback('bad')", "Bad", id="bad"),
+        Binding("ctrl+d", "details", "Decision", id="details"),
+        Binding("ctrl+n", "new_chat", "New chat", id="new_chat"),
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+    ]
+
+    def __init__(self, **settings_overrides) -> None:
+        super().__init__()
+        self.settings_overrides = settings_overrides
+        self.assistant = None
+        self.history = None
+        self.ready = threading.Event()
+        self.queue: list[Pending] = []
+        self.conversation_id: str | None = None
+        self.cancel_event: threading.Event | None = None
+        self.answering = False
+        self.views: list[AnswerView] = []
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="sidebar"):
+                yield Label("[b]Chats[/b]  ctrl+n new")
+                yield ListView(id="conversations")
+            with Vertical():
+                yield VerticalScroll(id="messages")
+                yield ChatInput(id="ask")
+                yield StatusLine()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(ChatInput).focus()
+        self.warm_up()
+
+    # -- loading -------------------------------------------------------------------------------
+
+    @work(thread=True, name="warm-up", exit_on_error=False)
+    def warm_up(self) -> None:
+        from skiff.app.history import ChatHistory
+        from skiff.router import Assistant, load_settings
+
+        settings = load_settings(**self.settings_overrides)
+        self.assistant = Assistant(settings)
+        self.history = ChatHistory(settings.data_dir / "chats.sqlite3")
+        self.call_from_thread(self._show_conversations)
+        self.call_from_thread(self._refresh_status)
+        self.assistant.embedder.encode_query("warm up")
+        model = self.assistant.model
+        self.call_from_thread(self.status_line.set_part, "model", f"model: {self.assistant.model_path.name} ready"
+                              if model is not None else "model: missing")
+        self.ready.set()
+        self.call_from_thread(self._drain_queue)
+
+    @property
+    def status_line(self) -> StatusLine:
+        return self.query_one(StatusLine)
+
+    def _refresh_status(self) -> None:
+        if self.assistant is None:
+            return
+        settings = self.assistant.settings
+        if settings.offline:
+            cloud = "cloud: offline"
+        elif settings.cloud_configured:
+            cloud = f"cloud: {settings.cloud_model}"
+        else:
+            cloud = "cloud: not configured"
+        self.status_line.set_part("cloud", cloud)
+        self._refresh_router_stats()
+
+    @work(thread=True, name="router-stats", exclusive=True, exit_on_error=False)
+    def _refresh_router_stats(self) -> None:
+        stats = self.assistant.router_stats()
+        spend = stats["cloud_spend"]
+        share = "—" if stats["cloud_share"] is None else f"{stats['cloud_share']:.0%}"
+        budget = f" of ${spend['budget_usd']:.2f}" if spend.get("budget_usd") is not None else ""
+        self.call_from_thread(self.status_line.set_part, "router",
+                              f"cloud share {share} · spend ${spend['usd']:.2f}{budget}")
+
+    # -- conversations ---------------------------------------------------------------------------
+
+    def _show_conversations(self, select: str | None = None) -> None:
+        listing = self.query_one("#conversations", ListView)
+        listing.clear()
+        conversations = self.history.conversations()
+        for conversation in conversations:
+            listing.append(ListItem(Label(conversation.title), name=conversation.id))
+        if self.conversation_id is None or select is not None:
+            target = select or (conversations[0].id if conversations else None)
+            if target is not None:
+                self._open(target)
+        self.query_one(ChatInput).recall = self.history.questions()
+
+    def _open(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        messages = self.query_one("#messages", VerticalScroll)
+        messages.remove_children()
+        self.views = []
+        for message in self.history.messages(conversation_id):
+            if message.role == "user":
+                messages.mount(QuestionView(message.content))
+            else:
+                view = AnswerView(message.id, message.content)
+                view.answer_id = message.answer_id
+                messages.mount(view)
+                self.views.append(view)
+                if message.meta:
+                    view.call_after_refresh(view.show_meta, fmt.badge(message.meta, message.status),
+                                            fmt.sources(message.meta), fmt.details(message.meta, None))
+        messages.scroll_end(animate=False)
+
+    @on(ListView.Selected, "#conversations")
+    def _conversation_chosen(self, event: ListView.Selected) -> None:
+        if event.item.name and not self.answering:
+            self._open(event.item.name)
+
+    def action_new_chat(self) -> None:
+        if self.history is None or self.answering:
+            return
+        conversation = self.history.create()
+        self._show_conversations(select=conversation.id)
+
+    # -- asking ----------------------------------------------------------------------------------
+
+    @on(ChatInput.Submitted)
+    def _submitted(self, event: ChatInput.Submitted) -> None:
+        text = event.text
+        if text.startswith("/"):
+            self._command(text)
+            return
+        self._enqueue(text, None)
+
+    def _enqueue(self, question: str, route: str | None) -> None:
+        if self.history is None:  # still loading: the question waits for the history too
+            self.queue.append(Pending(question, "", route))
+            self.status_line.set_part("index", f"{len(self.queue)} question(s) waiting for the model")
+            return
+        if self.conversation_id is None:
+            self.conversation_id = self.history.create().id
+            self._show_conversations(select=self.conversation_id)
+        self.queue.append(Pending(question, self.conversation_id, route))
+        self._drain_queue()
+
+    def _drain_queue(self) -> None:
+        if self.answering or not self.queue or not self.ready.is_set():
+            return
+        pending = self.queue.pop(0)
+        if not pending.conversation_id:
+            if self.conversation_id is None:
+                self.conversation_id = self.history.create().id
+                self._show_conversations(select=self.conversation_id)
+            pending.conversation_id = self.conversation_id
+        self.status_line.set_part("index", "")
+        history = self.history.history_for(pending.conversation_id)
+        self.history.add_question(pending.conversation_id, pending.question)
+        stored = self.history.start_answer(pending.conversation_id)
+        messages = self.query_one("#messages", VerticalScroll)
+        view = AnswerView(stored.id)
+        messages.mount(QuestionView(pending.question))
+        messages.mount(view)
+        self.views.append(view)
+        messages.scroll_end(animate=False)
+        self.answering = True
+        self.cancel_event = threading.Event()
+        self._answer(pending, history, view, self.cancel_event)
+
+    @work(thread=True, name="answer", exit_on_error=False)
+    def _answer(self, pending: Pending, history: list[dict], view: AnswerView, cancel: threading.Event) -> None:
+        try:
+            answer = self.assistant.ask(pending.question, history=history, route=pending.route,
+                                        on_token=lambda piece: self.post_message(Token(view, piece)), cancel=cancel)
+        except Exception as error:  # noqa: BLE001 - shown in the chat, never a crash
+            self.post_message(Answered(view, None, "failed", str(error)))
+            return
+        status = "cancelled" if answer.stop_reason == "cancelled" else "done"
+        self.post_message(Answered(view, answer.as_dict(), status))
+
+    async def on_token(self, message: Token) -> None:
+        await message.view.append(message.piece)
+        now = time.monotonic()
+        if now - getattr(message.view, "_persisted_at", 0.0) >= PERSIST_EVERY_S:
+            message.view._persisted_at = now
+            self.history.update_answer(message.view.message_id, message.view.text)
+        self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
+
+    async def on_answered(self, message: Answered) -> None:
+        view = message.view
+        await view.finish()
+        meta = message.answer or {}
+        status = message.status
+        if message.error:
+            await view.append(f"\n\n*{message.error}*")
+        view.answer_id = meta.get("id")
+        self.history.finish_answer(view.message_id, view.text, status, view.answer_id, meta)
+        view.show_meta(fmt.badge(meta, status) if meta else "[red]failed[/]", fmt.sources(meta),
+                       fmt.details(meta, None) if meta else "")
+        self.answering = False
+        self.cancel_event = None
+        self._show_conversations()
+        self._refresh_router_stats()
+        self._drain_queue()
+
+    def action_cancel(self) -> None:
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+
+    # -- after an answer -------------------------------------------------------------------------
+
+    def _latest_answer(self) -> AnswerView | None:
+        return next((view for view in reversed(self.views) if view.answer_id), None)
+
+    def action_feedback(self, verdict: str) -> None:
+        view = self._latest_answer()
+        if view is None or self.assistant is None:
+            self.notify("no answer to judge yet", severity="warning")
+            return
+        self._give_feedback(verdict, view.answer_id)
+
+    @work(thread=True, name="feedback", exit_on_error=False)
+    def _give_feedback(self, verdict: str, answer_id: str) -> None:
+        result = self.assistant.feedback(verdict, answer_id)
+        self.call_from_thread(self.notify, result.message)
+
+    def action_details(self) -> None:
+        view = self._latest_answer()
+        if view is not None:
+            record = self.assistant.answer_record(view.answer_id) if self.assistant else None
+            if record is not None and record.get("sent"):
+                meta = self.history_meta(view)
+                view.details.update(fmt.details(meta, record))
+            view.toggle_details()
+
+    def history_meta(self, view: AnswerView) -> dict:
+        for message in self.history.messages(self.conversation_id):
+            if message.id == view.message_id:
+                return message.meta
+        return {}
+
+    def _command(self, text: str) -> None:
+        name, _, argument = text[1:].partition(" ")
+        questions = self.history.questions() if self.history else []
+        if name in ("local", "cloud"):
+            if questions:
+                self._enqueue(questions[-1], name)
+        elif name in ("good", "bad"):
+            self.action_feedback(name)
+        elif name == "offline" and self.assistant is not None:
+            self.assistant.settings.offline = not self.assistant.settings.offline
+            self._refresh_status()
+            self.notify("offline: nothing leaves this machine" if self.assistant.settings.offline else "online")
+        elif name == "index" and argument.strip():
+            self._index(argument.strip())
+        elif name == "new":
+            self.action_new_chat()
+        else:
+            self.notify(HELP, timeout=15)
+
+    @work(thread=True, name="index", exclusive=True, exit_on_error=False)
+    def _index(self, folder: str) -> None:
+        self.ready.wait()
+
+        def progress(p) -> None:
+            self.call_from_thread(self.status_line.set_part, "index",
+                                  f"indexing {p.files_done}/{p.files_total or '?'} files, {p.chunks_added} chunks")
+
+        summary = self.assistant.index([folder], progress=progress)
+        self.call_from_thread(self.status_line.set_part, "index",
+                              f"index: {summary.files_total} files, {summary.chunks_total} chunks")
+
+    def on_unmount(self) -> None:
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+        for part in (self.history, self.assistant):
+            if part is not None:
+                part.close()

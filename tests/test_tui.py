@@ -1,0 +1,79 @@
+"""The TUI driven by Textual's pilot against the real local model, embedder and index."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from skiff.app.tui.app import SkiffApp
+from skiff.app.tui.widgets import AnswerView, ChatInput, QuestionView
+
+
+async def wait_for(pilot, condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the TUI")
+        await pilot.pause(0.1)
+
+
+async def ask(pilot, app: SkiffApp, text: str) -> None:
+    box = app.query_one(ChatInput)
+    box.load_text(text)
+    box.move_cursor(box.document.end)
+    await pilot.press("enter")
+
+
+async def test_ask_streams_an_answer_with_its_badge_and_sources(skiff_home, vault):
+    app = SkiffApp(max_tokens=24)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ask(pilot, app, f"/index {vault}")
+        await wait_for(pilot, lambda: app.status_line.parts["index"].startswith("index:"))
+        assert "12 files" in app.status_line.parts["index"]
+        await ask(pilot, app, "How do I link to a heading?")
+        await wait_for(pilot, lambda: not app.answering and app.views and app.views[-1].answer_id)
+        view = app.query(AnswerView).last()
+        assert view.text.strip()
+        assert app.query(QuestionView).last().render().plain == "How do I link to a heading?"
+        badge = view.badge.render().plain
+        assert badge.startswith("local") and "tok" in badge
+        assert "Internal links.md" in view.sources.render().plain or "Link notes.md" in view.sources.render().plain
+        record = app.assistant.answer_record(view.answer_id)
+        assert record["answer"] == view.text
+        stored = app.history.messages(app.conversation_id)
+        assert [m.role for m in stored] == ["user", "assistant"] and stored[1].content == view.text
+
+
+async def test_escape_cancels_and_keeps_the_partial_answer(skiff_home):
+    app = SkiffApp(max_tokens=384)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ask(pilot, app, "Write a long story about a lighthouse keeper and the sea.")  # queued while loading
+        assert len(app.queue) == 1 or app.answering
+        await wait_for(pilot, lambda: app.views and len(app.views[-1].text) > 20)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.answering)
+        view = app.views[-1]
+        assert "cancelled" in view.badge.render().plain
+        stored = app.history.messages(app.conversation_id)[-1]
+        assert stored.status == "cancelled" and stored.content == view.text and len(view.text) > 20
+
+
+async def test_feedback_key_and_the_conversation_survive_a_restart(skiff_home):
+    app = SkiffApp(max_tokens=16)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready.is_set())
+        await ask(pilot, app, "Name a prime number.")
+        await wait_for(pilot, lambda: not app.answering and app.views and app.views[-1].answer_id)
+        answer_id = app.views[-1].answer_id
+        await pilot.press("ctrl+b")
+        await wait_for(pilot, lambda: app.assistant.records.verdict(answer_id) == "bad")
+        conversation = app.conversation_id
+    again = SkiffApp(max_tokens=16)
+    async with again.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: again.history is not None and again.conversation_id is not None)
+        await pilot.pause(0.2)
+        assert again.conversation_id == conversation
+        assert [v.answer_id for v in again.query(AnswerView)] == [answer_id]
+        assert again.query_one(ChatInput).recall[-1] == "Name a prime number."
