@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     cloud_share: float = Field(default=0.2, ge=0, le=1, description="share of questions meant for the cloud")
     local_plus_share: float = Field(default=0.2, ge=0, le=1, description="share meant for more local compute")
 
+    # The TUI: binding id -> keys, e.g. {good = "ctrl+y", cancel = "escape,ctrl+c"} (ids in the README).
+    keymap: dict[str, str] = Field(default_factory=dict, description="remap the TUI's key bindings by id")
+
     # Indexing.
     max_file_mb: float = Field(default=20.0, gt=0, description="larger files are skipped")
     index_batch_chunks: int = Field(default=256, ge=1)

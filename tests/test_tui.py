@@ -40,6 +40,9 @@ async def test_ask_streams_an_answer_with_its_badge_and_sources(skiff_home, vaul
         badge = view.badge.render().plain
         assert badge.startswith("local") and "tok" in badge
         assert "Internal links.md" in view.sources.render().plain or "Link notes.md" in view.sources.render().plain
+        await pilot.press("ctrl+o")  # the full decision record
+        assert view.details.display and "reason" in view.details.render().plain
+        assert "nothing left this machine" in view.details.render().plain
         record = app.assistant.answer_record(view.answer_id)
         assert record["answer"] == view.text
         stored = app.history.messages(app.conversation_id)
@@ -77,3 +80,28 @@ async def test_feedback_key_and_the_conversation_survive_a_restart(skiff_home):
         assert again.conversation_id == conversation
         assert [v.answer_id for v in again.query(AnswerView)] == [answer_id]
         assert again.query_one(ChatInput).recall[-1] == "Name a prime number."
+
+
+async def test_chats_can_be_searched_renamed_and_deleted_and_keys_remapped(skiff_home, monkeypatch):
+    monkeypatch.setenv("SKIFF_KEYMAP", '{"good": "ctrl+t"}')
+    app = SkiffApp(max_tokens=8)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready.is_set())
+        for question in ("Name a colour.", "Name a fruit."):
+            await pilot.press("ctrl+n")
+            await ask(pilot, app, question)
+            await wait_for(pilot, lambda: not app.answering and app.views and app.views[-1].answer_id)
+        await pilot.press("ctrl+t")  # "good", remapped from ctrl+g by the keymap setting
+        await wait_for(pilot, lambda: app.assistant.records.verdict(app.views[-1].answer_id) == "good")
+        titles = [c.title for c in app.history.conversations()]
+        assert titles == ["Name a fruit.", "Name a colour."]
+        await ask(pilot, app, "/rename Fruit")
+        assert app.history.conversations()[0].title == "Fruit"
+        app.query_one("#search").value = "colour"
+        await wait_for(pilot, lambda: len(app.query("#conversations ListItem")) == 1)
+        app.query_one("#search").value = ""
+        await wait_for(pilot, lambda: len(app.query("#conversations ListItem")) == 2)
+        app.query_one(ChatInput).focus()
+        await ask(pilot, app, "/delete")
+        await pilot.pause(0.2)
+        assert [c.title for c in app.history.conversations()] == ["Name a colour."]

@@ -17,7 +17,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message as TextualMessage
-from textual.widgets import Footer, Label, ListItem, ListView
+from textual.widgets import Footer, Input, Label, ListItem, ListView
 
 from skiff.app.tui import format as fmt
 from skiff.app.tui.widgets import AnswerView, ChatInput, QuestionView, StatusLine
@@ -28,8 +28,9 @@ HELP = """[b]Commands[/b]
 /good, /bad      judge the latest answer (the router learns from it)
 /offline         toggle offline mode (nothing leaves the machine)
 /index PATH      index a folder of notes
-/new             a new chat        /help   this text
-Keys: Enter send · ctrl+j newline · Esc cancel · ctrl+g good · ctrl+b bad · ctrl+d decision · ctrl+n new chat"""
+/new             a new chat        /rename TITLE   rename this chat     /delete   delete this chat
+/open N          open source [N] of the latest answer in $EDITOR       /help   this text
+Keys: Enter send · ctrl+j newline · Esc cancel · ctrl+g good · ctrl+b bad · ctrl+o decision · ctrl+n new chat"""
 
 
 @dataclass
@@ -70,7 +71,7 @@ class SkiffApp(App):
         Binding("escape", "cancel", "Cancel", id="cancel"),
         Binding("ctrl+g", "feedback('good')", "Good", id="good"),
         Binding("ctrl+b", "feedback('bad')", "Bad", id="bad"),
-        Binding("ctrl+d", "details", "Decision", id="details"),
+        Binding("ctrl+o", "details", "Decision", id="details"),
         Binding("ctrl+n", "new_chat", "New chat", id="new_chat"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
@@ -91,6 +92,7 @@ class SkiffApp(App):
         with Horizontal():
             with Vertical(id="sidebar"):
                 yield Label("[b]Chats[/b]  ctrl+n new")
+                yield Input(placeholder="search chats", id="search", compact=True)
                 yield ListView(id="conversations")
             with Vertical():
                 yield VerticalScroll(id="messages")
@@ -110,6 +112,8 @@ class SkiffApp(App):
         from skiff.router import Assistant, load_settings
 
         settings = load_settings(**self.settings_overrides)
+        if settings.keymap:
+            self.call_from_thread(self.set_keymap, settings.keymap)
         self.assistant = Assistant(settings)
         self.history = ChatHistory(settings.data_dir / "chats.sqlite3")
         self.call_from_thread(self._show_conversations)
@@ -152,7 +156,7 @@ class SkiffApp(App):
     def _show_conversations(self, select: str | None = None) -> None:
         listing = self.query_one("#conversations", ListView)
         listing.clear()
-        conversations = self.history.conversations()
+        conversations = self.history.conversations(self.query_one("#search", Input).value.strip())
         for conversation in conversations:
             listing.append(ListItem(Label(conversation.title), name=conversation.id))
         if self.conversation_id is None or select is not None:
@@ -178,6 +182,11 @@ class SkiffApp(App):
                     view.call_after_refresh(view.show_meta, fmt.badge(message.meta, message.status),
                                             fmt.sources(message.meta), fmt.details(message.meta, None))
         messages.scroll_end(animate=False)
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self) -> None:
+        if self.history is not None:
+            self._show_conversations()
 
     @on(ListView.Selected, "#conversations")
     def _conversation_chosen(self, event: ListView.Selected) -> None:
@@ -322,8 +331,38 @@ class SkiffApp(App):
             self._index(argument.strip())
         elif name == "new":
             self.action_new_chat()
+        elif name == "rename" and argument.strip() and self.conversation_id:
+            self.history.rename(self.conversation_id, argument)
+            self._show_conversations()
+        elif name == "delete" and self.conversation_id and not self.answering:
+            self.history.delete(self.conversation_id)
+            self.conversation_id = None
+            self.query_one("#messages", VerticalScroll).remove_children()
+            self.views = []
+            self._show_conversations()
+        elif name == "open" and argument.strip().isdigit():
+            self._open_source(int(argument))
         else:
             self.notify(HELP, timeout=15)
+
+    def _open_source(self, number: int) -> None:
+        """Source [number] of the latest answer, at its line, in $EDITOR (the TUI steps aside)."""
+        import os
+        import shlex
+        import subprocess
+
+        view = self._latest_answer()
+        meta = self.history_meta(view) if view is not None else {}
+        found = [s for s in meta.get("sources", []) if s["number"] == number]
+        if not found:
+            self.notify(f"no source [{number}] on the latest answer", severity="warning")
+            return
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+        if not editor:
+            self.notify(f"set $EDITOR to open notes; the note is {found[0]['path']}", severity="warning")
+            return
+        with self.suspend():
+            subprocess.run([*shlex.split(editor), f"+{found[0]['line_start']}", found[0]["path"]], check=False)
 
     @work(thread=True, name="index", exclusive=True, exit_on_error=False)
     def _index(self, folder: str) -> None:
