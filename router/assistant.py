@@ -51,6 +51,7 @@ class Assistant:
         self._model: LocalModel | None = None
         self._records: AnswerStore | None = None
         self._load_lock = threading.Lock()
+        self._index_lock = threading.Lock()
 
     # -- parts, loaded lazily ----------------------------------------------------------------
 
@@ -112,7 +113,23 @@ class Assistant:
     ) -> IndexSummary:
         """Index `paths`, or re-index every folder indexed before when none are given."""
         targets = [str(p) for p in paths] if paths else self.notes.roots()
-        return self.notes.index(targets, progress=progress, cancel=cancel)
+        with self._index_lock:  # a watcher and an explicit index never write at once
+            return self.notes.index(targets, progress=progress, cancel=cancel)
+
+    def watch_notes(self, stop: threading.Event, on_reindexed: Callable[[IndexSummary], None] | None = None,
+                    debounce_ms: int = 800) -> None:
+        """Re-index the folders indexed before whenever files under them change, until `stop` is
+        set. Blocks: run it in a thread. Each batch of changes runs the ordinary incremental index
+        (unchanged files are skipped by size and mtime), so deletions and renames are handled too."""
+        from watchfiles import watch
+
+        roots = [root for root in self.notes.roots() if Path(root).is_dir()]
+        if not roots:
+            return
+        for _changes in watch(*roots, stop_event=stop, debounce=debounce_ms, raise_interrupt=False):
+            summary = self.index(roots)
+            if on_reindexed is not None:
+                on_reindexed(summary)
 
     # -- answering -----------------------------------------------------------------------------
 

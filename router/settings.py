@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     keymap: dict[str, str] = Field(default_factory=dict, description="remap the TUI's key bindings by id")
 
     # Indexing.
+    watch_notes: bool = Field(default=False, description="the TUI re-indexes folders as their files change")
     max_file_mb: float = Field(default=20.0, gt=0, description="larger files are skipped")
     index_batch_chunks: int = Field(default=256, ge=1)
 

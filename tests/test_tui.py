@@ -149,3 +149,21 @@ def test_the_real_skiff_binary_in_tmux_streams_an_answer_with_its_badge(skiff_ho
             time.sleep(0.2)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+async def test_watching_reindexes_an_edited_note_in_the_background(skiff_home, vault):
+    app = SkiffApp(max_tokens=8)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ask(pilot, app, f"/index {vault}")
+        await wait_for(pilot, lambda: app.status_line.parts["index"].startswith("index:"))
+        await ask(pilot, app, "/watch")
+        await wait_for(pilot, lambda: app.watch_stop is not None)
+        await pilot.pause(1.0)  # the watcher is up
+        note = vault / "Plugins" / "Templates.md"
+        note.write_text(note.read_text(encoding="utf-8") + "\n\nThe zeppelin quartermaster keeps the "
+                        "spare templates in the brass cabinet.\n", encoding="utf-8")
+        await wait_for(pilot, lambda: "re-indexed" in app.status_line.parts["index"], timeout=60)
+        hits = app.assistant.retrieve("Where does the zeppelin quartermaster keep the spare templates?")
+        assert any("zeppelin quartermaster" in hit.text for hit in hits)
+        await ask(pilot, app, "/watch")
+        assert app.watch_stop is None

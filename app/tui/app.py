@@ -27,7 +27,7 @@ HELP = """[b]Commands[/b]
 /local, /cloud   ask the last question again on that model (the two answers form a pair)
 /good, /bad      judge the latest answer (the router learns from it)
 /offline         toggle offline mode (nothing leaves the machine)
-/index PATH      index a folder of notes
+/index PATH      index a folder of notes            /watch   re-index indexed folders as files change
 /new             a new chat        /rename TITLE   rename this chat     /delete   delete this chat
 /open N          open source [N] of the latest answer in $EDITOR       /help   this text
 Keys: Enter send · ctrl+j newline · Esc cancel · ctrl+g good · ctrl+b bad · ctrl+o decision · ctrl+n new chat"""
@@ -87,6 +87,7 @@ class SkiffApp(App):
         self.cancel_event: threading.Event | None = None
         self.answering = False
         self.views: list[AnswerView] = []
+        self.watch_stop: threading.Event | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -124,6 +125,8 @@ class SkiffApp(App):
                               if model is not None else "model: missing")
         self.ready.set()
         self.call_from_thread(self._drain_queue)
+        if settings.watch_notes:
+            self.call_from_thread(self._start_watching)
 
     @property
     def status_line(self) -> StatusLine:
@@ -331,6 +334,8 @@ class SkiffApp(App):
             self._index(argument.strip())
         elif name == "new":
             self.action_new_chat()
+        elif name == "watch" and self.assistant is not None:
+            self._stop_watching() if self.watch_stop is not None else self._start_watching()
         elif name == "rename" and argument.strip() and self.conversation_id:
             self.history.rename(self.conversation_id, argument)
             self._show_conversations()
@@ -364,6 +369,27 @@ class SkiffApp(App):
         with self.suspend():
             subprocess.run([*shlex.split(editor), f"+{found[0]['line_start']}", found[0]["path"]], check=False)
 
+    def _start_watching(self) -> None:
+        if self.watch_stop is None:
+            self.watch_stop = threading.Event()
+            self._watch(self.watch_stop)
+            self.notify("watching indexed folders: edits re-index in the background")
+
+    def _stop_watching(self) -> None:
+        if self.watch_stop is not None:
+            self.watch_stop.set()
+            self.watch_stop = None
+            self.notify("stopped watching indexed folders")
+
+    @work(thread=True, name="watch-notes", exit_on_error=False)
+    def _watch(self, stop: threading.Event) -> None:
+        def reindexed(summary) -> None:
+            self.call_from_thread(self.status_line.set_part, "index",
+                                  f"index: {summary.files_total} files, {summary.chunks_total} chunks "
+                                  f"(re-indexed {time.strftime('%H:%M:%S')})")
+
+        self.assistant.watch_notes(stop, reindexed)
+
     @work(thread=True, name="index", exclusive=True, exit_on_error=False)
     def _index(self, folder: str) -> None:
         self.ready.wait()
@@ -379,6 +405,8 @@ class SkiffApp(App):
     def on_unmount(self) -> None:
         if self.cancel_event is not None:
             self.cancel_event.set()
+        if self.watch_stop is not None:
+            self.watch_stop.set()
         for part in (self.history, self.assistant):
             if part is not None:
                 part.close()
