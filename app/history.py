@@ -1,8 +1,8 @@
 """Conversations for the TUI: a list of chats, each a list of messages, in SQLite.
 
-A question is written before it is answered; an answer's row exists from its first token and is
-updated as it streams (throttled), so a kill -9 loses at most the last fraction of a second of
-what was on screen. An answer that was cut short keeps its text and says how it ended.
+A question is written before it is answered; an answer's row exists before its first token and
+each streamed piece is written before it is shown, so a kill -9 loses nothing that was on screen.
+An answer that was cut short keeps its text and says how it ended.
 """
 
 from __future__ import annotations
@@ -66,6 +66,10 @@ class Conversation:
 class ChatHistory:
     def __init__(self, path: Path) -> None:
         self.db = connect(path)
+        # Every streamed piece is written before it is shown. In WAL mode NORMAL still survives a
+        # killed process (the commit is in the OS's hands); only a power cut can lose the last
+        # pieces, and it makes a write per token cheap.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         migrate(self.db, _MIGRATIONS)
         # A process killed mid-answer left a 'streaming' row: it is what was shown, cut short.

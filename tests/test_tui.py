@@ -167,3 +167,60 @@ async def test_watching_reindexes_an_edited_note_in_the_background(skiff_home, v
         assert any("zeppelin quartermaster" in hit.text for hit in hits)
         await ask(pilot, app, "/watch")
         assert app.watch_stop is None
+
+
+@pytest.mark.slow
+def test_a_kill_9_mid_answer_loses_nothing_that_was_shown(skiff_home):
+    import os
+    import shutil
+    import signal
+    import subprocess
+
+    from conftest import SKIFF
+    from skiff.app.history import ChatHistory
+
+    if not shutil.which("tmux"):
+        pytest.skip("tmux not installed")
+    session = f"skiff-kill-{os.getpid()}"
+    env_args = [arg for name in ("SKIFF_HOME", "SKIFF_CACHE_DIR") for arg in ("-e", f"{name}={os.environ[name]}")]
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", *env_args,
+                    "-e", "SKIFF_MAX_TOKENS=1024", f"{SKIFF}"], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+    try:
+        deadline = time.monotonic() + 120
+        while "ready" not in screen():
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        subprocess.run(["tmux", "send-keys", "-t", session, "-l", "Tell me a long story about a lighthouse."],
+                       check=True)
+        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
+        time.sleep(2.5)  # mid-answer (1,024 tokens take ~8 s)
+        pid = int(subprocess.run(["tmux", "list-panes", "-t", session, "-F", "#{pane_pid}"],
+                                 capture_output=True, text=True).stdout.strip())
+        shown = screen()
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert " tok" not in shown  # the badge had not appeared: the answer was still streaming
+    history = ChatHistory(skiff_home / "data" / "chats.sqlite3")
+    try:
+        (conversation,) = history.conversations()
+        question, answer = history.messages(conversation.id)
+        assert question.content == "Tell me a long story about a lighthouse."
+        assert answer.status == "cancelled" and len(answer.content) > 40
+        # Every word of the answer that was on screen at the kill is in the stored text. The answer
+        # area is the chat column (right of the 28-column sidebar), between the question and the input.
+        import re
+
+        lines = [line[29:] for line in shown.splitlines()]
+        top = next(i for i, line in enumerate(lines) if "Tell me a long story about a lighthouse." in line)
+        bottom = next(i for i, line in enumerate(lines) if "▔" in line)
+        on_screen = re.findall(r"[A-Za-z]{4,}", "\n".join(lines[top + 1:bottom]))
+        assert len(on_screen) >= 10
+        missing = [word for word in on_screen if word not in answer.content]
+        assert missing == []
+    finally:
+        history.close()

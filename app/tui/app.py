@@ -22,7 +22,6 @@ from textual.widgets import Footer, Input, Label, ListItem, ListView
 from skiff.app.tui import format as fmt
 from skiff.app.tui.widgets import AnswerView, ChatInput, QuestionView, StatusLine
 
-PERSIST_EVERY_S = 0.25  # how often a streaming answer is written to the chat history
 HELP = """[b]Commands[/b]
 /local, /cloud   ask the last question again on that model (the two answers form a pair)
 /good, /bad      judge the latest answer (the router learns from it)
@@ -258,11 +257,9 @@ class SkiffApp(App):
         self.post_message(Answered(view, answer.as_dict(), status))
 
     async def on_token(self, message: Token) -> None:
+        # Stored first, then shown: a kill -9 can never lose text that was on screen.
+        self.history.update_answer(message.view.message_id, message.view.text + message.piece)
         await message.view.append(message.piece)
-        now = time.monotonic()
-        if now - getattr(message.view, "_persisted_at", 0.0) >= PERSIST_EVERY_S:
-            message.view._persisted_at = now
-            self.history.update_answer(message.view.message_id, message.view.text)
         self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
 
     async def on_answered(self, message: Answered) -> None:
