@@ -224,3 +224,21 @@ def test_a_kill_9_mid_answer_loses_nothing_that_was_shown(skiff_home):
         assert missing == []
     finally:
         history.close()
+
+
+async def test_the_command_palette_carries_skiffs_actions(skiff_home):
+    app = SkiffApp(max_tokens=8)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.ready.is_set())
+        titles = [command.title for command in app.get_system_commands(app.screen)]
+        assert {"New chat", "Answer was good", "Ask again in the cloud", "Toggle offline mode"} <= set(titles)
+        offline = next(c for c in app.get_system_commands(app.screen) if c.title == "Toggle offline mode")
+        before = app.assistant.settings.offline
+        offline.callback()
+        assert app.assistant.settings.offline is not before
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"offline")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.assistant.settings.offline is before)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message as TextualMessage
@@ -103,6 +103,26 @@ class SkiffApp(App):
     def on_mount(self) -> None:
         self.query_one(ChatInput).focus()
         self.warm_up()
+
+    def get_system_commands(self, screen):
+        """skiff's actions in the command palette (ctrl+p), beside Textual's own (themes, quit…)."""
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New chat", "Start a new conversation", self.action_new_chat)
+        yield SystemCommand("Answer was good", "Tell the router the latest answer was good",
+                            lambda: self.action_feedback("good"))
+        yield SystemCommand("Answer was bad", "Tell the router the latest answer was bad",
+                            lambda: self.action_feedback("bad"))
+        yield SystemCommand("Ask again locally", "Resend the last question to the local model",
+                            lambda: self._command("/local"))
+        yield SystemCommand("Ask again in the cloud", "Resend the last question to the cloud endpoint",
+                            lambda: self._command("/cloud"))
+        yield SystemCommand("Show the decision", "Why the latest answer came from where it came",
+                            self.action_details)
+        yield SystemCommand("Toggle offline mode", "Keep every question on this machine, or not",
+                            lambda: self._command("/offline"))
+        yield SystemCommand("Watch notes folders", "Re-index indexed folders as their files change (toggle)",
+                            lambda: self._command("/watch"))
+        yield SystemCommand("skiff help", "Keys and slash commands", lambda: self._command("/help"))
 
     # -- loading -------------------------------------------------------------------------------
 
