@@ -75,9 +75,11 @@ def calibrate(
     with assistant_session() as assistant:
         try:
             if budget is not None:
-                _, how = assistant.budget_share(budget)
+                cloud_share, how = assistant.budget_share(budget)
                 err.print(f"[dim]{how}[/]", highlight=False)
-            thresholds = assistant.calibrate(cloud_share, local_plus_share, budget_usd=budget)
+                if local_plus_share is not None:
+                    local_plus_share = min(local_plus_share, 1.0 - cloud_share)
+            thresholds = assistant.calibrate(cloud_share, local_plus_share)
         except ValueError as error:
             fail(str(error))
     if as_json:

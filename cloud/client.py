@@ -48,6 +48,12 @@ class CloudStats:
     total_s: float | None = None
     finish_reason: str | None = None
 
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        if self.completion_tokens < 2 or self.first_token_s is None or not self.total_s:
+            return None
+        return (self.completion_tokens - 1) / max(self.total_s - self.first_token_s, 1e-9)
+
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
@@ -164,8 +170,7 @@ class CloudClient:
             for event in events:
                 now = time.perf_counter()
                 if stats.first_token_s is None and now > first_token_deadline:
-                    raise CloudTimeout(f"no answer from {self.base_url} within {self.timeouts.first_token:g} s "
-                                       "(first-token timeout)")
+                    raise self._first_token_timeout()
                 if now > total_deadline:
                     raise CloudStreamBroken(f"the answer took longer than {self.timeouts.total:g} s "
                                             "(total timeout) and was cut off", partial=bool(pieces))
@@ -188,8 +193,7 @@ class CloudClient:
             if pieces:
                 raise CloudStreamBroken(f"the stream from {self.base_url} stalled ({type(error).__name__})",
                                         partial=True) from None
-            raise CloudTimeout(f"no answer from {self.base_url} within {self.timeouts.first_token:g} s "
-                               "(first-token timeout)") from None
+            raise self._first_token_timeout() from None
         except httpx.HTTPError as error:
             raise CloudStreamBroken(f"the connection to {self.base_url} dropped mid-answer "
                                     f"({type(error).__name__})", partial=bool(pieces)) from None
@@ -202,6 +206,10 @@ class CloudClient:
         if not done and stats.finish_reason is None:
             raise CloudStreamBroken(f"the stream from {self.base_url} ended before the answer finished",
                                     partial=bool(pieces))
+
+    def _first_token_timeout(self) -> CloudTimeout:
+        return CloudTimeout(f"no answer from {self.base_url} within {self.timeouts.first_token:g} s "
+                            "(first-token timeout)")
 
     def _read_chunk(self, event: ServerSentEvent, stats: CloudStats, partial: bool) -> str:
         try:
@@ -255,8 +263,7 @@ class CloudClient:
                     last_problem = f"could not connect to {self.base_url} within {self.timeouts.connect:g} s"
                 else:
                     # The server took the request and said nothing: retrying would double the wait.
-                    raise CloudTimeout(f"no answer from {self.base_url} within {self.timeouts.first_token:g} s "
-                                       "(first-token timeout)") from None
+                    raise self._first_token_timeout() from None
             except httpx.HTTPError as error:
                 last_problem = f"could not reach {self.base_url} ({type(error).__name__})"
             else:

@@ -171,8 +171,6 @@ def generate_in_cloud(client: CloudClient, settings: Settings, question: str, hi
         generated.text = "".join(pieces)
         generated.prompt_tokens, generated.completion_tokens = stats.prompt_tokens, stats.completion_tokens
         generated.tokens_estimated = not stats.usage_reported
-        if stats.first_token_s is not None and stats.total_s and generated.completion_tokens > 1:
-            generated.decode_tokens_per_s = (generated.completion_tokens - 1) / max(stats.total_s - stats.first_token_s,
-                                                                                    1e-9)
+        generated.decode_tokens_per_s = stats.decode_tokens_per_s
         generated.cost_usd = cloud_cost(settings, stats.prompt_tokens, stats.completion_tokens)
     return generated

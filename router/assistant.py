@@ -254,11 +254,11 @@ class Assistant:
             if done.tokens_estimated:
                 tokens["estimated"] = True
             sources = Source.numbered(done.notes)
+            cost = done.cost_usd if answered_by == "cloud" else None
             self.records.finish(answer_id, done.text, [s.as_dict() for s in sources], timings, tokens,
-                                done.stop_reason, done.cost_usd if answered_by == "cloud" else None)
+                                done.stop_reason, cost)
         return Answer(answer_id, question, done.text, decision, sources, timings, tokens, done.stop_reason,
-                      model_name, notices, answered_by, done.cost_usd if answered_by == "cloud" else None,
-                      done.local_offered)
+                      model_name, notices, answered_by, cost, done.local_offered)
 
     # -- learning ------------------------------------------------------------------------------
 
@@ -278,10 +278,6 @@ class Assistant:
             cloud_share, _ = share_for_budget(self.records, budget_usd)
             if local_plus_share is not None:
                 local_plus_share = min(local_plus_share, 1.0 - cloud_share)
-            else:
-                current = self.router_state.thresholds()
-                wanted = current.local_plus_share if current else self.settings.local_plus_share
-                local_plus_share = min(wanted, 1.0 - cloud_share)
         return calibrate(self.records, self._uncertainty_router(), self.embedder.encode, cloud_share, local_plus_share)
 
     def budget_share(self, budget_usd: float) -> tuple[float, str]:

@@ -169,18 +169,13 @@ class AnswerStore:
         return (sum(r[0] for r in rows) / len(rows), len(rows)) if rows else (0.0, 0)
 
     def cloud_spend(self, since: float) -> dict:
-        row = self.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0) FROM answers WHERE answered_by='cloud' AND created_at>=?",
+        answers, usd, tokens_in, tokens_out = self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(cost_usd), 0), COALESCE(SUM(json_extract(tokens, '$.prompt')), 0), "
+            "COALESCE(SUM(json_extract(tokens, '$.completion')), 0) FROM answers "
+            "WHERE answered_by='cloud' AND created_at>=?",
             (since,),
         ).fetchone()
-        tokens_in = tokens_out = 0
-        for (tokens,) in self.db.execute(
-            "SELECT tokens FROM answers WHERE answered_by='cloud' AND created_at>=?", (since,)
-        ):
-            parsed = json.loads(tokens or "{}")
-            tokens_in += int(parsed.get("prompt") or 0)
-            tokens_out += int(parsed.get("completion") or 0)
-        return {"answers": row[0], "usd": round(row[1], 6), "tokens_in": tokens_in, "tokens_out": tokens_out}
+        return {"answers": answers, "usd": round(usd, 6), "tokens_in": int(tokens_in), "tokens_out": int(tokens_out)}
 
     def get(self, answer_id: str) -> dict | None:
         cursor = self.db.execute("SELECT * FROM answers WHERE id=?", (answer_id,))

@@ -33,7 +33,8 @@ def calibrate(records: AnswerStore, router: UncertaintyRouter, embed: Callable[[
     if cloud_share is None:
         cloud_share = current.cloud_share if current else router.cloud_share
     if local_plus_share is None:
-        local_plus_share = current.local_plus_share if current else router.local_plus_share
+        # A share carried over from before gives way to a larger cloud share; given ones must fit.
+        local_plus_share = min(current.local_plus_share if current else router.local_plus_share, 1.0 - cloud_share)
     feature_map = router.state.feature_map()
     features = records.recent_features(recent)
     if len(features) >= MIN_RECENT_FOR_CALIBRATION and features.shape[1] == feature_map.dim:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -80,7 +81,8 @@ class SkiffApp(App):
         self.settings_overrides = settings_overrides
         self.assistant = None
         self.history = None
-        self.ready = threading.Event()
+        self.opened = threading.Event()  # the assistant and the chat history exist
+        self.ready = threading.Event()  # ... and the embedder and the model are loaded
         self.queue: list[Pending] = []
         self.conversation_id: str | None = None
         self.cancel_event: threading.Event | None = None
@@ -136,12 +138,17 @@ class SkiffApp(App):
             self.call_from_thread(self.set_keymap, settings.keymap)
         self.assistant = Assistant(settings)
         self.history = ChatHistory(settings.data_dir / "chats.sqlite3")
+        self.opened.set()
         self.call_from_thread(self._show_conversations)
         self.call_from_thread(self._refresh_status)
-        self.assistant.embedder.encode_query("warm up")
-        model = self.assistant.model
-        self.call_from_thread(self.status_line.set_part, "model", f"model: {self.assistant.model_path.name} ready"
-                              if model is not None else "model: missing")
+        try:
+            self.assistant.embedder.encode_query("warm up")
+            self.assistant.model  # noqa: B018 - loads the model now, off the UI thread
+        except Exception as error:  # noqa: BLE001 - shown on screen; the chat stays open
+            self.call_from_thread(self.status_line.set_part, "model", f"[red]model: {error}[/]")
+            self.call_from_thread(self.notify, str(error), severity="error", timeout=30)
+            return
+        self.call_from_thread(self.status_line.set_part, "model", f"model: {self.assistant.model_path.name} ready")
         self.ready.set()
         self.call_from_thread(self._drain_queue)
         if settings.watch_notes:
@@ -150,6 +157,10 @@ class SkiffApp(App):
     @property
     def status_line(self) -> StatusLine:
         return self.query_one(StatusLine)
+
+    @cached_property
+    def messages_column(self) -> VerticalScroll:
+        return self.query_one("#messages", VerticalScroll)
 
     def _refresh_status(self) -> None:
         if self.assistant is None:
@@ -189,7 +200,7 @@ class SkiffApp(App):
 
     def _open(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
-        messages = self.query_one("#messages", VerticalScroll)
+        messages = self.messages_column
         messages.remove_children()
         self.views = []
         for message in self.history.messages(conversation_id):
@@ -201,7 +212,7 @@ class SkiffApp(App):
                 messages.mount(view)
                 self.views.append(view)
                 if message.meta:
-                    view.call_after_refresh(view.show_meta, fmt.badge(message.meta, message.status),
+                    view.call_after_refresh(view.show_meta, message.meta, fmt.badge(message.meta, message.status),
                                             fmt.sources(message.meta), fmt.details(message.meta, None))
         messages.scroll_end(animate=False)
 
@@ -236,26 +247,25 @@ class SkiffApp(App):
             self.queue.append(Pending(question, "", route))
             self.status_line.set_part("index", f"{len(self.queue)} question(s) waiting for the model")
             return
+        self.queue.append(Pending(question, self._current_conversation(), route))
+        self._drain_queue()
+
+    def _current_conversation(self) -> str:
         if self.conversation_id is None:
             self.conversation_id = self.history.create().id
             self._show_conversations(select=self.conversation_id)
-        self.queue.append(Pending(question, self.conversation_id, route))
-        self._drain_queue()
+        return self.conversation_id
 
     def _drain_queue(self) -> None:
         if self.answering or not self.queue or not self.ready.is_set():
             return
         pending = self.queue.pop(0)
-        if not pending.conversation_id:
-            if self.conversation_id is None:
-                self.conversation_id = self.history.create().id
-                self._show_conversations(select=self.conversation_id)
-            pending.conversation_id = self.conversation_id
+        pending.conversation_id = pending.conversation_id or self._current_conversation()
         self.status_line.set_part("index", "")
         history = self.history.history_for(pending.conversation_id)
         self.history.add_question(pending.conversation_id, pending.question)
         stored = self.history.start_answer(pending.conversation_id)
-        messages = self.query_one("#messages", VerticalScroll)
+        messages = self.messages_column
         view = AnswerView(stored.id)
         messages.mount(QuestionView(pending.question))
         messages.mount(view)
@@ -280,7 +290,7 @@ class SkiffApp(App):
         # Stored first, then shown: a kill -9 can never lose text that was on screen.
         self.history.update_answer(message.view.message_id, message.view.text + message.piece)
         await message.view.append(message.piece)
-        self.query_one("#messages", VerticalScroll).scroll_end(animate=False)
+        self.messages_column.scroll_end(animate=False)
 
     async def on_answered(self, message: Answered) -> None:
         view = message.view
@@ -291,7 +301,7 @@ class SkiffApp(App):
             await view.append(f"\n\n*{message.error}*")
         view.answer_id = meta.get("id")
         self.history.finish_answer(view.message_id, view.text, status, view.answer_id, meta)
-        view.show_meta(fmt.badge(meta, status) if meta else "[red]failed[/]", fmt.sources(meta),
+        view.show_meta(meta, fmt.badge(meta, status) if meta else "[red]failed[/]", fmt.sources(meta),
                        fmt.details(meta, None) if meta else "")
         self.answering = False
         self.cancel_event = None
@@ -325,15 +335,8 @@ class SkiffApp(App):
         if view is not None:
             record = self.assistant.answer_record(view.answer_id) if self.assistant else None
             if record is not None and record.get("sent"):
-                meta = self.history_meta(view)
-                view.details.update(fmt.details(meta, record))
+                view.details.update(fmt.details(view.meta, record))
             view.toggle_details()
-
-    def history_meta(self, view: AnswerView) -> dict:
-        for message in self.history.messages(self.conversation_id):
-            if message.id == view.message_id:
-                return message.meta
-        return {}
 
     def _command(self, text: str) -> None:
         name, _, argument = text[1:].partition(" ")
@@ -359,7 +362,7 @@ class SkiffApp(App):
         elif name == "delete" and self.conversation_id and not self.answering:
             self.history.delete(self.conversation_id)
             self.conversation_id = None
-            self.query_one("#messages", VerticalScroll).remove_children()
+            self.messages_column.remove_children()
             self.views = []
             self._show_conversations()
         elif name == "open" and argument.strip().isdigit():
@@ -374,8 +377,7 @@ class SkiffApp(App):
         import subprocess
 
         view = self._latest_answer()
-        meta = self.history_meta(view) if view is not None else {}
-        found = [s for s in meta.get("sources", []) if s["number"] == number]
+        found = [s for s in (view.meta if view is not None else {}).get("sources", []) if s["number"] == number]
         if not found:
             self.notify(f"no source [{number}] on the latest answer", severity="warning")
             return
@@ -401,23 +403,23 @@ class SkiffApp(App):
     @work(thread=True, name="watch-notes", exit_on_error=False)
     def _watch(self, stop: threading.Event) -> None:
         def reindexed(summary) -> None:
-            self.call_from_thread(self.status_line.set_part, "index",
-                                  f"index: {summary.files_total} files, {summary.chunks_total} chunks "
-                                  f"(re-indexed {time.strftime('%H:%M:%S')})")
+            self.call_from_thread(self._show_index_size, summary, f" (re-indexed {time.strftime('%H:%M:%S')})")
 
         self.assistant.watch_notes(stop, reindexed)
 
     @work(thread=True, name="index", exclusive=True, exit_on_error=False)
     def _index(self, folder: str) -> None:
-        self.ready.wait()
+        self.opened.wait()  # indexing needs the embedder, not the chat model
 
         def progress(p) -> None:
             self.call_from_thread(self.status_line.set_part, "index",
                                   f"indexing {p.files_done}/{p.files_total or '?'} files, {p.chunks_added} chunks")
 
         summary = self.assistant.index([folder], progress=progress)
-        self.call_from_thread(self.status_line.set_part, "index",
-                              f"index: {summary.files_total} files, {summary.chunks_total} chunks")
+        self.call_from_thread(self._show_index_size, summary)
+
+    def _show_index_size(self, summary, note: str = "") -> None:
+        self.status_line.set_part("index", f"index: {summary.files_total} files, {summary.chunks_total} chunks{note}")
 
     def on_unmount(self) -> None:
         if self.cancel_event is not None:

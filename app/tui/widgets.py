@@ -74,6 +74,7 @@ class AnswerView(Vertical):
         self.message_id = message_id
         self.text = text
         self.answer_id: str | None = None
+        self.meta: dict = {}  # the answer's record as the assistant returned it (badge, sources, decision)
         self.markdown = Markdown(text, classes="answer-text")
         self.badge = Static("", classes="badge")
         self.sources = Static("", classes="sources")
@@ -98,7 +99,8 @@ class AnswerView(Vertical):
             await self._stream.stop()
             self._stream = None
 
-    def show_meta(self, badge: str, sources: str, details: str) -> None:
+    def show_meta(self, meta: dict, badge: str, sources: str, details: str) -> None:
+        self.meta = meta
         self.badge.update(badge)
         self.sources.update(sources)
         self.sources.display = bool(sources)
