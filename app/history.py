@@ -36,6 +36,8 @@ _MIGRATIONS = [
     CREATE INDEX messages_conversation ON messages(conversation_id, created_at);
     CREATE INDEX conversations_updated ON conversations(updated_at)
     """,
+    # What the TUI remembers between runs (the theme picked in the command palette).
+    "CREATE TABLE preferences (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ]
 
 # What `status` can say about an assistant message.
@@ -77,6 +79,14 @@ class ChatHistory:
 
     def close(self) -> None:
         self.db.close()
+
+    def preference(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM preferences WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_preference(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO preferences(key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
 
     # -- conversations -------------------------------------------------------------------------
 

@@ -2,10 +2,28 @@
 the decision seam. Usable as a library without a terminal:
 
     from skiff.router import Assistant
+
+The names below load on first use, so `skiff.router.settings` alone stays cheap to import (the
+TUI reads its settings before the heavy parts of the pipeline have loaded).
 """
 
-from skiff.router.assistant import Answer, Assistant, Source
-from skiff.router.policy import AlwaysLocal, Decision, RoutePolicy
-from skiff.router.settings import Settings, load_settings
+from importlib import import_module
 
-__all__ = ["Answer", "Assistant", "AlwaysLocal", "Decision", "RoutePolicy", "Settings", "Source", "load_settings"]
+_HOMES = {
+    "Answer": "skiff.router.assistant",
+    "Assistant": "skiff.router.assistant",
+    "Source": "skiff.router.assistant",
+    "AlwaysLocal": "skiff.router.policy",
+    "Decision": "skiff.router.policy",
+    "RoutePolicy": "skiff.router.policy",
+    "Settings": "skiff.router.settings",
+    "load_settings": "skiff.router.settings",
+}
+
+__all__ = list(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'skiff.router' has no attribute {name!r}")
+    return getattr(import_module(_HOMES[name]), name)

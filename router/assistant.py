@@ -19,6 +19,7 @@ from skiff.local.assets import default_gguf_path
 from skiff.local.embedder import Embedder
 from skiff.local.llm import LocalModel, read_model_info
 from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
+from skiff.local.readers import source_lines
 from skiff.router.answering import Answer, Generated, Source, generate_in_cloud, generate_locally
 from skiff.router.coverage import sift_select
 from skiff.router.escalation import cloud_access
@@ -313,6 +314,10 @@ class Assistant:
         """A recorded answer with what was sent to the cloud for it, if anything."""
         answer_id = answer_id or self.records.latest_answer_id()
         return self.records.get(answer_id) if answer_id else None
+
+    def source_lines(self, source: dict) -> list[str]:
+        """The cited note's lines, numbered as the source's line_start and line_end count them."""
+        return source_lines(Path(source["path"]), source.get("page"), int(self.settings.max_file_mb * 1024 * 1024))
 
     # -- status --------------------------------------------------------------------------------
 

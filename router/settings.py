@@ -105,6 +105,9 @@ class Settings(BaseSettings):
 
     # The TUI: binding id -> keys, e.g. {good = "ctrl+y", cancel = "escape,ctrl+c"} (ids in the README).
     keymap: dict[str, str] = Field(default_factory=dict, description="remap the TUI's key bindings by id")
+    # Any of Textual's themes ("textual-dark", "nord", "gruvbox", ...). A theme picked in the TUI's
+    # command palette is remembered and wins over this one.
+    theme: str = Field(default="", description="the TUI's starting theme (Textual's theme names)")
 
     # Indexing.
     watch_notes: bool = Field(default=False, description="the TUI re-indexes folders as their files change")

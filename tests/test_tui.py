@@ -157,7 +157,7 @@ async def test_watching_reindexes_an_edited_note_in_the_background(skiff_home, v
         await ask(pilot, app, f"/index {vault}")
         await wait_for(pilot, lambda: app.status_line.parts["index"].startswith("index:"))
         await ask(pilot, app, "/watch")
-        await wait_for(pilot, lambda: app.watch_stop is not None)
+        await wait_for(pilot, lambda: app.notes_bar.watch_stop is not None)
         await pilot.pause(1.0)  # the watcher is up
         note = vault / "Plugins" / "Templates.md"
         note.write_text(note.read_text(encoding="utf-8") + "\n\nThe zeppelin quartermaster keeps the "
@@ -166,7 +166,7 @@ async def test_watching_reindexes_an_edited_note_in_the_background(skiff_home, v
         hits = app.assistant.retrieve("Where does the zeppelin quartermaster keep the spare templates?")
         assert any("zeppelin quartermaster" in hit.text for hit in hits)
         await ask(pilot, app, "/watch")
-        assert app.watch_stop is None
+        assert app.notes_bar.watch_stop is None
 
 
 @pytest.mark.slow

@@ -58,3 +58,31 @@ def test_snapshot_answer_with_badge_sources_and_decision(skiff_home, snap_compar
         await pilot.pause(0.3)
 
     assert snap_compare(SkiffApp(), terminal_size=(110, 30), run_before=expand)
+
+
+def test_snapshot_source_panel_beside_the_chat(skiff_home, snap_compare, tmp_path, monkeypatch):
+    """Key 1 on an answer shows its source [1] beside the chat with the cited lines selected. The
+    note sits at a relative path so the picture does not depend on the test's folder."""
+    monkeypatch.chdir(tmp_path)
+    note = tmp_path / "notes" / "Internal links.md"
+    note.parent.mkdir()
+    note.write_text("# Internal links\n\nLinks connect notes.\n\n## Link to a heading in a note\n\n"
+                    "Add `#` after the note name, then the heading:\n\n`[[Internal links#Link to a heading]]`\n\n"
+                    "## Link to a block\n\nUse `^` and a block id.\n", encoding="utf-8")
+    meta = {**ANSWER_META, "sources": [{**ANSWER_META["sources"][0], "path": "notes/Internal links.md",
+                                        "line_start": 5, "line_end": 9, "page": None}]}
+    history = ChatHistory(skiff_home / "data" / "chats.sqlite3")
+    conversation = history.create()
+    history.add_question(conversation.id, "How do I link to a heading?")
+    answer = history.start_answer(conversation.id)
+    history.finish_answer(answer.id, ANSWER, "done", meta["id"], meta)
+    history.close()
+
+    async def show_source(pilot) -> None:
+        await _until_ready(pilot)
+        await pilot.press("shift+tab", "1")
+        await pilot.pause(0.3)
+        pilot.app.query_one("#source-text").cursor_blink = False
+        await pilot.pause(0.3)
+
+    assert snap_compare(SkiffApp(), terminal_size=(110, 30), run_before=show_source)

@@ -9,7 +9,6 @@ was shown, marked as cancelled.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,19 +17,15 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message as TextualMessage
-from textual.widgets import Footer, Input, Label, ListItem, ListView
+from textual.widgets import Footer
 
 from skiff.app.tui import format as fmt
-from skiff.app.tui.widgets import AnswerView, ChatInput, QuestionView, StatusLine
-
-HELP = """[b]Commands[/b]
-/local, /cloud   ask the last question again on that model (the two answers form a pair)
-/good, /bad      judge the latest answer (the router learns from it)
-/offline         toggle offline mode (nothing leaves the machine)
-/index PATH      index a folder of notes            /watch   re-index indexed folders as files change
-/new             a new chat        /rename TITLE   rename this chat     /delete   delete this chat
-/open N          open source [N] of the latest answer in $EDITOR       /help   this text
-Keys: Enter send · ctrl+j newline · Esc cancel · ctrl+g good · ctrl+b bad · ctrl+o decision · ctrl+n new chat"""
+from skiff.app.tui.chat_list import ChatList
+from skiff.app.tui.commands import HELP, palette_commands
+from skiff.app.tui.source_panel import SourcePanel
+from skiff.app.tui.notes_bar import NotesBar
+from skiff.app.tui.status_line import StatusLine
+from skiff.app.tui.widgets import AnswerView, ChatInput, MessageAction, QuestionView
 
 
 @dataclass
@@ -55,8 +50,6 @@ class Answered(TextualMessage):
 class SkiffApp(App):
     TITLE = "skiff"
     CSS = """
-    #sidebar { width: 28; border-right: solid $primary-background; }
-    #conversations { height: 1fr; }
     #messages { height: 1fr; padding: 0 1; }
     .question { margin: 1 0 0 0; padding: 0 1; background: $boost; color: $text; }
     .answer { height: auto; margin: 0 0 1 0; }
@@ -64,8 +57,8 @@ class SkiffApp(App):
     .badge { color: $text-muted; padding: 0 1; }
     .sources { color: $text-muted; padding: 0 1; }
     .details { padding: 0 1; border-left: thick $accent; }
+    .question:focus, .answer:focus { background: $boost; border-left: thick $accent; }
     #ask { height: auto; max-height: 8; border: tall $accent; }
-    StatusLine { height: 1; color: $text-muted; padding: 0 1; }
     """
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="cancel"),
@@ -88,56 +81,55 @@ class SkiffApp(App):
         self.cancel_event: threading.Event | None = None
         self.answering = False
         self.views: list[AnswerView] = []
-        self.watch_stop: threading.Event | None = None
+        self._applied_theme: str | None = None  # the starting theme is applied, not picked: not remembered
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            with Vertical(id="sidebar"):
-                yield Label("[b]Chats[/b]  ctrl+n new")
-                yield Input(placeholder="search chats", id="search", compact=True)
-                yield ListView(id="conversations")
+            yield ChatList(id="sidebar")
             with Vertical():
                 yield VerticalScroll(id="messages")
                 yield ChatInput(id="ask")
+                yield NotesBar()
                 yield StatusLine()
+            yield SourcePanel()
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(ChatInput).focus()
+        self.theme_changed_signal.subscribe(self, self._theme_picked)
         self.warm_up()
 
     def get_system_commands(self, screen):
         """skiff's actions in the command palette (ctrl+p), beside Textual's own (themes, quit…)."""
         yield from super().get_system_commands(screen)
-        yield SystemCommand("New chat", "Start a new conversation", self.action_new_chat)
-        yield SystemCommand("Answer was good", "Tell the router the latest answer was good",
-                            lambda: self.action_feedback("good"))
-        yield SystemCommand("Answer was bad", "Tell the router the latest answer was bad",
-                            lambda: self.action_feedback("bad"))
-        yield SystemCommand("Ask again locally", "Resend the last question to the local model",
-                            lambda: self._command("/local"))
-        yield SystemCommand("Ask again in the cloud", "Resend the last question to the cloud endpoint",
-                            lambda: self._command("/cloud"))
-        yield SystemCommand("Show the decision", "Why the latest answer came from where it came",
-                            self.action_details)
-        yield SystemCommand("Toggle offline mode", "Keep every question on this machine, or not",
-                            lambda: self._command("/offline"))
-        yield SystemCommand("Watch notes folders", "Re-index indexed folders as their files change (toggle)",
-                            lambda: self._command("/watch"))
-        yield SystemCommand("skiff help", "Keys and slash commands", lambda: self._command("/help"))
+        yield from palette_commands(self.run_command)
+        yield SystemCommand("Index a folder…", "Type the folder's path after /index", self._prefill_index)
+
+    def _prefill_index(self) -> None:
+        box = self.query_one(ChatInput)
+        box.load_text("/index ")
+        box.move_cursor(box.document.end)
+        box.focus()
 
     # -- loading -------------------------------------------------------------------------------
 
     @work(thread=True, name="warm-up", exit_on_error=False)
     def warm_up(self) -> None:
         from skiff.app.history import ChatHistory
-        from skiff.router import Assistant, load_settings
+        from skiff.router.settings import load_settings
 
         settings = load_settings(**self.settings_overrides)
+        self.history = ChatHistory(settings.data_dir / "chats.sqlite3")
         if settings.keymap:
             self.call_from_thread(self.set_keymap, settings.keymap)
+        theme = self.history.preference("theme") or settings.theme
+        if theme:
+            self.call_from_thread(self._apply_theme, theme)
+
+        from skiff.router import Assistant  # the heavy import (numpy, chromadb's client, llama_cpp)
+
         self.assistant = Assistant(settings)
-        self.history = ChatHistory(settings.data_dir / "chats.sqlite3")
+        self.notes_bar.attach(self.assistant)
         self.opened.set()
         self.call_from_thread(self._show_conversations)
         self.call_from_thread(self._refresh_status)
@@ -152,46 +144,45 @@ class SkiffApp(App):
         self.ready.set()
         self.call_from_thread(self._drain_queue)
         if settings.watch_notes:
-            self.call_from_thread(self._start_watching)
+            self.call_from_thread(self.notes_bar.toggle_watching)
+
+    def _apply_theme(self, name: str) -> None:
+        if name not in self.available_themes:
+            self.notify(f"unknown theme {name!r}; Textual's themes are listed under ctrl+p → Theme",
+                        severity="warning")
+            return
+        self._applied_theme = name
+        self.theme = name
+
+    def _theme_picked(self, theme) -> None:
+        # The signal arrives after the change, so the theme applied at start is recognised by name.
+        if theme.name == self._applied_theme:
+            self._applied_theme = None
+        elif self.history is not None:
+            self.history.set_preference("theme", theme.name)
 
     @property
     def status_line(self) -> StatusLine:
         return self.query_one(StatusLine)
 
     @cached_property
+    def notes_bar(self) -> NotesBar:
+        return self.query_one(NotesBar)
+
+    @cached_property
     def messages_column(self) -> VerticalScroll:
         return self.query_one("#messages", VerticalScroll)
 
     def _refresh_status(self) -> None:
-        if self.assistant is None:
-            return
-        settings = self.assistant.settings
-        if settings.offline:
-            cloud = "cloud: offline"
-        elif settings.cloud_configured:
-            cloud = f"cloud: {settings.cloud_model}"
-        else:
-            cloud = "cloud: not configured"
-        self.status_line.set_part("cloud", cloud)
-        self._refresh_router_stats()
-
-    @work(thread=True, name="router-stats", exclusive=True, exit_on_error=False)
-    def _refresh_router_stats(self) -> None:
-        stats = self.assistant.router_stats()
-        spend = stats["cloud_spend"]
-        share = "—" if stats["cloud_share"] is None else f"{stats['cloud_share']:.0%}"
-        budget = f" of ${spend['budget_usd']:.2f}" if spend.get("budget_usd") is not None else ""
-        self.call_from_thread(self.status_line.set_part, "router",
-                              f"cloud share {share} · spend ${spend['usd']:.2f}{budget}")
+        if self.assistant is not None:
+            self.status_line.show_assistant(self.assistant)
 
     # -- conversations ---------------------------------------------------------------------------
 
     def _show_conversations(self, select: str | None = None) -> None:
-        listing = self.query_one("#conversations", ListView)
-        listing.clear()
-        conversations = self.history.conversations(self.query_one("#search", Input).value.strip())
-        for conversation in conversations:
-            listing.append(ListItem(Label(conversation.title), name=conversation.id))
+        chat_list = self.query_one(ChatList)
+        conversations = self.history.conversations(chat_list.search_text)
+        chat_list.show(conversations)
         if self.conversation_id is None or select is not None:
             target = select or (conversations[0].id if conversations else None)
             if target is not None:
@@ -203,11 +194,13 @@ class SkiffApp(App):
         messages = self.messages_column
         messages.remove_children()
         self.views = []
+        question = ""
         for message in self.history.messages(conversation_id):
             if message.role == "user":
-                messages.mount(QuestionView(message.content))
+                question = message.content
+                messages.mount(QuestionView(question))
             else:
-                view = AnswerView(message.id, message.content)
+                view = AnswerView(message.id, question, message.content)
                 view.answer_id = message.answer_id
                 messages.mount(view)
                 self.views.append(view)
@@ -216,15 +209,15 @@ class SkiffApp(App):
                                             fmt.sources(message.meta), fmt.details(message.meta, None))
         messages.scroll_end(animate=False)
 
-    @on(Input.Changed, "#search")
+    @on(ChatList.SearchChanged)
     def _search_changed(self) -> None:
         if self.history is not None:
             self._show_conversations()
 
-    @on(ListView.Selected, "#conversations")
-    def _conversation_chosen(self, event: ListView.Selected) -> None:
-        if event.item.name and not self.answering:
-            self._open(event.item.name)
+    @on(ChatList.Chosen)
+    def _conversation_chosen(self, event: ChatList.Chosen) -> None:
+        if not self.answering:
+            self._open(event.conversation_id)
 
     def action_new_chat(self) -> None:
         if self.history is None or self.answering:
@@ -238,7 +231,7 @@ class SkiffApp(App):
     def _submitted(self, event: ChatInput.Submitted) -> None:
         text = event.text
         if text.startswith("/"):
-            self._command(text)
+            self.run_command(text)
             return
         self._enqueue(text, None)
 
@@ -266,7 +259,7 @@ class SkiffApp(App):
         self.history.add_question(pending.conversation_id, pending.question)
         stored = self.history.start_answer(pending.conversation_id)
         messages = self.messages_column
-        view = AnswerView(stored.id)
+        view = AnswerView(stored.id, pending.question)
         messages.mount(QuestionView(pending.question))
         messages.mount(view)
         self.views.append(view)
@@ -306,21 +299,24 @@ class SkiffApp(App):
         self.answering = False
         self.cancel_event = None
         self._show_conversations()
-        self._refresh_router_stats()
+        self.status_line.show_router_stats(self.assistant)
         self._drain_queue()
 
     def action_cancel(self) -> None:
+        """Esc stops the answer being written, or else the indexing under way."""
         if self.cancel_event is not None:
             self.cancel_event.set()
+        else:
+            self.notes_bar.stop()
 
     # -- after an answer -------------------------------------------------------------------------
 
     def _latest_answer(self) -> AnswerView | None:
         return next((view for view in reversed(self.views) if view.answer_id), None)
 
-    def action_feedback(self, verdict: str) -> None:
-        view = self._latest_answer()
-        if view is None or self.assistant is None:
+    def action_feedback(self, verdict: str, view: AnswerView | None = None) -> None:
+        view = view or self._latest_answer()
+        if view is None or not view.answer_id or self.assistant is None:
             self.notify("no answer to judge yet", severity="warning")
             return
         self._give_feedback(verdict, view.answer_id)
@@ -330,33 +326,50 @@ class SkiffApp(App):
         result = self.assistant.feedback(verdict, answer_id)
         self.call_from_thread(self.notify, result.message)
 
-    def action_details(self) -> None:
-        view = self._latest_answer()
-        if view is not None:
+    def action_details(self, view: AnswerView | None = None) -> None:
+        view = view or self._latest_answer()
+        if view is not None and view.answer_id:
             record = self.assistant.answer_record(view.answer_id) if self.assistant else None
             if record is not None and record.get("sent"):
                 view.details.update(fmt.details(view.meta, record))
             view.toggle_details()
 
-    def _command(self, text: str) -> None:
-        name, _, argument = text[1:].partition(" ")
+    @on(MessageAction)
+    def _message_action(self, event: MessageAction) -> None:
+        """A key on a focused message acts on that message, not on the latest one."""
+        view = event.view
+        if event.action in ("local", "cloud"):
+            self._enqueue(view.question, event.action)
+        elif isinstance(view, AnswerView):
+            if event.action in ("good", "bad"):
+                self.action_feedback(event.action, view)
+            elif event.action == "details":
+                self.action_details(view)
+            elif event.action == "source":
+                self._show_source(view, event.argument)
+
+    def run_command(self, text: str) -> None:
+        name, _, argument = text.strip()[1:].partition(" ")
+        argument = argument.strip()
         questions = self.history.questions() if self.history else []
         if name in ("local", "cloud"):
             if questions:
                 self._enqueue(questions[-1], name)
         elif name in ("good", "bad"):
             self.action_feedback(name)
+        elif name == "details":
+            self.action_details()
         elif name == "offline" and self.assistant is not None:
             self.assistant.settings.offline = not self.assistant.settings.offline
             self._refresh_status()
             self.notify("offline: nothing leaves this machine" if self.assistant.settings.offline else "online")
-        elif name == "index" and argument.strip():
-            self._index(argument.strip())
+        elif name == "index":
+            self.notes_bar.index(argument)
         elif name == "new":
             self.action_new_chat()
         elif name == "watch" and self.assistant is not None:
-            self._stop_watching() if self.watch_stop is not None else self._start_watching()
-        elif name == "rename" and argument.strip() and self.conversation_id:
+            self.notes_bar.toggle_watching()
+        elif name == "rename" and argument and self.conversation_id:
             self.history.rename(self.conversation_id, argument)
             self._show_conversations()
         elif name == "delete" and self.conversation_id and not self.answering:
@@ -365,67 +378,32 @@ class SkiffApp(App):
             self.messages_column.remove_children()
             self.views = []
             self._show_conversations()
-        elif name == "open" and argument.strip().isdigit():
-            self._open_source(int(argument))
+        elif name == "open" and argument.isdigit():
+            self._show_source(self._latest_answer(), int(argument))
         else:
-            self.notify(HELP, timeout=15)
+            self.notify(HELP, timeout=20)
 
-    def _open_source(self, number: int) -> None:
-        """Source [number] of the latest answer, at its line, in $EDITOR (the TUI steps aside)."""
-        import os
-        import shlex
-        import subprocess
-
-        view = self._latest_answer()
+    def _show_source(self, view: AnswerView | None, number: int | None) -> None:
+        """Source [number] of an answer in the side panel, its cited lines selected."""
         found = [s for s in (view.meta if view is not None else {}).get("sources", []) if s["number"] == number]
-        if not found:
-            self.notify(f"no source [{number}] on the latest answer", severity="warning")
+        if not found or self.assistant is None:
+            self.notify(f"no source [{number}] on that answer", severity="warning")
             return
-        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
-        if not editor:
-            self.notify(f"set $EDITOR to open notes; the note is {found[0]['path']}", severity="warning")
+        try:
+            lines = self.assistant.source_lines(found[0])
+        except Exception as error:  # noqa: BLE001 - a moved or unreadable note is said, not raised
+            self.notify(f"cannot show {found[0]['path']}: {error}", severity="error")
             return
-        with self.suspend():
-            subprocess.run([*shlex.split(editor), f"+{found[0]['line_start']}", found[0]["path"]], check=False)
+        self.query_one(SourcePanel).show(found[0], lines)
 
-    def _start_watching(self) -> None:
-        if self.watch_stop is None:
-            self.watch_stop = threading.Event()
-            self._watch(self.watch_stop)
-            self.notify("watching indexed folders: edits re-index in the background")
-
-    def _stop_watching(self) -> None:
-        if self.watch_stop is not None:
-            self.watch_stop.set()
-            self.watch_stop = None
-            self.notify("stopped watching indexed folders")
-
-    @work(thread=True, name="watch-notes", exit_on_error=False)
-    def _watch(self, stop: threading.Event) -> None:
-        def reindexed(summary) -> None:
-            self.call_from_thread(self._show_index_size, summary, f" (re-indexed {time.strftime('%H:%M:%S')})")
-
-        self.assistant.watch_notes(stop, reindexed)
-
-    @work(thread=True, name="index", exclusive=True, exit_on_error=False)
-    def _index(self, folder: str) -> None:
-        self.opened.wait()  # indexing needs the embedder, not the chat model
-
-        def progress(p) -> None:
-            self.call_from_thread(self.status_line.set_part, "index",
-                                  f"indexing {p.files_done}/{p.files_total or '?'} files, {p.chunks_added} chunks")
-
-        summary = self.assistant.index([folder], progress=progress)
-        self.call_from_thread(self._show_index_size, summary)
-
-    def _show_index_size(self, summary, note: str = "") -> None:
-        self.status_line.set_part("index", f"index: {summary.files_total} files, {summary.chunks_total} chunks{note}")
+    @on(NotesBar.Indexed)
+    def _show_index_size(self, event: NotesBar.Indexed) -> None:
+        summary = event.summary
+        self.status_line.set_part("index", f"index: {summary.files_total} files, {summary.chunks_total} chunks{event.note}")
 
     def on_unmount(self) -> None:
         if self.cancel_event is not None:
             self.cancel_event.set()
-        if self.watch_stop is not None:
-            self.watch_stop.set()
         for part in (self.history, self.assistant):
             if part is not None:
                 part.close()

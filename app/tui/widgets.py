@@ -1,9 +1,12 @@
-"""The TUI's widgets: the question box, the messages with their badges, the status line."""
+"""The TUI's widgets: the question box and the messages, with their badges and keys."""
 
 from __future__ import annotations
 
+from markdown_it import MarkdownIt
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message as TextualMessage
+from textual.widget import Widget
 from textual.widgets import Markdown, Static, TextArea
 from textual.widgets._markdown import MarkdownStream
 
@@ -59,19 +62,81 @@ class ChatInput(TextArea):
         await super()._on_key(event)
 
 
-class QuestionView(Static):
+class MessageAction(TextualMessage):
+    """A key pressed on a focused message, for the app to carry out: "local" / "cloud" (ask this
+    question again there), "good" / "bad" (judge this answer), "details", "source" (argument: N)."""
+
+    def __init__(self, view: ChatMessage, action: str, argument: int | None = None) -> None:
+        super().__init__()
+        self.view, self.action, self.argument = view, action, argument
+
+
+class ChatMessage(Widget):
+    """A question or an answer that takes focus (shift+tab from the input, or a click), so the
+    keys below act on that message rather than on the latest one."""
+
+    DEFAULT_CSS = "ChatMessage { height: auto; }"
+    can_focus = True
+    BINDINGS = [
+        Binding("l", "act('local')", "Ask again locally", id="message.local"),
+        Binding("c", "act('cloud')", "Ask again in the cloud", id="message.cloud"),
+        Binding("y", "copy", "Copy", id="message.copy"),
+        Binding("up", "neighbour(-1)", "Previous", show=False, id="message.previous"),
+        Binding("down", "neighbour(1)", "Next", show=False, id="message.next"),
+        Binding("i", "type", "Type", id="message.type"),
+    ]
+
+    question: str = ""
+
+    def action_act(self, action: str, argument: int | None = None) -> None:
+        self.post_message(MessageAction(self, action, argument))
+
+    def action_copy(self) -> None:
+        self.app.copy_to_clipboard(self.plain_text())
+        self.notify("copied")
+
+    def plain_text(self) -> str:
+        return self.question
+
+    def action_neighbour(self, step: int) -> None:
+        siblings = [child for child in self.parent.children if isinstance(child, ChatMessage)]
+        at = siblings.index(self) + step
+        if at >= len(siblings):
+            self.action_type()
+        elif at >= 0:
+            siblings[at].focus()
+            siblings[at].scroll_visible(animate=False)
+
+    def action_type(self) -> None:
+        self.screen.query_one(ChatInput).focus()
+
+
+class QuestionView(ChatMessage, Static):
     DEFAULT_CLASSES = "question"
 
+    def __init__(self, question: str, **kwargs) -> None:
+        super().__init__(question, markup=False, **kwargs)
+        self.question = question
 
-class AnswerView(Vertical):
+
+class AnswerView(ChatMessage, Vertical):
     """One answer: streamed Markdown, then its badge and sources. `details` toggles the full
     decision record."""
 
     DEFAULT_CLASSES = "answer"
+    BINDINGS = [
+        Binding("g", "act('good')", "Good", id="message.good"),
+        Binding("b", "act('bad')", "Bad", id="message.bad"),
+        Binding("o", "act('details')", "Decision", id="message.details"),
+        Binding("k", "copy_code", "Copy code", id="message.copy_code"),
+        *(Binding(str(n), f"act('source', {n})", f"Source {n}", show=False, id=f"message.source{n}")
+          for n in range(1, 10)),
+    ]
 
-    def __init__(self, message_id: str, text: str = "", **kwargs) -> None:
+    def __init__(self, message_id: str, question: str, text: str = "", **kwargs) -> None:
         super().__init__(**kwargs)
         self.message_id = message_id
+        self.question = question
         self.text = text
         self.answer_id: str | None = None
         self.meta: dict = {}  # the answer's record as the assistant returned it (badge, sources, decision)
@@ -81,12 +146,29 @@ class AnswerView(Vertical):
         self.details = Static("", classes="details")
         self.details.display = False
         self._stream: MarkdownStream | None = None
+        self._code_copied = -1
 
     def compose(self):
         yield self.markdown
         yield self.badge
         yield self.sources
         yield self.details
+
+    def plain_text(self) -> str:
+        return self.text
+
+    def code_blocks(self) -> list[str]:
+        return [token.content for token in MarkdownIt().parse(self.text) if token.type == "fence"]
+
+    def action_copy_code(self) -> None:
+        """Each press copies the next code block of the answer."""
+        blocks = self.code_blocks()
+        if not blocks:
+            self.notify("this answer has no code block", severity="warning")
+            return
+        self._code_copied = (self._code_copied + 1) % len(blocks)
+        self.app.copy_to_clipboard(blocks[self._code_copied])
+        self.notify(f"copied code block {self._code_copied + 1} of {len(blocks)}")
 
     async def append(self, piece: str) -> None:
         if self._stream is None:
@@ -108,15 +190,3 @@ class AnswerView(Vertical):
 
     def toggle_details(self) -> None:
         self.details.display = not self.details.display
-
-
-class StatusLine(Static):
-    """Model, cloud and index state, and the router's share and spend, on one line."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__("", **kwargs)
-        self.parts: dict[str, str] = {"model": "model: loading…", "cloud": "", "index": "", "router": ""}
-
-    def set_part(self, name: str, text: str) -> None:
-        self.parts[name] = text
-        self.update("  │  ".join(part for part in self.parts.values() if part))

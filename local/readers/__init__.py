@@ -35,7 +35,24 @@ def read_document(path: Path, data: bytes) -> Document:
     return reader(data)
 
 
+def source_lines(path: Path, page: int | None = None, max_bytes: int = 20 * 1024 * 1024) -> list[str]:
+    """The lines a cited source's line numbers count: the file's decoded text, or for a PDF the
+    text of that page as the indexer saw it. Raises OSError or UnreadableDocument."""
+    if path.stat().st_size > max_bytes:
+        raise UnreadableDocument(f"larger than {max_bytes // (1024 * 1024)} MB")
+    data = path.read_bytes()
+    if path.suffix.lower() != ".pdf":
+        return decode_text(data, []).split("\n")
+    lines: list[str] = []
+    for block in read_pdf(data).blocks:
+        if block.page == page:
+            lines.extend([""] * max(0, block.line_start - 1 - len(lines)))
+            lines.extend(block.text.split("\n"))
+    return lines
+
+
 __all__ = [
+    "source_lines",
     "Block",
     "Document",
     "UnreadableDocument",
