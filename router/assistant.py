@@ -117,6 +117,10 @@ class Assistant:
         with self._index_lock:  # a watcher and an explicit index never write at once
             return self.notes.index(targets, progress=progress, cancel=cancel)
 
+    def index_size(self) -> tuple[int, int]:
+        """(files, chunks) in the index; (0, 0) before anything was indexed."""
+        return self.notes.totals() if self.settings.index_dir.exists() else (0, 0)
+
     def watch_notes(self, stop: threading.Event, on_reindexed: Callable[[IndexSummary], None] | None = None,
                     debounce_ms: int = 800) -> None:
         """Re-index the folders indexed before whenever files under them change, until `stop` is
@@ -328,7 +332,7 @@ class Assistant:
             model = read_model_info(model_path).as_dict() if model_path.is_file() else {"error": f"not found: {model_path}"}
         except Exception as error:  # noqa: BLE001 - status must report, not crash
             model = {"error": str(error)}
-        files, chunks = self.notes.totals() if settings.index_dir.exists() else (0, 0)
+        files, chunks = self.index_size()
         cloud = "none"
         if settings.cloud_configured:
             cloud = f"{settings.cloud_base_url} ({settings.cloud_model})" + (" — offline mode" if settings.offline else "")

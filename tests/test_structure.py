@@ -60,12 +60,15 @@ def _lint(tree: Path) -> subprocess.CompletedProcess:
 def test_import_contracts_hold(installed_tree):
     result = _lint(installed_tree)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 2 kept, 0 broken" in result.stdout
+    assert "Contracts: 3 kept, 0 broken" in result.stdout
 
 
-def test_import_contracts_catch_an_upward_import(installed_tree):
-    probe = installed_tree / "site" / "skiff" / "local" / "_upward_probe.py"
-    probe.write_text("import skiff.router.assistant\n")
+@pytest.mark.parametrize("folder, line", [("local", "import skiff.router.assistant"),  # upward
+                                          ("app", "import httpx"),  # the app around the router
+                                          ("app", "from llama_cpp import Llama")])
+def test_import_contracts_catch_a_forbidden_import(installed_tree, folder, line):
+    probe = installed_tree / "site" / "skiff" / folder / "_forbidden_probe.py"
+    probe.write_text(line + "\n")
     try:
         result = _lint(installed_tree)
     finally:

@@ -30,7 +30,7 @@ async def test_ask_streams_an_answer_with_its_badge_and_sources(skiff_home, vaul
     app = SkiffApp(max_tokens=24)
     async with app.run_test(size=(120, 40)) as pilot:
         await ask(pilot, app, f"/index {vault}")
-        await wait_for(pilot, lambda: app.status_line.parts["index"].startswith("index:"))
+        await wait_for(pilot, lambda: "12 files" in app.status_line.parts["index"])
         assert "12 files" in app.status_line.parts["index"]
         await ask(pilot, app, "How do I link to a heading?")
         await wait_for(pilot, lambda: not app.answering and app.views and app.views[-1].answer_id)
@@ -155,7 +155,7 @@ async def test_watching_reindexes_an_edited_note_in_the_background(skiff_home, v
     app = SkiffApp(max_tokens=8)
     async with app.run_test(size=(120, 40)) as pilot:
         await ask(pilot, app, f"/index {vault}")
-        await wait_for(pilot, lambda: app.status_line.parts["index"].startswith("index:"))
+        await wait_for(pilot, lambda: "12 files" in app.status_line.parts["index"])
         await ask(pilot, app, "/watch")
         await wait_for(pilot, lambda: app.notes_bar.watch_stop is not None)
         await pilot.pause(1.0)  # the watcher is up

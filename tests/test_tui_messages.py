@@ -20,7 +20,7 @@ async def test_keys_on_a_chosen_message_act_on_that_message(skiff_home, vault):
     app = SkiffApp(max_tokens=16)
     async with app.run_test(size=(120, 40)) as pilot:
         await ask(pilot, app, f"/index {vault}")
-        await wait_for(pilot, lambda: app.status_line.parts["index"].startswith("index:"))
+        await wait_for(pilot, lambda: "12 files" in app.status_line.parts["index"])
         for question in ("How do I link to a heading?", "Name a prime number."):
             await ask(pilot, app, question)
             await wait_for(pilot, lambda: not app.answering and app.views and app.views[-1].answer_id
@@ -110,6 +110,7 @@ async def test_the_theme_follows_the_setting_until_one_is_picked(skiff_home, mon
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.ready.is_set())
         assert app.theme == "nord"
+        assert app.status_line.parts["index"] == "index: empty"
         assert app.history.preference("theme") is None  # applied from the setting, not picked
         app.theme = "gruvbox"  # what choosing it in the command palette does
         await wait_for(pilot, lambda: app.history.preference("theme") == "gruvbox", timeout=5)

@@ -90,8 +90,8 @@ class SkiffApp(App):
                 yield VerticalScroll(id="messages")
                 yield ChatInput(id="ask")
                 yield NotesBar()
-                yield StatusLine()
             yield SourcePanel()
+        yield StatusLine()
         yield Footer()
 
     def on_mount(self) -> None:
@@ -135,12 +135,13 @@ class SkiffApp(App):
         self.call_from_thread(self._refresh_status)
         try:
             self.assistant.embedder.encode_query("warm up")
+            self.call_from_thread(self._show_starting_index_size, *self.assistant.index_size())
             self.assistant.model  # noqa: B018 - loads the model now, off the UI thread
         except Exception as error:  # noqa: BLE001 - shown on screen; the chat stays open
             self.call_from_thread(self.status_line.set_part, "model", f"[red]model: {error}[/]")
             self.call_from_thread(self.notify, str(error), severity="error", timeout=30)
             return
-        self.call_from_thread(self.status_line.set_part, "model", f"model: {self.assistant.model_path.name} ready")
+        self.call_from_thread(self.status_line.set_part, "model", f"{self.assistant.model_path.stem} ready")
         self.ready.set()
         self.call_from_thread(self._drain_queue)
         if settings.watch_notes:
@@ -238,7 +239,7 @@ class SkiffApp(App):
     def _enqueue(self, question: str, route: str | None) -> None:
         if self.history is None:  # still loading: the question waits for the history too
             self.queue.append(Pending(question, "", route))
-            self.status_line.set_part("index", f"{len(self.queue)} question(s) waiting for the model")
+            self.status_line.set_part("queue", f"{len(self.queue)} question(s) waiting for the model")
             return
         self.queue.append(Pending(question, self._current_conversation(), route))
         self._drain_queue()
@@ -254,7 +255,7 @@ class SkiffApp(App):
             return
         pending = self.queue.pop(0)
         pending.conversation_id = pending.conversation_id or self._current_conversation()
-        self.status_line.set_part("index", "")
+        self.status_line.set_part("queue", "")
         history = self.history.history_for(pending.conversation_id)
         self.history.add_question(pending.conversation_id, pending.question)
         stored = self.history.start_answer(pending.conversation_id)
@@ -395,6 +396,11 @@ class SkiffApp(App):
             self.notify(f"cannot show {found[0]['path']}: {error}", severity="error")
             return
         self.query_one(SourcePanel).show(found[0], lines)
+
+    def _show_starting_index_size(self, files: int, chunks: int) -> None:
+        if not self.status_line.parts["index"]:  # an /index typed at start may have said more already
+            self.status_line.set_part("index", f"index: {files} files, {chunks} chunks" if files
+                                      else "index: empty")
 
     @on(NotesBar.Indexed)
     def _show_index_size(self, event: NotesBar.Indexed) -> None:

@@ -13,11 +13,11 @@ class StatusLine(Static):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("", **kwargs)
-        self.parts: dict[str, str] = {"model": "model: loading…", "cloud": "", "index": "", "router": ""}
+        self.parts: dict[str, str] = {"model": "model loading…", "queue": "", "cloud": "", "index": "", "router": ""}
 
     def set_part(self, name: str, text: str) -> None:
         self.parts[name] = text
-        self.update("  │  ".join(part for part in self.parts.values() if part))
+        self.update(" │ ".join(part for part in self.parts.values() if part))
 
     def show_assistant(self, assistant) -> None:
         """Cloud state and router figures, read afresh (after loading, an answer, /offline)."""
@@ -45,4 +45,4 @@ class StatusLine(Static):
         spend = stats["cloud_spend"]
         share = "—" if stats["cloud_share"] is None else f"{stats['cloud_share']:.0%}"
         budget = f" of ${spend['budget_usd']:.2f}" if spend.get("budget_usd") is not None else ""
-        self.app.call_from_thread(self.set_part, "router", f"cloud share {share} · spend ${spend['usd']:.2f}{budget}")
+        self.app.call_from_thread(self.set_part, "router", f"cloud share {share} · ${spend['usd']:.2f}{budget} spent")
