@@ -135,7 +135,8 @@ class LocalModel:
             eos_token=model.token_get_text(self.llama.token_eos()),
             bos_token=model.token_get_text(self.llama.token_bos()),
         )
-        self._lock = threading.Lock()
+        # Re-entrant: a generation inside `with model.adapter(...)` takes it again in the same thread.
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         self.llama.close()
@@ -158,6 +159,46 @@ class LocalModel:
 
     def count_chat_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self.tokenize_prompt(self.render(messages)))
+
+    # -- adapters --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def adapter(self, path: Path, scale: float = 1.0) -> Iterator[None]:
+        """Generate with the GGUF LoRA adapter at `path` attached to the running context; the base
+        model is back when the block ends, however it ends. The model is not reloaded; the KV
+        cache is cleared on the way in and out, as cached tokens were computed without (or with)
+        the adapter. Other threads wait for the whole block."""
+        import ctypes
+
+        import llama_cpp
+
+        with self._lock:
+            handle = llama_cpp.llama_adapter_lora_init(self.llama._model.model, str(path).encode())
+            if not handle:
+                raise ValueError(f"llama.cpp could not load the LoRA adapter {path}")
+            try:
+                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
+                if llama_cpp.llama_set_adapters_lora(self.llama._ctx.ctx, adapters, 1, (ctypes.c_float * 1)(scale)):
+                    raise ValueError(f"llama.cpp could not attach the LoRA adapter {path}")
+                self.llama.reset()
+                yield
+            finally:
+                llama_cpp.llama_set_adapters_lora(self.llama._ctx.ctx, None, 0, None)
+                llama_cpp.llama_adapter_lora_free(handle)
+                self.llama.reset()
+
+    def next_token_logprobs(self, prompt_tokens: Sequence[int]):
+        """Log-probabilities over the vocabulary for the token after `prompt_tokens`."""
+        import numpy as np
+
+        with self._lock:
+            self.llama.reset()
+            self.llama.eval(list(prompt_tokens))
+            # Without logits_all, llama-cpp-python keeps no scores; the context holds the last row.
+            logits = np.ctypeslib.as_array(self.llama._ctx.get_logits(), shape=(self.llama.n_vocab(),))
+            logits = logits.astype(np.float64)
+        top = logits.max()
+        return logits - (top + np.log(np.exp(logits - top).sum()))
 
     # -- generation ------------------------------------------------------------------------------
 
