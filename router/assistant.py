@@ -154,7 +154,8 @@ class Assistant:
             return Question(question, embedding, [], 1.0)
         coverage = sift_select(embedding, np.stack([c.embedding for c in candidates]), k,
                                lam=self.settings.sift_lambda)
-        return Question(question, embedding, [candidates[i] for i in coverage.selected], coverage.variance)
+        return Question(question, embedding, [candidates[i] for i in coverage.selected], coverage.variance,
+                        candidates)
 
     def decide(self, question: str, use_notes: bool = True) -> Decision:
         """Where `question` would go and why, without answering it (nothing is recorded)."""

@@ -23,6 +23,7 @@ class Question:
     embedding: np.ndarray | None  # unit vector; None when the embedder was not needed
     hits: Sequence[Hit]  # the context SIFT selected, in the order it picked them
     coverage: float | None  # σ²(x*|S): 0 = the notes pin the question down, 1 = they say nothing; None = notes not used
+    candidates: Sequence[Hit] = ()  # the index's nearest chunks that SIFT chose from (with embeddings)
 
 
 @dataclass(frozen=True)
