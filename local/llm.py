@@ -117,6 +117,7 @@ class LocalModel:
         if not self.path.is_file():
             raise FileNotFoundError(f"model file not found: {self.path}")
         threads = n_threads or max(1, os.cpu_count() or 1)
+        self.threads = threads
         with _quiet_stderr():
             self.llama = Llama(
                 model_path=str(self.path),

@@ -61,6 +61,7 @@ class Answer:
     cost_usd: float | None = None  # cloud answers: tokens × the configured prices
     local_offered: bool = False  # a cloud stream broke mid-answer: the local model can answer instead
     pair_id: str | None = None  # set when a local and a cloud answer to this question both exist
+    allocation: dict | None = None  # local+: how much local compute it got (vote, LoRA) and what came of it
 
     @property
     def route(self) -> Route:
@@ -83,6 +84,7 @@ class Answer:
             "notices": self.notices,
             "local_offered": self.local_offered,
             "pair_id": self.pair_id,
+            "allocation": self.allocation,
         }
 
 

@@ -20,7 +20,10 @@ from skiff.local.embedder import Embedder
 from skiff.local.llm import LocalModel, read_model_info
 from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
+from skiff.local.sampling import ParallelSampler
+from skiff.local.tuning.lora import LoraSpec
 from skiff.router.answering import Answer, Generated, Source, generate_in_cloud, generate_locally
+from skiff.router.local_plus import spend_local_compute
 from skiff.router.coverage import sift_select
 from skiff.router.escalation import cloud_access
 from skiff.router.feedback import FeedbackResult, give_feedback, sync
@@ -28,6 +31,7 @@ from skiff.router.policy import Decision, Question, Route, RoutePolicy
 from skiff.router.records import AnswerStore, new_answer_id
 from skiff.router.settings import Settings, config_file_path
 from skiff.router.state import RouterState, Thresholds
+from skiff.router.test_time import TestTimeTuner, TuningProgress
 from skiff.router.tuning import calibrate, keep_calibrated, router_stats, share_for_budget
 from skiff.router.uncertainty import UncertaintyRouter
 
@@ -51,6 +55,8 @@ class Assistant:
         self._index: NotesIndex | None = None
         self._model: LocalModel | None = None
         self._records: AnswerStore | None = None
+        self._sampler: ParallelSampler | None = None
+        self._tuner: TestTimeTuner | None = None
         self._load_lock = threading.Lock()
         self._index_lock = threading.Lock()
 
@@ -93,6 +99,28 @@ class Assistant:
             return self._model
 
     @property
+    def sampler(self) -> ParallelSampler:
+        """A second llama.cpp context on the loaded model for votes (its own KV cache only)."""
+        model = self.model
+        with self._load_lock:
+            if self._sampler is None:
+                self._sampler = ParallelSampler(model, max_sequences=max(self.settings.vote_max_samples, 1),
+                                                n_ctx=self.settings.n_ctx)
+            return self._sampler
+
+    @property
+    def tuner(self) -> TestTimeTuner:
+        model = self.model
+        with self._load_lock:
+            if self._tuner is None:
+                spec = LoraSpec(rank=self.settings.lora_rank, alpha=self.settings.lora_alpha,
+                                targets=tuple(self.settings.lora_targets),
+                                learning_rate=self.settings.lora_learning_rate)
+                self._tuner = TestTimeTuner(self.model_path, model.info.architecture, self.settings.cache_dir, spec,
+                                            threads=self.settings.n_threads)
+            return self._tuner
+
+    @property
     def records(self) -> AnswerStore:
         with self._load_lock:
             if self._records is None:
@@ -100,7 +128,7 @@ class Assistant:
             return self._records
 
     def close(self) -> None:
-        for part in (self._index, self._model, self._records):
+        for part in (self._index, self._sampler, self._model, self._records):
             if part is not None:
                 part.close()
 
@@ -170,13 +198,16 @@ class Assistant:
         route: Route | None = None,
         on_token: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
+        on_progress: TuningProgress | None = None,
     ) -> Answer:
-        """Answer `question` where the router decides, or on `route` when the person says so."""
+        """Answer `question` where the router decides, or on `route` when the person says so.
+        `on_progress(stage, done, total)` reports local+ work: "load" (the training copy), "step"
+        (LoRA optimizer steps), "sample" (tokens of a vote's samples)."""
         started = time.perf_counter()
         question, consulted, decision, timings = self._consult_and_decide(question, use_notes, started)
         if route is not None and route != decision.route:
             decision = decision.overridden_to(route)
-        answer = self._answer(question, consulted.hits, decision, history, on_token, cancel, started, timings)
+        answer = self._answer(consulted, decision, history, on_token, cancel, started, timings, on_progress)
         if route is not None and answer.answered_by in ("local", "cloud") and answer.text:
             # Asked again on the other model: the two answers form a pair the router learns from.
             counterpart = self.records.unpaired_counterpart(question, answer.answered_by, answer.id, PAIR_WINDOW_S)
@@ -201,8 +232,7 @@ class Assistant:
         for side in ("local", "cloud"):
             forced = decision if decision.route == side else decision.overridden_to(side)
             emit = (lambda piece, side=side: on_token(side, piece)) if on_token is not None else None
-            answers.append(self._answer(question, consulted.hits, forced, history, emit, cancel,
-                                        time.perf_counter(), timings))
+            answers.append(self._answer(consulted, forced, history, emit, cancel, time.perf_counter(), timings))
             if cancel is not None and cancel.is_set():
                 break
         local, cloud = answers[0], answers[-1]
@@ -222,9 +252,10 @@ class Assistant:
         timings = {"retrieve_s": round(retrieved_at - started, 4), "decide_s": round(time.perf_counter() - retrieved_at, 4)}
         return question, consulted, decision, timings
 
-    def _answer(self, question: str, hits: Sequence[Hit], decision: Decision, history: Sequence[dict],
+    def _answer(self, consulted: Question, decision: Decision, history: Sequence[dict],
                 on_token: Callable[[str], None] | None, cancel: threading.Event | None, started: float,
-                timings: dict) -> Answer:
+                timings: dict, on_progress: TuningProgress | None = None) -> Answer:
+        question, hits = consulted.text, consulted.hits
         notices: list[str] = []
         access = cloud_access(self.settings) if decision.route == "cloud" else None
         answered_by: Route = "cloud" if access is not None and access.client is not None else "local"
@@ -235,6 +266,7 @@ class Assistant:
         self.records.start(answer_id, question, decision, answered_by, model_name)
 
         generated: Generated | None = None
+        allocation: dict | None = None
         try:
             if access is not None and access.client is not None:
                 generated = generate_in_cloud(access.client, self.settings, question, hits, history, on_token, cancel,
@@ -244,7 +276,30 @@ class Assistant:
                     answered_by, model_name = "local", self.model_path.name
                     self.records.set_answered_by(answer_id, answered_by, model_name)
                     generated = None
-            if generated is None:
+            if generated is None and decision.route in ("local+", "cloud"):
+                # More local compute: asked for (local+), or a cloud question that stays here.
+                generated, allocation, escalate = spend_local_compute(
+                    self, self.settings, consulted, decision, history, on_token, cancel, on_progress,
+                    cloud_unavailable=decision.route == "cloud")
+                notices += generated.notices
+                if escalate is not None:
+                    access = cloud_access(self.settings)
+                    if access.client is not None and not (cancel is not None and cancel.is_set()):
+                        self.records.set_answered_by(answer_id, "cloud", self.settings.cloud_model or "")
+                        cloud = generate_in_cloud(access.client, self.settings, question, hits, history, on_token,
+                                                  cancel, lambda sent: self.records.set_sent(answer_id, sent))
+                        if cloud.fell_back:
+                            self.records.set_answered_by(answer_id, "local", model_name)
+                            notices += cloud.notices
+                        else:
+                            notices += [escalate] + cloud.notices
+                            generated, answered_by = cloud, "cloud"
+                            model_name = self.settings.cloud_model or ""
+                if answered_by == "local" and generated.first_piece_at is None and generated.text:
+                    generated.first_piece_at = time.perf_counter()  # a vote's answer is shown whole
+                    if on_token is not None:
+                        on_token(generated.text)
+            elif generated is None:
                 generated = generate_locally(self.model, self.settings, question, hits, history, on_token, cancel)
                 notices += generated.notices
         finally:
@@ -262,9 +317,9 @@ class Assistant:
             sources = Source.numbered(done.notes)
             cost = done.cost_usd if answered_by == "cloud" else None
             self.records.finish(answer_id, done.text, [s.as_dict() for s in sources], timings, tokens,
-                                done.stop_reason, cost)
+                                done.stop_reason, cost, allocation)
         return Answer(answer_id, question, done.text, decision, sources, timings, tokens, done.stop_reason,
-                      model_name, notices, answered_by, cost, done.local_offered)
+                      model_name, notices, answered_by, cost, done.local_offered, allocation=allocation)
 
     # -- learning ------------------------------------------------------------------------------
 

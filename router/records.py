@@ -77,6 +77,8 @@ _MIGRATIONS = [
         SELECT answer_id, verdict, created_at FROM feedback_events f WHERE weight > 0 AND seq =
             (SELECT MAX(seq) FROM feedback_events g WHERE g.answer_id = f.answer_id)
     """,
+    # How much local compute a local+ answer got: plain, a vote over N samples, or a test-time LoRA.
+    "ALTER TABLE answers ADD COLUMN allocation TEXT",
 ]
 
 # One observation the surrogate holds: (answer_id, kind, verdict, answered_by, target).
@@ -114,12 +116,12 @@ class AnswerStore:
             )
 
     def finish(self, answer_id: str, answer: str, sources: list, timings: dict, tokens: dict, stop_reason: str,
-               cost_usd: float | None = None) -> None:
+               cost_usd: float | None = None, allocation: dict | None = None) -> None:
         self.db.execute(
-            "UPDATE answers SET finished_at=?, answer=?, sources=?, timings=?, tokens=?, stop_reason=?, cost_usd=? "
-            "WHERE id=?",
+            "UPDATE answers SET finished_at=?, answer=?, sources=?, timings=?, tokens=?, stop_reason=?, cost_usd=?, "
+            "allocation=? WHERE id=?",
             (time.time(), answer, json.dumps(sources), json.dumps(timings), json.dumps(tokens), stop_reason,
-             cost_usd, answer_id),
+             cost_usd, json.dumps(allocation) if allocation else None, answer_id),
         )
 
     def set_answered_by(self, answer_id: str, answered_by: str, model: str) -> None:
@@ -183,8 +185,8 @@ class AnswerStore:
         if row is None:
             return None
         record = dict(zip([c[0] for c in cursor.description], row))
-        for key in ("signals", "sources", "timings", "tokens", "sent"):
-            record[key] = json.loads(record[key]) if record.get(key) else ({} if key != "sent" else None)
+        for key in ("signals", "sources", "timings", "tokens", "sent", "allocation"):
+            record[key] = json.loads(record[key]) if record.get(key) else ({} if key not in ("sent", "allocation") else None)
         return record
 
     def count(self) -> int:

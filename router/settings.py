@@ -103,6 +103,19 @@ class Settings(BaseSettings):
     cloud_share: float = Field(default=0.2, ge=0, le=1, description="share of questions meant for the cloud")
     local_plus_share: float = Field(default=0.2, ge=0, le=1, description="share meant for more local compute")
 
+    # The local+ route (router/allocation.py): a vote over samples, or a test-time LoRA.
+    vote_min_samples: int = Field(default=3, ge=1, le=16, description="samples for the easiest local+ question")
+    vote_max_samples: int = Field(default=8, ge=1, le=16, description="samples for the hardest")
+    vote_temperature: float = Field(default=0.7, gt=0, le=2.0)
+    vote_escalate_below: float = Field(default=0.5, ge=0, le=1,
+                                       description="agreement under this sends the question to the cloud, when online")
+    lora_rank: int = Field(default=8, ge=1, le=256)
+    lora_alpha: float = Field(default=16.0, gt=0)
+    lora_targets: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lora_learning_rate: float = Field(default=1e-4, gt=0)
+    ttt_alpha: float = Field(default=0.2, gt=0, description="adaptive SIFT: stop once n*sigma_n >= 1/alpha")
+    ttt_max_steps: int = Field(default=16, ge=1, le=256, description="most optimizer steps per question")
+
     # The TUI: binding id -> keys, e.g. {good = "ctrl+y", cancel = "escape,ctrl+c"} (ids in the README).
     keymap: dict[str, str] = Field(default_factory=dict, description="remap the TUI's key bindings by id")
     # Any of Textual's themes ("textual-dark", "nord", "gruvbox", ...). A theme picked in the TUI's

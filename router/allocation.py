@@ -1,0 +1,51 @@
+"""How much local compute a question gets (the local+ route, GUIDE §1): plain, voting over N
+samples with N scaled by difficulty, or a test-time LoRA on notes SIFT selects for it.
+
+Difficulty is where the router's score sits between the local+ threshold and the cloud one (0 at
+τ_local+, 1 at τ_cloud and beyond); a question the router sent to the cloud that has to stay on
+the machine (offline, no endpoint, a refusal) counts as the hardest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from skiff.router.voting import has_extractable_answer
+
+Kind = Literal["plain", "vote", "lora"]
+
+
+@dataclass(frozen=True)
+class Allocation:
+    kind: Kind
+    samples: int = 1
+    difficulty: float = 0.0
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "samples": self.samples, "difficulty": round(self.difficulty, 3),
+                "reason": self.reason}
+
+
+def difficulty(signals: dict, cloud_unavailable: bool = False) -> float:
+    if cloud_unavailable:
+        return 1.0
+    score, low, high = (signals.get(k) for k in ("score", "threshold_local_plus", "threshold_cloud"))
+    if score is None or low is None or high is None:
+        return 0.5
+    if high <= low:
+        return 1.0 if score > low else 0.0
+    return min(1.0, max(0.0, (score - low) / (high - low)))
+
+
+def allocate(question: str, signals: dict, has_notes: bool, min_samples: int, max_samples: int,
+             cloud_unavailable: bool = False) -> Allocation:
+    level = difficulty(signals, cloud_unavailable)
+    if has_extractable_answer(question):
+        samples = min_samples + round(level * (max_samples - min_samples))
+        return Allocation("vote", samples, level, f"an answer that can be voted on: {samples} samples "
+                                                  f"(difficulty {level:.2f} between τ_local+ and τ_cloud)")
+    if has_notes:
+        return Allocation("lora", 1, level, "notes cover it: a LoRA trained on the chunks SIFT selects")
+    return Allocation("plain", 1, level, "no notes to train on and no answer to vote on")
