@@ -1,0 +1,112 @@
+"""The local+ route: the adaptive stopping rule, answer extraction and voting, allocation by
+difficulty, and both kinds of extra local compute through the Assistant with the real model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from skiff.local.notes_index import Hit
+from skiff.router.allocation import allocate, difficulty
+from skiff.router.test_time import select_training_chunks
+from skiff.router.voting import extract_answer, has_extractable_answer, majority_vote
+
+
+def _hit(i: int, vector: np.ndarray) -> Hit:
+    return Hit(f"c{i}", f"chunk {i}", "note.md", "note", "", 1, 2, None, False, 0.0, vector / np.linalg.norm(vector))
+
+
+def test_selection_stops_at_the_first_n_where_n_sigma_reaches_one_over_alpha():
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=384)  # MiniLM's dimension: 40 chunks leave part of the question uncovered
+    query /= np.linalg.norm(query)
+    candidates = [_hit(i, rng.normal(size=384) / np.sqrt(384) + 0.3 * query) for i in range(40)]
+    for alpha in (0.1, 0.2, 0.5):
+        chosen = select_training_chunks(query, candidates, alpha=alpha, max_steps=40)
+        n = len(chosen.chunks)
+        assert n * chosen.sigmas[-1] >= 1 / alpha
+        assert all(m * s < 1 / alpha for m, s in enumerate(chosen.sigmas[:-1], start=1))
+    # A larger α (a smaller budget 1/α) never trains longer.
+    steps = [len(select_training_chunks(query, candidates, alpha=a, max_steps=40).chunks) for a in (0.1, 0.2, 0.5)]
+    assert steps == sorted(steps, reverse=True) and steps[0] > steps[-1]
+
+
+def test_selection_is_capped_and_skips_chunks_without_embeddings():
+    rng = np.random.default_rng(1)
+    query = rng.normal(size=16)
+    query /= np.linalg.norm(query)
+    near = [_hit(i, query + 0.01 * rng.normal(size=16)) for i in range(5)]  # σ collapses: the rule never fires
+    chosen = select_training_chunks(query, near, alpha=0.2, max_steps=3)
+    assert len(chosen.chunks) == 3 and chosen.reason == "step cap 3"
+    bare = Hit("x", "text", "n.md", "n", "", 1, 1, None, False, 0.0, None)
+    assert select_training_chunks(query, [bare], alpha=0.2, max_steps=3).chunks == []
+
+
+@pytest.mark.parametrize("text, answer", [
+    ("17 + 25 = 42\n\n[1] [2]", "42"),  # citation markers are not answers
+    ("She pays $1,234.00 in all.\n#### 1234", "1234"),
+    ("The answer is 18, not 5.", "18"),
+    ("So the total is 3.50 dollars", "3.5"),
+    ("I cannot tell.", None),
+])
+def test_extracting_a_numeric_answer(text, answer):
+    assert extract_answer(text) == answer
+
+
+def test_extracting_a_choice_and_voting():
+    options = ["A", "B", "C"]
+    assert extract_answer("The answer is (B).", options) == "B"
+    assert extract_answer("Probably (C) because (A) is wrong... (C)", options) == "C"
+    vote = majority_vote(["The answer is (B).", "(A)", "answer: B", "no idea"], options)
+    assert (vote.answer, vote.count, vote.samples, vote.chosen) == ("B", 2, 4, 0)
+    assert vote.agreement == 0.5
+    assert majority_vote(["nothing", "here"]).answer is None
+
+
+@pytest.mark.parametrize("question, votable", [
+    ("Natalia sold clips to 48 of her friends in April, and then half as many in May. How many clips "
+     "did she sell altogether?", True),
+    ("What is 17 plus 25?", True),
+    ("Which is largest?\n(A) 3\n(B) 5\n(C) 4", True),
+    ("How do I link to a heading?", False),
+    ("What is a callout?", False),
+])
+def test_which_questions_have_an_answer_to_vote_on(question, votable):
+    assert has_extractable_answer(question) is votable
+
+
+def test_allocation_scales_samples_with_difficulty_and_prefers_lora_with_notes():
+    signals = {"threshold_local_plus": 0.2, "threshold_cloud": 0.6}
+    assert difficulty({**signals, "score": 0.2}) == 0.0
+    assert math.isclose(difficulty({**signals, "score": 0.4}), 0.5)
+    assert difficulty({**signals, "score": 0.9}) == 1.0
+    samples = [allocate("What is 3 + 4?", {**signals, "score": s}, True, 3, 8).samples for s in (0.2, 0.4, 0.6)]
+    assert samples == [3, 6, 8]
+    assert allocate("What is 3 + 4?", {}, True, 3, 8, cloud_unavailable=True).samples == 8
+    assert allocate("How do I link to a heading?", signals | {"score": 0.3}, True, 3, 8).kind == "lora"
+    assert allocate("How do I link to a heading?", signals | {"score": 0.3}, False, 3, 8).kind == "plain"
+
+
+def test_local_plus_answers_with_a_vote_and_with_a_test_time_lora(assistant, vault):
+    """Through the Assistant with the real model: a numeric question is voted on, a notes question
+    gets a LoRA (progress reported per step), both are recorded, and the model after the LoRA
+    answer is the untouched base."""
+    assistant.index([vault])
+    model = assistant.model
+    probe = model.tokenize_prompt(model.render([{"role": "user", "content": "How do I link to a heading?"}]))
+    base_before = model.next_token_logprobs(probe)
+
+    voted = assistant.ask("What is 17 plus 25? Answer with a number.", route="local+")
+    assert voted.allocation["kind"] == "vote" and voted.allocation["vote"]["samples"] >= 3
+    assert voted.text and voted.answered_by == "local"  # cloud not configured: no escalation
+    assert assistant.answer_record(voted.id)["allocation"]["vote"] == voted.allocation["vote"]
+
+    progress = []
+    tuned = assistant.ask("How do I link to a heading?", route="local+", on_progress=lambda *p: progress.append(p))
+    training = tuned.allocation["training"]
+    assert tuned.allocation["kind"] == "lora" and training["steps"] >= 1 and tuned.text
+    assert [p for p in progress if p[0] == "step"][-1] == ("step", training["steps"], training["steps"])
+    assert not list((assistant.settings.cache_dir / "adapters").glob("*.gguf"))  # the adapter file is gone
+    assert np.abs(model.next_token_logprobs(probe) - base_before).max() < 1e-6
