@@ -12,7 +12,8 @@ from typing import Optional
 import typer
 
 from skiff.app.common import assistant_session, dump, err, fail, out
-from skiff.app.render import index_summary_table, settings_table, source_line, status_table
+from skiff.app.render import (LocalWorkBar, allocation_line, index_summary_table, settings_table, source_line,
+                              status_table)
 from skiff.app.cloud_cli import cloud_app, show
 from skiff.app.router_cli import feedback, router_app
 
@@ -121,8 +122,11 @@ def ask(
     if compare and route not in (None, "auto"):
         fail("--compare answers with both models; leave out --route")
     streamed = not as_json
+    work_bar = LocalWorkBar(err) if streamed and err.is_terminal else None
 
     def on_token(piece: str) -> None:
+        if work_bar is not None:
+            work_bar.stop()
         sys.stdout.write(piece)
         sys.stdout.flush()
 
@@ -143,7 +147,8 @@ def ask(
             else:
                 answers = [assistant.ask(question, use_notes=not no_notes,
                                          route=None if route in (None, "auto") else route,
-                                         on_token=on_token if streamed else None, cancel=cancel)]
+                                         on_token=on_token if streamed else None, cancel=cancel,
+                                         on_progress=work_bar.update if work_bar is not None else None)]
                 if streamed and answers[0].local_offered and sys.stdin.isatty() and err.is_terminal:
                     sys.stdout.write("\n")
                     _report(answers[0])
@@ -155,6 +160,9 @@ def ask(
             fail("\ninterrupted", 130)
         except (MissingAssetError, FileNotFoundError, ValueError) as error:
             fail(str(error))
+        finally:
+            if work_bar is not None:
+                work_bar.stop()
     if as_json:
         dump([a.as_dict() for a in answers] if compare else answers[0].as_dict())
         return
@@ -177,6 +185,8 @@ def _report(answer) -> None:
     timing = answer.timings
     by = answer.route if answer.answered_by == answer.route else f"{answer.route} → answered {answer.answered_by}"
     cost = f" · ${answer.cost_usd:.4f}" if answer.cost_usd else ""
+    if answer.allocation:
+        err.print(f"[dim]local+: {allocation_line(answer.allocation)}[/]", highlight=False)
     err.print(
         f"[dim]{by} · {answer.decision.reason} · {answer.tokens['completion']} tokens{cost} · "
         f"first token {timing['first_token_s'] or 0:.2f}s · total {timing['total_s']:.2f}s · id {answer.id}[/]",

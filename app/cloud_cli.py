@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from skiff.app.common import assistant_session, dump, err, fail, out
+from skiff.app.common import assistant_session, dump, fail, out
 
 cloud_app = typer.Typer(help="The cloud endpoint: check it, store its API key.", no_args_is_help=True)
 

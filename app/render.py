@@ -122,3 +122,50 @@ def router_stats_table(info: dict) -> Table:
     table.add_row("surrogate", f"{surrogate['from']}, {surrogate['observations_since_prior']} observations, "
                                f"β={surrogate['beta']}")
     return table
+
+
+STAGE_LABELS = {"load": "loading the training copy", "step": "training a LoRA on your notes",
+                "sample": "sampling answers to vote on"}
+
+
+class LocalWorkBar:
+    """A transient progress bar on stderr for local+ work (adapter training, vote sampling); it
+    goes away when the answer starts to print."""
+
+    def __init__(self, console) -> None:
+        self.console = console
+        self._progress = None
+        self._task = None
+        self._stage = None
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if self._progress is None:
+            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TimeElapsedColumn(), console=self.console, transient=True)
+            self._progress.start()
+        if stage != self._stage:
+            if self._task is not None:
+                self._progress.remove_task(self._task)
+            self._task = self._progress.add_task(STAGE_LABELS.get(stage, stage), total=total or None)
+            self._stage = stage
+        self._progress.update(self._task, completed=done, total=total or None)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def allocation_line(allocation: dict | None) -> str:
+    """local+ in one line: what kind of extra compute, and what came of it."""
+    if not allocation:
+        return ""
+    if allocation["kind"] == "vote" and allocation.get("vote"):
+        vote = allocation["vote"]
+        return f"vote of {vote['samples']} samples, {vote['count']}/{vote['samples']} agree on {vote['answer']}"
+    if allocation["kind"] == "lora" and allocation.get("training"):
+        training = allocation["training"]
+        return f"test-time LoRA, {training['steps']} steps in {training['seconds']:.1f}s ({training['stop']})"
+    return allocation.get("reason", "")

@@ -8,7 +8,9 @@ temporary folder and renamed into place, so a killed conversion leaves nothing h
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import shutil
 from dataclasses import dataclass
@@ -49,8 +51,10 @@ def load_training_copy(gguf: Path, cache_dir: Path, threads: int | None = None) 
     if not (folder / "config.json").is_file():
         tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # transformers draws its own tqdm bar while dequantising; skiff shows its own progress.
+        with contextlib.redirect_stderr(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # The weights are plain float32 once dequantised; only transformers' bookkeeping still
         # calls them "quantized with gguf", which save_pretrained refuses.
         model.hf_quantizer = None
