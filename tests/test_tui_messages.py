@@ -142,3 +142,30 @@ async def test_the_status_line_says_whether_the_cloud_answers(skiff_home, monkey
                                                          else "[yellow]cloud: unreachable")
         await ask(pilot, app, "/offline")
         assert app.status_line.parts["cloud"] == "cloud: offline"
+
+
+async def test_more_local_compute_shows_its_progress_and_its_allocation(skiff_home, vault):
+    app = SkiffApp(max_tokens=24)
+    seen: list[tuple[str, float, float | None]] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ask(pilot, app, f"/index {vault}")
+        await wait_for(pilot, lambda: "12 files" in app.status_line.parts["index"])
+        await ask(pilot, app, "How do I link to a heading?")
+        await wait_for(pilot, lambda: not app.answering and app.views and app.views[-1].answer_id)
+        await ask(pilot, app, "/local+")  # the same question, with a LoRA trained on the notes
+
+        def answered_meanwhile_watching_the_bar() -> bool:
+            if len(app.views) == 2 and app.views[-1].work.display:
+                bar = app.views[-1].work
+                seen.append((str(app.views[-1].work_label.render()), bar.progress, bar.total))
+            return len(app.views) == 2 and not app.answering and bool(app.views[-1].answer_id)
+
+        await wait_for(pilot, answered_meanwhile_watching_the_bar, 300)
+        view = app.views[-1]
+        steps = view.meta["allocation"]["training"]["steps"]
+        training = [(progress, total) for label, progress, total in seen if label.startswith("training a LoRA")]
+        assert training and all(total == steps for _, total in training) and max(p for p, _ in training) >= 1
+        assert not view.work.display  # the bar was shown while training, then put away
+        assert f"LoRA {steps} steps" in view.badge.render().plain
+        await pilot.press("ctrl+o")
+        assert "test-time LoRA" in view.details.render().plain

@@ -9,42 +9,22 @@ was shown, marked as cancelled.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from functools import cached_property
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message as TextualMessage
 from textual.widgets import Footer
 
 from skiff.app.tui import format as fmt
 from skiff.app.tui.chat_list import ChatList
 from skiff.app.tui.commands import HELP, palette_commands
 from skiff.app.tui.source_panel import SourcePanel
+from skiff.app.tui.messages import Answered, Pending, Token, WorkProgress
 from skiff.app.tui.notes_bar import NotesBar
 from skiff.app.tui.status_line import StatusLine
 from skiff.app.tui.widgets import AnswerView, ChatInput, MessageAction, QuestionView
-
-
-@dataclass
-class Pending:
-    question: str
-    conversation_id: str
-    route: str | None = None
-
-
-class Token(TextualMessage):
-    def __init__(self, view: AnswerView, piece: str) -> None:
-        super().__init__()
-        self.view, self.piece = view, piece
-
-
-class Answered(TextualMessage):
-    def __init__(self, view: AnswerView, answer: dict | None, status: str, error: str = "") -> None:
-        super().__init__()
-        self.view, self.answer, self.status, self.error = view, answer, status, error
 
 
 class SkiffApp(App):
@@ -272,8 +252,10 @@ class SkiffApp(App):
     @work(thread=True, name="answer", exit_on_error=False)
     def _answer(self, pending: Pending, history: list[dict], view: AnswerView, cancel: threading.Event) -> None:
         try:
-            answer = self.assistant.ask(pending.question, history=history, route=pending.route,
-                                        on_token=lambda piece: self.post_message(Token(view, piece)), cancel=cancel)
+            answer = self.assistant.ask(
+                pending.question, history=history, route=pending.route,
+                on_token=lambda piece: self.post_message(Token(view, piece)), cancel=cancel,
+                on_progress=lambda stage, done, total: self.post_message(WorkProgress(view, stage, done, total)))
         except Exception as error:  # noqa: BLE001 - shown in the chat, never a crash
             self.post_message(Answered(view, None, "failed", str(error)))
             return
@@ -286,8 +268,13 @@ class SkiffApp(App):
         await message.view.append(message.piece)
         self.messages_column.scroll_end(animate=False)
 
+    def on_work_progress(self, message: WorkProgress) -> None:
+        label = fmt.STAGE_LABELS.get(message.stage, message.stage)
+        message.view.show_work(f"{label}  (Esc cancels)", message.done, message.total)
+
     async def on_answered(self, message: Answered) -> None:
         view = message.view
+        view.end_work()
         await view.finish()
         meta = message.answer or {}
         status = message.status
@@ -339,7 +326,7 @@ class SkiffApp(App):
     def _message_action(self, event: MessageAction) -> None:
         """A key on a focused message acts on that message, not on the latest one."""
         view = event.view
-        if event.action in ("local", "cloud"):
+        if event.action in ("local", "local+", "cloud"):
             self._enqueue(view.question, event.action)
         elif isinstance(view, AnswerView):
             if event.action in ("good", "bad"):
@@ -353,7 +340,7 @@ class SkiffApp(App):
         name, _, argument = text.strip()[1:].partition(" ")
         argument = argument.strip()
         questions = self.history.questions() if self.history else []
-        if name in ("local", "cloud"):
+        if name in ("local", "local+", "cloud"):
             if questions:
                 self._enqueue(questions[-1], name)
         elif name in ("good", "bad"):

@@ -7,6 +7,7 @@ from textual.app import SystemCommand
 
 HELP = """[b]Commands[/b]
 /local, /cloud   ask the last question again on that model (the two answers form a pair)
+/local+          ask it again with more local compute (a vote over samples, or a LoRA trained on your notes)
 /good, /bad      judge the latest answer (the router learns from it)
 /offline         toggle offline mode (nothing leaves the machine)
 /index [PATH]    index a folder of notes (no PATH: re-index the indexed folders); Esc stops
@@ -14,7 +15,8 @@ HELP = """[b]Commands[/b]
 /new             a new chat        /rename TITLE   rename this chat     /delete   delete this chat
 /open N          show source [N] of the latest answer (e there opens $EDITOR)      /help   this text
 [b]Keys[/b] Enter send · ctrl+j newline · Esc cancel · ctrl+g good · ctrl+b bad · ctrl+o decision · ctrl+n new chat
-shift+tab moves to the messages; on a message: l/c ask again locally/in the cloud, g/b judge, o decision,
+shift+tab moves to the messages; on a message: l/c/+ ask again locally/in the cloud/with more local compute,
+g/b judge, o decision,
 1-9 show a source, y copy, k copy the next code block, up/down move, i back to typing"""
 
 # (title, help, the slash command it runs)
@@ -24,6 +26,7 @@ PALETTE = [
     ("Answer was bad", "Tell the router the latest answer was bad", "/bad"),
     ("Ask again locally", "Resend the last question to the local model", "/local"),
     ("Ask again in the cloud", "Resend the last question to the cloud endpoint", "/cloud"),
+    ("Ask again with more local compute", "A vote over samples, or a LoRA trained on your notes", "/local+"),
     ("Show the decision", "Why the latest answer came from where it came", "/details"),
     ("Re-index notes", "Index the indexed folders again (only changed files are read)", "/index"),
     ("Toggle offline mode", "Keep every question on this machine, or not", "/offline"),

@@ -6,6 +6,10 @@ import json
 
 from rich.markup import escape
 
+from skiff.app.render import STAGE_LABELS, allocation_line
+
+__all__ = ["STAGE_LABELS", "badge", "details", "sources"]
+
 
 def badge(answer: dict, status: str) -> str:
     """One line: who answered, the difficulty signals, latency, tokens, cost and how it ended."""
@@ -20,6 +24,12 @@ def badge(answer: dict, status: str) -> str:
         parts.append(f"σ² {signals['sigma2']:.2f}")
     if signals.get("gain_mean") is not None:
         parts.append(f"gain {signals['gain_mean']:+.2f} ± {signals.get('gain_std', 0):.2f}")
+    allocation = answer.get("allocation") or {}
+    if allocation.get("vote"):
+        vote = allocation["vote"]
+        parts.append(f"vote {vote['count']}/{vote['samples']}")
+    elif allocation.get("training"):
+        parts.append(f"LoRA {allocation['training']['steps']} steps")
     timings = answer.get("timings", {})
     if timings.get("first_token_s") is not None:
         parts.append(f"{timings['first_token_s']:.1f}s → {timings.get('total_s', 0):.1f}s")
@@ -50,6 +60,8 @@ def details(answer: dict, record: dict | None) -> str:
     signals = decision.get("signals", {})
     if signals:
         lines.append("[b]signals[/] " + escape(", ".join(f"{k} {v}" for k, v in signals.items())))
+    if answer.get("allocation"):
+        lines.append(f"[b]local+[/] {escape(allocation_line(answer['allocation']))}")
     for notice in answer.get("notices", []):
         lines.append(f"[yellow]note[/] {escape(notice)}")
     sent = (record or {}).get("sent")

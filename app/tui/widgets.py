@@ -7,7 +7,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message as TextualMessage
 from textual.widget import Widget
-from textual.widgets import Markdown, Static, TextArea
+from textual.widgets import Markdown, ProgressBar, Static, TextArea
 from textual.widgets._markdown import MarkdownStream
 
 
@@ -80,6 +80,7 @@ class ChatMessage(Widget):
     BINDINGS = [
         Binding("l", "act('local')", "Ask again locally", id="message.local"),
         Binding("c", "act('cloud')", "Ask again in the cloud", id="message.cloud"),
+        Binding("plus", "act('local+')", "Ask again with more local compute", id="message.local_plus"),
         Binding("y", "copy", "Copy", id="message.copy"),
         Binding("up", "neighbour(-1)", "Previous", show=False, id="message.previous"),
         Binding("down", "neighbour(1)", "Next", show=False, id="message.next"),
@@ -145,10 +146,15 @@ class AnswerView(ChatMessage, Vertical):
         self.sources = Static("", classes="sources")
         self.details = Static("", classes="details")
         self.details.display = False
+        self.work = ProgressBar(total=None, show_eta=False, classes="work")  # local+ training or sampling
+        self.work_label = Static("", classes="badge")
+        self.work.display = self.work_label.display = False
         self._stream: MarkdownStream | None = None
         self._code_copied = -1
 
     def compose(self):
+        yield self.work_label
+        yield self.work
         yield self.markdown
         yield self.badge
         yield self.sources
@@ -170,7 +176,17 @@ class AnswerView(ChatMessage, Vertical):
         self.app.copy_to_clipboard(blocks[self._code_copied])
         self.notify(f"copied code block {self._code_copied + 1} of {len(blocks)}")
 
+    def show_work(self, label: str, done: int, total: int) -> None:
+        self.work_label.update(label)
+        self.work.update(total=total or None, progress=done)
+        self.work.display = self.work_label.display = True
+
+    def end_work(self) -> None:
+        self.work.display = self.work_label.display = False
+
     async def append(self, piece: str) -> None:
+        if self.work.display:
+            self.end_work()
         if self._stream is None:
             self._stream = Markdown.get_stream(self.markdown)
         self.text += piece

@@ -1,0 +1,34 @@
+"""What the answering worker posts back to the app, and a question waiting for the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message as TextualMessage
+
+from skiff.app.tui.widgets import AnswerView
+
+
+@dataclass
+class Pending:
+    question: str
+    conversation_id: str
+    route: str | None = None
+
+
+class Token(TextualMessage):
+    def __init__(self, view: AnswerView, piece: str) -> None:
+        super().__init__()
+        self.view, self.piece = view, piece
+
+
+class WorkProgress(TextualMessage):
+    def __init__(self, view: AnswerView, stage: str, done: int, total: int) -> None:
+        super().__init__()
+        self.view, self.stage, self.done, self.total = view, stage, done, total
+
+
+class Answered(TextualMessage):
+    def __init__(self, view: AnswerView, answer: dict | None, status: str, error: str = "") -> None:
+        super().__init__()
+        self.view, self.answer, self.status, self.error = view, answer, status, error
