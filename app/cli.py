@@ -195,6 +195,41 @@ def _report(answer) -> None:
 
 
 @app.command()
+def tune(
+    show_status: bool = typer.Option(False, "--status", help="Say where the personal adapter stands; train nothing."),
+    forget: bool = typer.Option(False, "--forget", help="Delete the personal adapter and its checkpoint."),
+) -> None:
+    """Train a personal adapter: a LoRA over all your indexed notes, used under every answer until
+    the notes change. Resumable: ctrl+c (or a kill) keeps a checkpoint, and the next run goes on."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    cancel = threading.Event()
+    with assistant_session() as assistant:
+        if forget:
+            assistant.personal.forget()
+            out.print("personal adapter deleted")
+            return
+        if show_status:
+            out.print(assistant.personal_status().describe())
+            return
+        try:
+            if err.is_terminal:
+                with Progress(TextColumn("[bold]training on your notes"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+                    task = bar.add_task("tune", total=None)
+                    status = assistant.tune(progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                            cancel=cancel)
+            else:
+                status = assistant.tune(cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.set()
+            fail("interrupted; the last checkpoint is kept and `skiff tune` resumes from it", 130)
+        except ValueError as error:
+            fail(str(error))
+    out.print(status.describe())
+
+
+@app.command()
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show where skiff keeps things, the model, the index size and the cloud endpoint."""
     with assistant_session() as assistant:

@@ -64,6 +64,7 @@ def status_table(info: dict) -> Table:
     table.add_row("index", f"{index['files']} files, {index['chunks']} chunks")
     for root in index["roots"]:
         table.add_row("", short_path(root))
+    table.add_row("personal adapter", info["personal_adapter"]["note"])
     table.add_row("answers", str(info["answers"]))
     table.add_row("cloud", info["cloud"])
     return table

@@ -138,6 +138,7 @@ class LocalModel:
         )
         # Re-entrant: a generation inside `with model.adapter(...)` takes it again in the same thread.
         self._lock = threading.RLock()
+        self._base_adapter: tuple[Path, object] | None = None  # (path, llama.cpp handle)
 
     def close(self) -> None:
         self.llama.close()
@@ -163,30 +164,64 @@ class LocalModel:
 
     # -- adapters --------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def adapter(self, path: Path, scale: float = 1.0) -> Iterator[None]:
-        """Generate with the GGUF LoRA adapter at `path` attached to the running context; the base
-        model is back when the block ends, however it ends. The model is not reloaded; the KV
-        cache is cleared on the way in and out, as cached tokens were computed without (or with)
-        the adapter. Other threads wait for the whole block."""
+    def _apply_adapters(self, handles: list) -> None:
         import ctypes
 
         import llama_cpp
 
+        if handles:
+            array = (llama_cpp.llama_adapter_lora_p_ctypes * len(handles))(*handles)
+            scales = (ctypes.c_float * len(handles))(*([1.0] * len(handles)))
+            failed = llama_cpp.llama_set_adapters_lora(self.llama._ctx.ctx, array, len(handles), scales)
+        else:
+            failed = llama_cpp.llama_set_adapters_lora(self.llama._ctx.ctx, None, 0, None)
+        self.llama.reset()  # cached tokens were computed under the previous adapters
+        if failed:
+            raise ValueError("llama.cpp could not attach the LoRA adapter(s)")
+
+    def _load_adapter(self, path: Path):
+        import llama_cpp
+
+        handle = llama_cpp.llama_adapter_lora_init(self.llama._model.model, str(path).encode())
+        if not handle:
+            raise ValueError(f"llama.cpp could not load the LoRA adapter {path}")
+        return handle
+
+    @property
+    def base_adapter(self) -> Path | None:
+        return self._base_adapter[0] if self._base_adapter else None
+
+    def set_base_adapter(self, path: Path | None) -> None:
+        """An adapter under every generation until changed (the personal adapter), or none."""
+        import llama_cpp
+
         with self._lock:
-            handle = llama_cpp.llama_adapter_lora_init(self.llama._model.model, str(path).encode())
-            if not handle:
-                raise ValueError(f"llama.cpp could not load the LoRA adapter {path}")
+            if (path is None and self._base_adapter is None) or (
+                    self._base_adapter is not None and path is not None and self._base_adapter[0] == Path(path)):
+                return
+            handle = self._load_adapter(Path(path)) if path is not None else None
+            old = self._base_adapter
+            self._apply_adapters([handle] if handle is not None else [])
+            self._base_adapter = (Path(path), handle) if handle is not None else None
+            if old is not None:
+                llama_cpp.llama_adapter_lora_free(old[1])
+
+    @contextlib.contextmanager
+    def adapter(self, path: Path) -> Iterator[None]:
+        """Generate with the GGUF LoRA adapter at `path` attached (on top of the base adapter, if
+        any); only the base is left when the block ends, however it ends. The model is not
+        reloaded; the KV cache is cleared on the way in and out. Other threads wait for the block."""
+        import llama_cpp
+
+        with self._lock:
+            base = [self._base_adapter[1]] if self._base_adapter else []
+            handle = self._load_adapter(path)
             try:
-                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle)
-                if llama_cpp.llama_set_adapters_lora(self.llama._ctx.ctx, adapters, 1, (ctypes.c_float * 1)(scale)):
-                    raise ValueError(f"llama.cpp could not attach the LoRA adapter {path}")
-                self.llama.reset()
+                self._apply_adapters(base + [handle])
                 yield
             finally:
-                llama_cpp.llama_set_adapters_lora(self.llama._ctx.ctx, None, 0, None)
+                self._apply_adapters(base)
                 llama_cpp.llama_adapter_lora_free(handle)
-                self.llama.reset()
 
     def next_token_logprobs(self, prompt_tokens: Sequence[int]):
         """Log-probabilities over the vocabulary for the token after `prompt_tokens`."""

@@ -9,6 +9,8 @@ same index as an uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +105,16 @@ class Manifest:
     def forget(self, paths: Iterable[str]) -> None:
         with transaction(self.db):
             self.db.executemany("DELETE FROM files WHERE path=?", [(p,) for p in paths])
+
+    def fingerprint(self) -> str:
+        """A hash of what is indexed (each file's path and content hash): it changes exactly when
+        the indexed notes change."""
+        rows = self.db.execute(
+            "SELECT path, sha256 FROM files WHERE state='done' AND chunks > 0 ORDER BY path").fetchall()
+        digest = hashlib.sha256()
+        for path, sha in rows:
+            digest.update(f"{path}\0{sha}\n".encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()[:16]
 
     def totals(self) -> tuple[int, int]:
         files, chunks = self.db.execute(

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -180,6 +180,21 @@ class NotesIndex:
 
     def roots(self) -> list[str]:
         return self.manifest.roots()
+
+    def fingerprint(self) -> str:
+        return self.manifest.fingerprint()
+
+    def chunk_texts(self, page: int = 1000) -> Iterator[tuple[str, str]]:
+        """Every indexed chunk as (id, text), in id order (stable across runs, so training over
+        them can resume by position)."""
+        ids = sorted(self.collection.get(include=[])["ids"])
+        for start in range(0, len(ids), page):
+            batch = ids[start:start + page]
+            result = self.collection.get(ids=batch, include=["documents"])
+            texts = dict(zip(result["ids"], result["documents"]))
+            for chunk_id in batch:
+                if texts.get(chunk_id):
+                    yield chunk_id, texts[chunk_id]
 
     # -- indexing ------------------------------------------------------------------------------
 

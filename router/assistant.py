@@ -21,7 +21,6 @@ from skiff.local.llm import LocalModel, read_model_info
 from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
 from skiff.local.sampling import ParallelSampler
-from skiff.local.tuning.lora import LoraSpec
 from skiff.router.answering import Answer, Generated, Source, generate_in_cloud, generate_locally
 from skiff.router.local_plus import spend_local_compute
 from skiff.router.coverage import sift_select
@@ -29,9 +28,11 @@ from skiff.router.escalation import cloud_access
 from skiff.router.feedback import FeedbackResult, give_feedback, sync
 from skiff.router.policy import Decision, Question, Route, RoutePolicy
 from skiff.router.records import AnswerStore, new_answer_id
-from skiff.router.settings import Settings, config_file_path
+from skiff.router.settings import Settings
 from skiff.router.state import RouterState, Thresholds
-from skiff.router.test_time import TestTimeTuner, TuningProgress
+from skiff.router.status import describe
+from skiff.router.personal import PersonalAdapter, PersonalStatus, tune_on_notes
+from skiff.router.test_time import TestTimeTuner, TuningProgress, lora_spec
 from skiff.router.tuning import calibrate, keep_calibrated, router_stats, share_for_budget
 from skiff.router.uncertainty import UncertaintyRouter
 
@@ -113,11 +114,8 @@ class Assistant:
         model = self.model
         with self._load_lock:
             if self._tuner is None:
-                spec = LoraSpec(rank=self.settings.lora_rank, alpha=self.settings.lora_alpha,
-                                targets=tuple(self.settings.lora_targets),
-                                learning_rate=self.settings.lora_learning_rate)
-                self._tuner = TestTimeTuner(self.model_path, model.info.architecture, self.settings.cache_dir, spec,
-                                            threads=self.settings.n_threads)
+                self._tuner = TestTimeTuner(self.model_path, model.info.architecture, self.settings.cache_dir,
+                                            lora_spec(self.settings), threads=self.settings.n_threads)
             return self._tuner
 
     @property
@@ -144,6 +142,31 @@ class Assistant:
         targets = [str(p) for p in paths] if paths else self.notes.roots()
         with self._index_lock:  # a watcher and an explicit index never write at once
             return self.notes.index(targets, progress=progress, cancel=cancel)
+
+    # -- the personal adapter (`skiff tune`) ----------------------------------------------------
+
+    @property
+    def personal(self) -> PersonalAdapter:
+        return PersonalAdapter(self.settings.data_dir / "personal-adapter")
+
+    def personal_status(self) -> PersonalStatus:
+        return self.personal.status(self.notes.fingerprint() if self.settings.index_dir.exists() else "")
+
+    def tune(self, progress: Callable[[int, int], None] | None = None,
+             cancel: threading.Event | None = None) -> PersonalStatus:
+        """Train (or resume) a LoRA on every indexed chunk; once finished it sits under every
+        answer until the notes change. Cancelling keeps a checkpoint to resume from."""
+        with self._index_lock:  # the notes must not change under the training
+            status = tune_on_notes(self.notes, self.personal, self.model_path,
+                                   read_model_info(self.model_path).architecture, self.settings, progress, cancel)
+        if self._model is not None:
+            self._use_personal_adapter()
+        return status
+
+    def _use_personal_adapter(self) -> None:
+        """The personal adapter goes under the model while it matches the notes, and off when not."""
+        usable = self.personal.usable(self.notes.fingerprint()) if self.settings.index_dir.exists() else None
+        self.model.set_base_adapter(usable)
 
     def index_size(self) -> tuple[int, int]:
         """(files, chunks) in the index; (0, 0) before anything was indexed."""
@@ -257,6 +280,7 @@ class Assistant:
                 timings: dict, on_progress: TuningProgress | None = None) -> Answer:
         question, hits = consulted.text, consulted.hits
         notices: list[str] = []
+        self._use_personal_adapter()
         access = cloud_access(self.settings) if decision.route == "cloud" else None
         answered_by: Route = "cloud" if access is not None and access.client is not None else "local"
         if access is not None and access.client is None:
@@ -382,24 +406,5 @@ class Assistant:
     # -- status --------------------------------------------------------------------------------
 
     def status(self) -> dict:
-        settings = self.settings
-        try:
-            model_path = self.model_path
-            model = read_model_info(model_path).as_dict() if model_path.is_file() else {"error": f"not found: {model_path}"}
-        except Exception as error:  # noqa: BLE001 - status must report, not crash
-            model = {"error": str(error)}
-        files, chunks = self.index_size()
-        cloud = "none"
-        if settings.cloud_configured:
-            cloud = f"{settings.cloud_base_url} ({settings.cloud_model})" + (" — offline mode" if settings.offline else "")
-        return {
-            "config_file": str(config_file_path()),
-            "config_file_exists": config_file_path().is_file(),
-            "data_dir": str(settings.data_dir),
-            "cache_dir": str(settings.cache_dir),
-            "model": model,
-            "index": {"files": files, "chunks": chunks, "roots": self.notes.roots() if settings.index_dir.exists() else []},
-            "answers": self.records.count() if settings.database_path.exists() else 0,
-            "cloud": cloud,
-            "offline": settings.offline,
-        }
+        """Where things live, the model, the index, the personal adapter, the cloud (router/status.py)."""
+        return describe(self)

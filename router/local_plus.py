@@ -47,7 +47,7 @@ def answer_with_adapter(model: LocalModel, tuner: TestTimeTuner, settings: Setti
     then detach it (the next question sees the untouched model) and delete its file."""
     selection = select_training_chunks(question.embedding, question.candidates, settings.ttt_alpha,
                                        settings.ttt_max_steps, settings.sift_lambda)
-    tuned = tuner.adapt(selection, progress, cancel)
+    tuned = tuner.adapt(selection, progress, cancel, base=model.base_adapter)
     detail = tuned.as_dict()
     if tuned.cancelled:
         return Generated(stop_reason="cancelled", notices=["cancelled while training the adapter"]), detail

@@ -65,6 +65,14 @@ class TunedAdapter:
                 "cancelled": self.cancelled}
 
 
+def lora_spec(settings):
+    """The LoRA the settings ask for (question adapters and the personal adapter alike)."""
+    from skiff.local.tuning.lora import LoraSpec
+
+    return LoraSpec(rank=settings.lora_rank, alpha=settings.lora_alpha, targets=tuple(settings.lora_targets),
+                    learning_rate=settings.lora_learning_rate)
+
+
 # (stage, done, total): "load" while the training copy loads, "step" after each optimizer step.
 TuningProgress = Callable[[str, int, int], None]
 
@@ -76,20 +84,29 @@ class TestTimeTuner:
     def __init__(self, gguf: Path, architecture: str, cache_dir: Path, spec, threads: int | None = None) -> None:
         self.gguf, self.architecture, self.cache_dir, self.spec, self.threads = gguf, architecture, cache_dir, spec, threads
         self._trainer = None
+        self._base_key: tuple | None = None  # the personal adapter the training copy carries
         self._lock = threading.Lock()
 
-    def trainer(self):
-        from skiff.local.tuning.lora import LoraTrainer
+    def trainer(self, base: Path | None = None):
+        """The trainer over the training copy, with the personal adapter `base` folded into its
+        weights when one is in use (so a question's adapter is trained on top of it, as it runs)."""
+        from skiff.local.tuning.lora import LoraTrainer, merge_lora
         from skiff.local.tuning.training_copy import load_training_copy
+        from skiff.router.personal import PersonalAdapter
 
+        key = (str(base), base.stat().st_mtime_ns) if base is not None and base.is_file() else None
         with self._lock:
-            if self._trainer is None:
+            if self._trainer is None or key != self._base_key:
                 copy = load_training_copy(self.gguf, self.cache_dir, threads=self.threads)
+                personal = PersonalAdapter(base.parent).lora_tensors() if key is not None else None
+                if personal is not None:
+                    merge_lora(copy.model, *personal)
                 self._trainer = LoraTrainer(copy, self.spec, self.architecture)
+                self._base_key = key
             return self._trainer
 
     def adapt(self, selection: TrainingSelection, progress: TuningProgress | None = None,
-              cancel: threading.Event | None = None) -> TunedAdapter:
+              cancel: threading.Event | None = None, base: Path | None = None) -> TunedAdapter:
         import time
 
         result = TunedAdapter(None, selection)
@@ -99,7 +116,7 @@ class TestTimeTuner:
         started = time.perf_counter()
         if progress is not None and self._trainer is None:
             progress("load", 0, total)
-        trainer = self.trainer()
+        trainer = self.trainer(base)
         result.load_seconds = time.perf_counter() - started
         trainer.start()
         for done, hit in enumerate(selection.chunks, start=1):

@@ -353,6 +353,8 @@ class SkiffApp(App):
             self.notify("offline: nothing leaves this machine" if self.assistant.settings.offline else "online")
         elif name == "index":
             self.notes_bar.index(argument)
+        elif name == "tune":
+            self.notes_bar.tune()
         elif name == "new":
             self.action_new_chat()
         elif name == "watch" and self.assistant is not None:

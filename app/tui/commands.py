@@ -12,6 +12,7 @@ HELP = """[b]Commands[/b]
 /offline         toggle offline mode (nothing leaves the machine)
 /index [PATH]    index a folder of notes (no PATH: re-index the indexed folders); Esc stops
 /watch           re-index indexed folders as files change
+/tune            train (or resume) the personal adapter on all your notes; Esc stops, /tune resumes
 /new             a new chat        /rename TITLE   rename this chat     /delete   delete this chat
 /open N          show source [N] of the latest answer (e there opens $EDITOR)      /help   this text
 [b]Keys[/b] Enter send · ctrl+j newline · Esc cancel · ctrl+g good · ctrl+b bad · ctrl+o decision · ctrl+n new chat
@@ -29,6 +30,7 @@ PALETTE = [
     ("Ask again with more local compute", "A vote over samples, or a LoRA trained on your notes", "/local+"),
     ("Show the decision", "Why the latest answer came from where it came", "/details"),
     ("Re-index notes", "Index the indexed folders again (only changed files are read)", "/index"),
+    ("Train the personal adapter", "A LoRA over all your notes, under every answer until they change", "/tune"),
     ("Toggle offline mode", "Keep every question on this machine, or not", "/offline"),
     ("Watch notes folders", "Re-index indexed folders as their files change (toggle)", "/watch"),
     ("skiff help", "Keys and slash commands", "/help"),

@@ -1,5 +1,6 @@
 """Notes work in the background: indexing a folder (with a progress bar over the files, Esc stops
-it) and watching the indexed folders so edits re-index. The bar posts `NotesBar.Indexed` with each
+it), training the personal adapter on them (/tune), and watching the indexed folders so edits
+re-index. The bar posts `NotesBar.Indexed` with each
 summary; the app shows the index size in its status line."""
 
 from __future__ import annotations
@@ -87,6 +88,36 @@ class NotesBar(Horizontal):
     def _ended(self) -> None:
         self.cancel = None
         self.display = False
+
+    # -- the personal adapter ------------------------------------------------------------------
+
+    def tune(self) -> None:
+        """Train (or resume) the personal adapter over the whole index; Esc stops it with a
+        checkpoint kept, and /tune later carries on."""
+        if self.cancel is not None:
+            self.notify("notes work is already running; Esc stops it", severity="warning")
+            return
+        self.cancel = threading.Event()
+        self.display = True
+        self.query_one(Label).update("training the personal adapter on your notes…  (Esc stops; /tune resumes)")
+        self.query_one(ProgressBar).update(total=None, progress=0)
+        self._tune(self.cancel)
+
+    @work(thread=True, name="tune", exit_on_error=False)
+    def _tune(self, cancel: threading.Event) -> None:
+        self.opened.wait()
+
+        def progress(done: int, total: int) -> None:
+            self.app.call_from_thread(self.query_one(ProgressBar).update, total=total, progress=done)
+
+        try:
+            status = self.assistant.tune(progress=progress, cancel=cancel)
+        except Exception as error:  # noqa: BLE001 - e.g. nothing indexed yet: said, not raised
+            self.app.call_from_thread(self.notify, f"tuning failed: {error}", severity="error", timeout=15)
+        else:
+            self.app.call_from_thread(self.notify, f"personal adapter: {status.describe()}")
+        finally:
+            self.app.call_from_thread(self._ended)
 
     # -- watching ------------------------------------------------------------------------------
 

@@ -108,7 +108,24 @@ class LoraTrainer:
         self.log.steps.append(result)
         return result
 
-    # -- measuring ---------------------------------------------------------------------------
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def checkpoint(self) -> dict:
+        """The adapter's weights and the optimizer's state, for torch.save."""
+        from peft import get_peft_model_state_dict
+
+        return {"lora": get_peft_model_state_dict(self.model),
+                "optimizer": self._optimizer.state_dict() if self._optimizer is not None else None}
+
+    def restore(self, saved: dict) -> None:
+        from peft import set_peft_model_state_dict
+
+        self.start()
+        set_peft_model_state_dict(self.model, saved["lora"])
+        if saved.get("optimizer") is not None:
+            self._optimizer.load_state_dict(saved["optimizer"])
+
+        # -- measuring ---------------------------------------------------------------------------
 
     def bits_per_byte(self, context: str, target: str, with_adapter: bool = True) -> float:
         """Bits per UTF-8 byte of `target` given `context` (the SIFT paper's metric)."""
@@ -186,3 +203,14 @@ class LoraTrainer:
         writer.close()
         os.replace(tmp, path)
         return path
+
+
+def merge_lora(model, tensors: dict[str, tuple], alpha: float, rank: int) -> None:
+    """Fold a LoRA (as `LoraTrainer.lora_tensors()` gives it) into a plain model's weights, so a
+    new adapter can be trained on top of it (the personal adapter under a question's adapter)."""
+    import torch
+
+    with torch.no_grad():
+        for name, (a, b) in tensors.items():
+            weight = model.get_submodule(name).weight
+            weight += torch.from_numpy(b) @ torch.from_numpy(a) * (alpha / rank)

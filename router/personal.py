@@ -1,0 +1,148 @@
+"""`skiff tune`: a personal adapter, a LoRA trained on the whole notes index (one step per chunk,
+in a fixed shuffled order), used under every answer until the notes change.
+
+Training is resumable: every `checkpoint_every` steps the adapter, the optimizer and the position
+are saved together (written to a temporary file and renamed, so a kill -9 leaves the previous
+checkpoint whole); a later run with the same notes carries on from there. When the notes change
+(their fingerprint: each indexed file's path and content hash), a finished adapter is no longer
+used and the next `skiff tune` starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+@dataclass(frozen=True)
+class PersonalStatus:
+    state: str  # "none", "partial", "ready" or "stale"
+    steps_done: int = 0
+    steps_total: int = 0
+    fingerprint: str | None = None
+
+    def describe(self) -> str:
+        return {"none": "no personal adapter (run `skiff tune`)",
+                "partial": f"trained {self.steps_done}/{self.steps_total} steps; `skiff tune` resumes",
+                "ready": f"in use under every answer ({self.steps_total} steps over your notes)",
+                "stale": "your notes changed since it was trained; not used (`skiff tune` trains it again)",
+                }[self.state]
+
+
+class PersonalAdapter:
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.checkpoint_path = self.folder / "checkpoint.pt"
+        self.adapter_path = self.folder / "personal.gguf"
+        self.state_path = self.folder / "state.json"
+
+    def _state(self) -> dict | None:
+        try:
+            return json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_state(self, state: dict) -> None:
+        tmp = self.state_path.with_name(f"state.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
+
+    def status(self, fingerprint: str) -> PersonalStatus:
+        state = self._state()
+        if state is None:
+            return PersonalStatus("none")
+        if state["fingerprint"] != fingerprint:
+            return PersonalStatus("stale", state["steps_done"], state["steps_total"], state["fingerprint"])
+        if state.get("finished") and self.adapter_path.is_file():
+            return PersonalStatus("ready", state["steps_done"], state["steps_total"], fingerprint)
+        return PersonalStatus("partial", state["steps_done"], state["steps_total"], fingerprint)
+
+    def usable(self, fingerprint: str) -> Path | None:
+        """The adapter to put under every answer, if it was trained on exactly these notes."""
+        return self.adapter_path if self.status(fingerprint).state == "ready" else None
+
+    def lora_tensors(self) -> tuple[dict, float, int] | None:
+        """The finished adapter as (tensors, alpha, rank), to train a question's adapter on top."""
+        import torch
+
+        state = self._state()
+        if state is None or not state.get("finished") or not self.checkpoint_path.is_file():
+            return None
+        saved = torch.load(self.checkpoint_path, weights_only=False)
+        return saved["tensors"], state["alpha"], state["rank"]
+
+    def forget(self) -> None:
+        for path in (self.state_path, self.checkpoint_path, self.adapter_path):
+            path.unlink(missing_ok=True)
+
+    def train(self, trainer, chunks: Sequence[str], fingerprint: str,
+              progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
+              checkpoint_every: int = 25) -> PersonalStatus:
+        import torch
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        total = len(chunks)
+        order = list(range(total))
+        random.Random(0).shuffle(order)
+        position = 0
+        state = self._state()
+        resumable = (state is not None and state["fingerprint"] == fingerprint and not state.get("finished")
+                     and state["steps_total"] == total and self.checkpoint_path.is_file())
+        if resumable:
+            saved = torch.load(self.checkpoint_path, weights_only=False)
+            trainer.restore(saved["trainer"])
+            position = saved["position"]
+        else:
+            self.forget()
+            trainer.start()
+
+        def save(finished: bool) -> None:
+            tmp = self.checkpoint_path.with_name(f"checkpoint.pt.tmp{os.getpid()}")
+            torch.save({"trainer": trainer.checkpoint(), "position": position,
+                        "tensors": trainer.lora_tensors() if finished else None}, tmp)
+            os.replace(tmp, self.checkpoint_path)
+            if finished:
+                trainer.write_gguf(self.adapter_path)
+            self._write_state({"fingerprint": fingerprint, "steps_done": position, "steps_total": total,
+                               "finished": finished, "alpha": trainer.spec.alpha, "rank": trainer.spec.rank,
+                               "updated_at": time.time()})
+
+        if progress is not None:
+            progress(position, total)
+        while position < total:
+            if cancel is not None and cancel.is_set():
+                save(finished=False)
+                return self.status(fingerprint)
+            trainer.step(chunks[order[position]])
+            position += 1
+            if progress is not None:
+                progress(position, total)
+            if position % checkpoint_every == 0 and position < total:
+                save(finished=False)
+        save(finished=True)
+        return self.status(fingerprint)
+
+
+def tune_on_notes(notes, personal: PersonalAdapter, gguf: Path, architecture: str, settings,
+                  progress: Callable[[int, int], None] | None = None,
+                  cancel: threading.Event | None = None) -> PersonalStatus:
+    """Train (or resume) the personal adapter over every chunk in `notes` (a NotesIndex)."""
+    from skiff.local.tuning.lora import LoraTrainer
+    from skiff.local.tuning.training_copy import load_training_copy
+    from skiff.router.test_time import lora_spec
+
+    chunks = [text for _, text in notes.chunk_texts()]
+    if not chunks:
+        raise ValueError("nothing is indexed yet: run `skiff index FOLDER` first")
+    fingerprint = notes.fingerprint()
+    if personal.status(fingerprint).state == "ready":
+        return personal.status(fingerprint)
+    copy = load_training_copy(gguf, settings.cache_dir, threads=settings.n_threads)
+    trainer = LoraTrainer(copy, lora_spec(settings), architecture)
+    return personal.train(trainer, chunks, fingerprint, progress, cancel)

@@ -1,0 +1,34 @@
+"""`skiff status` and `Assistant.status()`: where skiff keeps things and what state they are in."""
+
+from __future__ import annotations
+
+from skiff.local.llm import read_model_info
+from skiff.router.settings import config_file_path
+
+
+def describe(assistant) -> dict:
+    settings = assistant.settings
+    try:
+        model_path = assistant.model_path
+        model = read_model_info(model_path).as_dict() if model_path.is_file() else {"error": f"not found: {model_path}"}
+    except Exception as error:  # noqa: BLE001 - status must report, not crash
+        model = {"error": str(error)}
+    files, chunks = assistant.index_size()
+    indexed = settings.index_dir.exists()
+    cloud = "none"
+    if settings.cloud_configured:
+        cloud = f"{settings.cloud_base_url} ({settings.cloud_model})" + (" — offline mode" if settings.offline else "")
+    personal = assistant.personal_status()
+    return {
+        "config_file": str(config_file_path()),
+        "config_file_exists": config_file_path().is_file(),
+        "data_dir": str(settings.data_dir),
+        "cache_dir": str(settings.cache_dir),
+        "model": model,
+        "index": {"files": files, "chunks": chunks, "roots": assistant.notes.roots() if indexed else []},
+        "personal_adapter": {"state": personal.state, "steps_done": personal.steps_done,
+                             "steps_total": personal.steps_total, "note": personal.describe()},
+        "answers": assistant.records.count() if settings.database_path.exists() else 0,
+        "cloud": cloud,
+        "offline": settings.offline,
+    }

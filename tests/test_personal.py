@@ -1,0 +1,79 @@
+"""`skiff tune`: the personal adapter over the whole index, resumable, used under every answer
+until the notes change. Real model, real index, real training."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def small_vault(vault):
+    """Three notes of the vault slice: a few dozen chunks, so whole-index training stays quick."""
+    keep = {"Plugins/Templates.md", "Getting started/Link notes.md", "Help and support.md"}
+    for path in list(vault.rglob("*.md")):
+        if path.relative_to(vault).as_posix() not in keep:
+            path.unlink()
+    return vault
+
+
+def test_a_cancelled_tune_resumes_to_exactly_the_uninterrupted_adapter(assistant, small_vault, tmp_path):
+    from skiff.router.personal import PersonalAdapter
+
+    assistant.index([small_vault])
+    cancel = threading.Event()
+    seen = []
+
+    def stop_after_seven(done, total):
+        seen.append((done, total))
+        if done == 7:
+            cancel.set()
+
+    status = assistant.tune(progress=stop_after_seven, cancel=cancel)
+    total = seen[-1][1]
+    assert status.state == "partial" and status.steps_done == 7 and total > 7
+    resumed = []
+    status = assistant.tune(progress=lambda done, total: resumed.append(done))
+    assert resumed[0] == 7 and resumed[-1] == total  # carried on from the checkpoint
+    assert status.state == "ready" and status.steps_total == total
+    interrupted = assistant.personal.lora_tensors()[0]
+
+    # The same training in one go, into another folder, gives the same adapter.
+    straight = PersonalAdapter(tmp_path / "straight")
+    from skiff.local.tuning.lora import LoraTrainer
+    from skiff.local.tuning.training_copy import load_training_copy
+    from skiff.router.test_time import lora_spec
+
+    trainer = LoraTrainer(load_training_copy(assistant.model_path, assistant.settings.cache_dir),
+                          lora_spec(assistant.settings), "llama")
+    chunks = [text for _, text in assistant.notes.chunk_texts()]
+    straight.train(trainer, chunks, assistant.notes.fingerprint())
+    uninterrupted = straight.lora_tensors()[0]
+    assert interrupted.keys() == uninterrupted.keys()
+    for name in interrupted:
+        for a, b in zip(interrupted[name], uninterrupted[name]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_the_personal_adapter_sits_under_answers_until_the_notes_change(assistant, small_vault):
+    assistant.index([small_vault])
+    assistant.settings.max_tokens = 8
+    model = assistant.model
+    probe = model.tokenize_prompt(model.render([{"role": "user", "content": "How do I link to a heading?"}]))
+    base = model.next_token_logprobs(probe)
+    assert assistant.tune().state == "ready"
+    assistant.ask("How do I link to a heading?")
+    assert model.base_adapter == assistant.personal.adapter_path
+    assert np.abs(model.next_token_logprobs(probe) - base).max() > 1e-3  # the adapter is in effect
+
+    note = small_vault / "Plugins" / "Templates.md"
+    note.write_text(note.read_text(encoding="utf-8") + "\n\nA new paragraph about brass cabinets.\n",
+                    encoding="utf-8")
+    assistant.index([small_vault])
+    assert assistant.personal_status().state == "stale"
+    assistant.ask("How do I link to a heading?")
+    assert model.base_adapter is None
+    assert np.abs(model.next_token_logprobs(probe) - base).max() < 1e-6  # the untouched base again
+    assert assistant.status()["personal_adapter"]["state"] == "stale"
