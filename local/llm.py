@@ -138,7 +138,7 @@ class LocalModel:
         )
         # Re-entrant: a generation inside `with model.adapter(...)` takes it again in the same thread.
         self._lock = threading.RLock()
-        self._base_adapter: tuple[Path, object] | None = None  # (path, llama.cpp handle)
+        self._base_adapter: tuple[Path, int, object] | None = None  # (path, mtime, llama.cpp handle)
 
     def close(self) -> None:
         self.llama.close()
@@ -191,20 +191,31 @@ class LocalModel:
     def base_adapter(self) -> Path | None:
         return self._base_adapter[0] if self._base_adapter else None
 
+    def adapter_handles(self) -> list:
+        """llama.cpp handles of the adapters in effect (for another context on this model)."""
+        return [self._base_adapter[2]] if self._base_adapter else []
+
     def set_base_adapter(self, path: Path | None) -> None:
-        """An adapter under every generation until changed (the personal adapter), or none."""
+        """An adapter under every generation until changed (the personal adapter), or none. A file
+        rewritten at the same path (a retrained adapter) is loaded afresh."""
         import llama_cpp
 
         with self._lock:
-            if (path is None and self._base_adapter is None) or (
-                    self._base_adapter is not None and path is not None and self._base_adapter[0] == Path(path)):
+            stamp = Path(path).stat().st_mtime_ns if path is not None else None
+            current = self._base_adapter[:2] if self._base_adapter else None
+            if current == ((Path(path), stamp) if path is not None else None):
                 return
             handle = self._load_adapter(Path(path)) if path is not None else None
             old = self._base_adapter
-            self._apply_adapters([handle] if handle is not None else [])
-            self._base_adapter = (Path(path), handle) if handle is not None else None
+            try:
+                self._apply_adapters([handle] if handle is not None else [])
+            except ValueError:
+                if handle is not None:
+                    llama_cpp.llama_adapter_lora_free(handle)
+                raise
+            self._base_adapter = (Path(path), stamp, handle) if handle is not None else None
             if old is not None:
-                llama_cpp.llama_adapter_lora_free(old[1])
+                llama_cpp.llama_adapter_lora_free(old[2])
 
     @contextlib.contextmanager
     def adapter(self, path: Path) -> Iterator[None]:
@@ -214,7 +225,7 @@ class LocalModel:
         import llama_cpp
 
         with self._lock:
-            base = [self._base_adapter[1]] if self._base_adapter else []
+            base = self.adapter_handles()
             handle = self._load_adapter(path)
             try:
                 self._apply_adapters(base + [handle])

@@ -30,6 +30,7 @@ class SamplingStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    capped_to: int | None = None  # tokens per sample, when the context could not hold max_tokens each
 
 
 def pick_token(logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int = 40,
@@ -95,14 +96,24 @@ class ParallelSampler:
         if not 1 <= n <= self.max_sequences:
             raise ValueError(f"between 1 and {self.max_sequences} samples, not {n}")
         prompt = list(prompt_tokens)
+        stats = stats if stats is not None else SamplingStats()
         if len(prompt) + n * max_tokens > self.ctx.n_ctx():
             max_tokens = max(1, (self.ctx.n_ctx() - len(prompt)) // n)
-        stats = stats if stats is not None else SamplingStats()
+            stats.capped_to = max_tokens
         stats.prompt_tokens = len(prompt)
         started = time.perf_counter()
         vocab = self.model.llama._model.vocab
         rng = np.random.default_rng(seed)
-        with self._lock:
+        # The model's lock: the adapters in effect (the personal one) must not change mid-vote.
+        with self._lock, self.model._lock:
+            handles = self.model.adapter_handles()
+            if handles:
+                import ctypes
+
+                array = (llama_cpp.llama_adapter_lora_p_ctypes * len(handles))(*handles)
+                llama_cpp.llama_set_adapters_lora(self.ctx.ctx, array, len(handles), (ctypes.c_float * len(handles))(*[1.0] * len(handles)))
+            else:
+                llama_cpp.llama_set_adapters_lora(self.ctx.ctx, None, 0, None)
             memory = llama_cpp.llama_get_memory(self.ctx.ctx)
             llama_cpp.llama_memory_clear(memory, True)
             for start in range(0, len(prompt), self.n_batch):

@@ -105,8 +105,10 @@ class Assistant:
         model = self.model
         with self._load_lock:
             if self._sampler is None:
-                self._sampler = ParallelSampler(model, max_sequences=max(self.settings.vote_max_samples, 1),
-                                                n_ctx=self.settings.n_ctx)
+                samples = max(self.settings.vote_max_samples, self.settings.vote_min_samples)
+                # Room for the prompt once and every sample's full answer.
+                self._sampler = ParallelSampler(model, max_sequences=samples,
+                                                n_ctx=self.settings.n_ctx + (samples - 1) * self.settings.max_tokens)
             return self._sampler
 
     @property
@@ -150,7 +152,8 @@ class Assistant:
         return PersonalAdapter(self.settings.data_dir / "personal-adapter")
 
     def personal_status(self) -> PersonalStatus:
-        return self.personal.status(self.notes.fingerprint() if self.settings.index_dir.exists() else "")
+        return self.personal.status(self.notes.fingerprint() if self.settings.index_dir.exists() else "",
+                                    self._personal_key())
 
     def tune(self, progress: Callable[[int, int], None] | None = None,
              cancel: threading.Event | None = None) -> PersonalStatus:
@@ -158,15 +161,28 @@ class Assistant:
         answer until the notes change. Cancelling keeps a checkpoint to resume from."""
         with self._index_lock:  # the notes must not change under the training
             status = tune_on_notes(self.notes, self.personal, self.model_path,
-                                   read_model_info(self.model_path).architecture, self.settings, progress, cancel)
+                                   read_model_info(self.model_path).architecture, self.settings, self._personal_key(),
+                                   progress, cancel)
         if self._model is not None:
             self._use_personal_adapter()
         return status
 
-    def _use_personal_adapter(self) -> None:
-        """The personal adapter goes under the model while it matches the notes, and off when not."""
-        usable = self.personal.usable(self.notes.fingerprint()) if self.settings.index_dir.exists() else None
-        self.model.set_base_adapter(usable)
+    def _use_personal_adapter(self) -> list[str]:
+        """The personal adapter goes under the model while it matches the notes (and this model and
+        LoRA settings), and off when not. A broken adapter file is said, never fatal."""
+        fingerprint = self.notes.fingerprint() if self.settings.index_dir.exists() else ""
+        try:
+            self.model.set_base_adapter(self.personal.usable(fingerprint, self._personal_key()))
+        except (OSError, ValueError) as error:
+            self.model.set_base_adapter(None)
+            return [f"the personal adapter could not be used ({error}); `skiff tune` trains it again"]
+        return []
+
+    def _personal_key(self) -> str:
+        from skiff.local.tuning.training_copy import cache_key
+
+        spec = lora_spec(self.settings)
+        return f"{cache_key(self.model_path)}|r{spec.rank}|a{spec.alpha}|{','.join(spec.targets)}"
 
     def index_size(self) -> tuple[int, int]:
         """(files, chunks) in the index; (0, 0) before anything was indexed."""
@@ -280,7 +296,6 @@ class Assistant:
                 timings: dict, on_progress: TuningProgress | None = None) -> Answer:
         question, hits = consulted.text, consulted.hits
         notices: list[str] = []
-        self._use_personal_adapter()
         access = cloud_access(self.settings) if decision.route == "cloud" else None
         answered_by: Route = "cloud" if access is not None and access.client is not None else "local"
         if access is not None and access.client is None:
@@ -300,6 +315,8 @@ class Assistant:
                     answered_by, model_name = "local", self.model_path.name
                     self.records.set_answered_by(answer_id, answered_by, model_name)
                     generated = None
+            if generated is None:
+                notices += self._use_personal_adapter()
             if generated is None and decision.route in ("local+", "cloud"):
                 # More local compute: asked for (local+), or a cloud question that stays here.
                 generated, allocation, escalate = spend_local_compute(

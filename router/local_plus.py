@@ -31,6 +31,8 @@ def sample_and_vote(model: LocalModel, sampler: ParallelSampler, settings: Setti
                             seed=settings.seed, should_stop=cancel.is_set if cancel is not None else None,
                             on_step=(lambda done, total: progress("sample", done, total)) if progress else None,
                             stats=stats)
+    if stats.capped_to is not None:
+        generated.notices.append(f"the context held only {stats.capped_to} tokens per sample")
     vote = majority_vote([draft.text for draft in drafts], lettered_options(question.text))
     chosen = drafts[vote.chosen]
     generated.text = chosen.text
@@ -81,8 +83,9 @@ def spend_local_compute(parts: LocalParts, settings: Settings, consulted: Questi
                           settings.vote_max_samples, cloud_unavailable)
     record = allocation.as_dict()
     if allocation.kind == "vote":
-        generated, vote = sample_and_vote(parts.model, parts.sampler, settings, consulted, history,
-                                          allocation.samples, cancel, on_progress)
+        sampler = parts.sampler
+        generated, vote = sample_and_vote(parts.model, sampler, settings, consulted, history,
+                                          min(allocation.samples, sampler.max_sequences), cancel, on_progress)
         record["vote"] = vote.as_dict()
         escalate = None
         if vote.agreement < settings.vote_escalate_below and not cloud_unavailable and not decision.overridden:

@@ -53,19 +53,21 @@ class PersonalAdapter:
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.state_path)
 
-    def status(self, fingerprint: str) -> PersonalStatus:
+    def status(self, fingerprint: str, model_key: str = "") -> PersonalStatus:
+        """`model_key` names the model and LoRA settings: an adapter made for others is stale too."""
         state = self._state()
         if state is None:
             return PersonalStatus("none")
-        if state["fingerprint"] != fingerprint:
+        if state["fingerprint"] != fingerprint or state.get("model_key", "") != model_key:
             return PersonalStatus("stale", state["steps_done"], state["steps_total"], state["fingerprint"])
         if state.get("finished") and self.adapter_path.is_file():
             return PersonalStatus("ready", state["steps_done"], state["steps_total"], fingerprint)
         return PersonalStatus("partial", state["steps_done"], state["steps_total"], fingerprint)
 
-    def usable(self, fingerprint: str) -> Path | None:
-        """The adapter to put under every answer, if it was trained on exactly these notes."""
-        return self.adapter_path if self.status(fingerprint).state == "ready" else None
+    def usable(self, fingerprint: str, model_key: str = "") -> Path | None:
+        """The adapter to put under every answer, if it was trained on exactly these notes for
+        this model."""
+        return self.adapter_path if self.status(fingerprint, model_key).state == "ready" else None
 
     def lora_tensors(self) -> tuple[dict, float, int] | None:
         """The finished adapter as (tensors, alpha, rank), to train a question's adapter on top."""
@@ -81,7 +83,7 @@ class PersonalAdapter:
         for path in (self.state_path, self.checkpoint_path, self.adapter_path):
             path.unlink(missing_ok=True)
 
-    def train(self, trainer, chunks: Sequence[str], fingerprint: str,
+    def train(self, trainer, chunks: Sequence[str], fingerprint: str, model_key: str = "",
               progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
               checkpoint_every: int = 25) -> PersonalStatus:
         import torch
@@ -93,7 +95,8 @@ class PersonalAdapter:
         position = 0
         state = self._state()
         resumable = (state is not None and state["fingerprint"] == fingerprint and not state.get("finished")
-                     and state["steps_total"] == total and self.checkpoint_path.is_file())
+                     and state.get("model_key", "") == model_key and state["steps_total"] == total
+                     and self.checkpoint_path.is_file())
         if resumable:
             saved = torch.load(self.checkpoint_path, weights_only=False)
             trainer.restore(saved["trainer"])
@@ -109,7 +112,8 @@ class PersonalAdapter:
             os.replace(tmp, self.checkpoint_path)
             if finished:
                 trainer.write_gguf(self.adapter_path)
-            self._write_state({"fingerprint": fingerprint, "steps_done": position, "steps_total": total,
+            self._write_state({"fingerprint": fingerprint, "model_key": model_key, "steps_done": position,
+                               "steps_total": total,
                                "finished": finished, "alpha": trainer.spec.alpha, "rank": trainer.spec.rank,
                                "updated_at": time.time()})
 
@@ -118,7 +122,7 @@ class PersonalAdapter:
         while position < total:
             if cancel is not None and cancel.is_set():
                 save(finished=False)
-                return self.status(fingerprint)
+                return self.status(fingerprint, model_key)
             trainer.step(chunks[order[position]])
             position += 1
             if progress is not None:
@@ -126,10 +130,10 @@ class PersonalAdapter:
             if position % checkpoint_every == 0 and position < total:
                 save(finished=False)
         save(finished=True)
-        return self.status(fingerprint)
+        return self.status(fingerprint, model_key)
 
 
-def tune_on_notes(notes, personal: PersonalAdapter, gguf: Path, architecture: str, settings,
+def tune_on_notes(notes, personal: PersonalAdapter, gguf: Path, architecture: str, settings, model_key: str,
                   progress: Callable[[int, int], None] | None = None,
                   cancel: threading.Event | None = None) -> PersonalStatus:
     """Train (or resume) the personal adapter over every chunk in `notes` (a NotesIndex)."""
@@ -141,8 +145,8 @@ def tune_on_notes(notes, personal: PersonalAdapter, gguf: Path, architecture: st
     if not chunks:
         raise ValueError("nothing is indexed yet: run `skiff index FOLDER` first")
     fingerprint = notes.fingerprint()
-    if personal.status(fingerprint).state == "ready":
-        return personal.status(fingerprint)
+    if personal.status(fingerprint, model_key).state == "ready":
+        return personal.status(fingerprint, model_key)
     copy = load_training_copy(gguf, settings.cache_dir, threads=settings.n_threads)
     trainer = LoraTrainer(copy, lora_spec(settings), architecture)
-    return personal.train(trainer, chunks, fingerprint, progress, cancel)
+    return personal.train(trainer, chunks, fingerprint, model_key, progress, cancel)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -169,6 +169,13 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "skiff.sqlite3"
+
+    @model_validator(mode="after")
+    def _samples_in_order(self) -> "Settings":
+        if self.vote_min_samples > self.vote_max_samples:
+            raise ValueError(f"vote_min_samples ({self.vote_min_samples}) is more than vote_max_samples "
+                             f"({self.vote_max_samples})")
+        return self
 
     @property
     def cloud_configured(self) -> bool:

@@ -17,7 +17,7 @@ _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 _NUMERIC_QUESTION = re.compile(
     r"\b(?:how (?:many|much|long|far|old)|calculate|compute|total|sum|difference|product|percent|average|"
     r"per cent|remain(?:s|ing)?|left over|in all|altogether|plus|minus|times|divided by|multiplied by)\b"
-    r"|\bwhat is -?\d|\d\s*[-+*/×÷^]\s*\d", re.IGNORECASE)
+    r"|\bwhat is -?\d|\d\s*[+*/×÷^]\s*\d|\d\s+-\s+\d", re.IGNORECASE)  # "2024-05-01" is a date, not a sum
 
 
 def lettered_options(question: str) -> list[str]:
@@ -44,11 +44,12 @@ def extract_answer(text: str, options: Sequence[str] = ()) -> str | None:
     """The final answer a sampled response commits to, normalised ("42", "B"), or None."""
     text = re.sub(r"\[\d+\]", " ", text)  # citation markers [n] are not answers
     if options:
-        stated = re.search(r"answer\s*(?:is|:)?\s*\(?([A-E])\b", text, re.IGNORECASE)
-        if stated and stated.group(1).upper() in options:
-            return stated.group(1).upper()
-        bare = re.findall(r"\(([A-E])\)", text)
-        return bare[-1].upper() if bare and bare[-1].upper() in options else None
+        # Only the word is case-insensitive: "answer a few points" must not read as option A.
+        stated = [m for m in re.findall(r"(?i:answer)\s*(?:is|:)?\s*[*(]*([A-E])\b", text) if m in options]
+        if stated:
+            return stated[-1]
+        bare = [m for m in re.findall(r"\(([A-E])\)", text) if m in options]
+        return bare[-1] if bare else None
     marked = re.search(r"####\s*(" + _NUMBER.pattern + ")", text)
     if marked:
         return _number(marked.group(1))

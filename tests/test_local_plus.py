@@ -63,6 +63,35 @@ def test_extracting_a_choice_and_voting():
     assert (vote.answer, vote.count, vote.samples, vote.chosen) == ("B", 2, 4, 0)
     assert vote.agreement == 0.5
     assert majority_vote(["nothing", "here"]).answer is None
+    # "answer a few points" is not option A; the last stated answer counts.
+    assert extract_answer("To answer a few points first... the answer is (C)", options) == "C"
+    assert extract_answer("answer is **B**", options) == "B"
+
+
+def test_vote_sample_bounds_must_be_in_order():
+    from pydantic import ValidationError
+
+    from skiff.router.settings import Settings
+
+    with pytest.raises(ValidationError, match="vote_min_samples"):
+        Settings(vote_min_samples=10, vote_max_samples=8)
+
+
+def test_a_personal_adapter_for_other_notes_or_another_model_is_stale(tmp_path):
+    import json
+
+    from skiff.router.personal import PersonalAdapter
+
+    personal = PersonalAdapter(tmp_path)
+    assert personal.status("notes-1", "model-a").state == "none"
+    (tmp_path / "personal.gguf").write_bytes(b"GGUF")
+    (tmp_path / "state.json").write_text(json.dumps({"fingerprint": "notes-1", "model_key": "model-a",
+                                                     "steps_done": 5, "steps_total": 5, "finished": True}))
+    assert personal.status("notes-1", "model-a").state == "ready"
+    assert personal.usable("notes-1", "model-a") == tmp_path / "personal.gguf"
+    assert personal.status("notes-2", "model-a").state == "stale"  # the notes changed
+    assert personal.status("notes-1", "model-b").state == "stale"  # another model or LoRA shape
+    assert personal.usable("notes-1", "model-b") is None
 
 
 @pytest.mark.parametrize("question, votable", [
@@ -72,6 +101,7 @@ def test_extracting_a_choice_and_voting():
     ("Which is largest?\n(A) 3\n(B) 5\n(C) 4", True),
     ("How do I link to a heading?", False),
     ("What is a callout?", False),
+    ("What did I write on 2024-05-01?", False),  # a date is not a sum
 ])
 def test_which_questions_have_an_answer_to_vote_on(question, votable):
     assert has_extractable_answer(question) is votable

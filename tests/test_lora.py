@@ -109,3 +109,33 @@ def test_an_unknown_architecture_is_refused_with_a_reason(trained):
     trainer, _, _ = trained
     with pytest.raises(ValueError, match="supports llama, qwen2"):
         LoraTrainer(type("Copy", (), {"model": None, "tokenizer": None})(), trainer.spec, "mamba")
+
+
+def test_a_base_adapter_reloads_when_its_file_is_rewritten_and_votes_use_it(trained, local_model, tmp_path):
+    """The personal adapter sits under generation and under the vote sampler's own context; a
+    retrained file at the same path is loaded afresh."""
+    import shutil
+
+    from skiff.local.sampling import ParallelSampler
+
+    trainer, path, _ = trained
+    ids = local_model.llama.tokenize(PROMPT.encode(), add_bos=False)
+    base = local_model.next_token_logprobs(ids)
+    personal = tmp_path / "personal.gguf"
+    shutil.copy(path, personal)
+    sampler = ParallelSampler(local_model, max_sequences=2, n_ctx=512)
+    try:
+        local_model.set_base_adapter(personal)
+        tuned = local_model.next_token_logprobs(ids)
+        assert int(np.argmax(tuned)) != int(np.argmax(base))
+        (sample,) = sampler.sample(ids, 1, max_tokens=1, temperature=0.0)
+        assert local_model.llama.tokenize(sample.text.encode(), add_bos=False)[0] == int(np.argmax(tuned))
+
+        trainer.start()  # a fresh (no-op) adapter written over the same file: the base again
+        trainer.write_gguf(personal)
+        local_model.set_base_adapter(personal)
+        assert np.abs(local_model.next_token_logprobs(ids) - base).max() < 1e-3
+    finally:
+        local_model.set_base_adapter(None)
+        sampler.close()
+    assert np.abs(local_model.next_token_logprobs(ids) - base).max() < 1e-6

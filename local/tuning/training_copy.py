@@ -13,11 +13,14 @@ import hashlib
 import io
 import os
 import shutil
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a model hub is never asked for anything
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+_CONVERTING = threading.Lock()
 
 
 @dataclass
@@ -48,9 +51,22 @@ def load_training_copy(gguf: Path, cache_dir: Path, threads: int | None = None) 
         torch.set_num_threads(threads)
     gguf = Path(gguf)
     folder = copy_folder(gguf, cache_dir)
-    if not (folder / "config.json").is_file():
-        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _CONVERTING:  # a background /tune and a local+ question may both arrive here first
+        if not (folder / "config.json").is_file():
+            _convert(gguf, folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model.eval()
+    return TrainingCopy(model, tokenizer, folder)
+
+
+def _convert(gguf: Path, folder: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp", dir=folder.parent))
+    try:
         # transformers draws its own tqdm bar while dequantising; skiff shows its own progress.
         with contextlib.redirect_stderr(io.StringIO()):
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -61,10 +77,7 @@ def load_training_copy(gguf: Path, cache_dir: Path, threads: int | None = None) 
         model.config.__dict__.pop("quantization_config", None)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        folder.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    model.eval()
-    return TrainingCopy(model, tokenizer, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
