@@ -95,6 +95,9 @@ def main() -> None:
             "sample_s": round(sampling.seconds, 2),
         }
         rows.append(row)
+        OUT.mkdir(parents=True, exist_ok=True)  # the rows so far survive an interrupted run
+        (OUT / f"compute_allocation_partial_seed{args.seed}.jsonl").write_text(
+            "\n".join(json.dumps(r) for r in rows) + "\n")
         correct = {k: np.mean([r[k] == r["gold"] for r in rows]) for k in ("greedy", "sc", "allocated")}
         print(f"{number}/{len(items)} " + " ".join(f"{k} {v:.3f}" for k, v in correct.items())
               + f" ({greedy_s:.0f}s greedy, {sampling.seconds:.0f}s for {pool} samples)", file=sys.stderr)
@@ -131,8 +134,8 @@ def main() -> None:
                                                   / sum(r["sample_s"] for r in rows), 1)},
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"compute_allocation_n{len(rows)}_seed{args.seed}.jsonl").write_text(
-        "\n".join(json.dumps(r) for r in rows) + "\n")
+    (OUT / f"compute_allocation_partial_seed{args.seed}.jsonl").replace(
+        OUT / f"compute_allocation_n{len(rows)}_seed{args.seed}.jsonl")
     save(f"compute_allocation_n{len(rows)}_seed{args.seed}", figures)
 
 
