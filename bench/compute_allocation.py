@@ -12,6 +12,13 @@ samples; self-consistency@N votes over the first N, the allocated policy over th
 policies are compared on the same draws, paired, with bootstrap 95% intervals. The router is the
 shipped prior, as on day one (a fresh SKIFF_HOME).
 
+A fourth, reference policy uses the samples' own agreement instead of the router: it reads the pool
+one sample at a time and stops once the leading answer is `--margin` votes ahead of the runner-up
+(or the pool is spent). It spends what it spends; its mean samples are printed beside it.
+
+The items are a seeded shuffle of the test set, so a run of 60 items is the first 60 of a run of 100;
+rows are kept in bench/out as they finish and a rerun with the same seed resumes from them.
+
     .venv/bin/python bench/compute_allocation.py --items 100 --n 4
 """
 
@@ -29,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, SHARED, save  # noqa: E402
+from common import OUT, SHARED, save
 
 PROMPT = "{question}\nSolve it step by step, then give the final number after ####."
 
@@ -40,6 +47,35 @@ def gold(answer: str) -> str:
     return extract_answer("#### " + answer.split("####")[-1].strip())
 
 
+def vote(answers: list[str | None]) -> str | None:
+    """skiff's majority vote (router.voting) over answers already extracted: ties go to the first seen."""
+    counts = {a: answers.count(a) for a in answers if a is not None}
+    if not counts:
+        return None
+    return next(a for a in answers if a is not None and counts[a] == max(counts.values()))
+
+
+def adaptive_vote(answers: list[str | None], margin: int) -> tuple[str | None, int]:
+    """Read the samples in order; stop once the leader is `margin` votes ahead of the runner-up."""
+    counts: dict[str, int] = {}
+    for used, answer in enumerate(answers, start=1):
+        if answer is not None:
+            counts[answer] = counts.get(answer, 0) + 1
+        ranked = sorted(counts.values(), reverse=True) + [0, 0]
+        if ranked[0] - ranked[1] >= margin:
+            break
+    return vote(answers[:used]), used
+
+
+def auc(scores: np.ndarray, greedy_correct: np.ndarray) -> float | None:
+    """How often a question the greedy answer got wrong scores harder than one it got right (0.5: chance)."""
+    wrong, right = scores[greedy_correct == 0], scores[greedy_correct == 1]
+    if not len(wrong) or not len(right):
+        return None
+    pairs = (wrong[:, None] > right[None, :]).mean() + 0.5 * (wrong[:, None] == right[None, :]).mean()
+    return round(float(pairs), 4)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100)
@@ -48,6 +84,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--margin", type=int, default=2, help="lead that stops the agreement-adaptive policy")
     parser.add_argument("--gguf", type=Path, default=None, help="default: the assembled Qwen2.5-Coder-1.5B")
     args = parser.parse_args()
 
@@ -62,7 +99,18 @@ def main() -> None:
     gguf = args.gguf or assemble_strong_gguf(settings.cache_dir / "models")
     rng = random.Random(args.seed)
     test = [json.loads(line) for line in (SHARED / "data" / "gsm8k" / "test.jsonl").read_text().splitlines()]
-    items = rng.sample(test, args.items)
+    order = list(range(len(test)))
+    rng.shuffle(order)
+    items = [test[i] for i in order[: args.items]]
+    rows_file = OUT / f"compute_allocation_rows_seed{args.seed}.jsonl"
+    done = [json.loads(line) for line in rows_file.read_text().splitlines()] if rows_file.exists() else []
+    # Resume only rows for the same items, drawn with the same settings.
+    same = {"max_tokens": args.max_tokens, "temperature": args.temperature, "pool": 2 * args.n - 1}
+    rows = []
+    for row, item in zip(done, items):
+        if row.get("question") != item["question"][:80] or row.get("settings") != same:
+            break
+        rows.append(row)
 
     assistant = Assistant(settings)
     scores = np.array([assistant.decide(item["question"], use_notes=False).signals["score"] for item in items])
@@ -73,8 +121,9 @@ def main() -> None:
 
     model = LocalModel(gguf, n_ctx=4096, n_threads=args.threads, seed=args.seed)
     sampler = ParallelSampler(model, max_sequences=pool, n_ctx=4096)
-    rows = []
     for number, item in enumerate(items, start=1):
+        if number <= len(rows):
+            continue
         prompt = model.tokenize_prompt(model.render([{"role": "user", "content": PROMPT.format(question=item["question"])}]))
         stats = GenerationStats()
         started = time.perf_counter()
@@ -85,27 +134,34 @@ def main() -> None:
                                  seed=args.seed * 100003 + number, stats=sampling)
         texts = [s.text for s in samples]
         answer = gold(item["answer"])
-        n_i = allocated[number - 1]
         row = {
             "question": item["question"][:80], "gold": answer, "score": round(float(scores[number - 1]), 4),
             "greedy": extract_answer(greedy), "sc": majority_vote(texts[: args.n]).answer,
-            "allocated_n": n_i, "allocated": extract_answer(greedy) if n_i == 1 else majority_vote(texts[:n_i]).answer,
             "samples": [extract_answer(t) for t in texts], "greedy_tokens": stats.completion_tokens,
             "greedy_s": round(greedy_s, 2), "sample_tokens": sampling.completion_tokens,
-            "sample_s": round(sampling.seconds, 2),
+            "sample_s": round(sampling.seconds, 2), "settings": same,
         }
         rows.append(row)
         OUT.mkdir(parents=True, exist_ok=True)  # the rows so far survive an interrupted run
-        (OUT / f"compute_allocation_partial_seed{args.seed}.jsonl").write_text(
-            "\n".join(json.dumps(r) for r in rows) + "\n")
-        correct = {k: np.mean([r[k] == r["gold"] for r in rows]) for k in ("greedy", "sc", "allocated")}
+        scratch = rows_file.with_suffix(".tmp")
+        scratch.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        scratch.replace(rows_file)
+        correct = {k: np.mean([r[k] == r["gold"] for r in rows]) for k in ("greedy", "sc")}
         print(f"{number}/{len(items)} " + " ".join(f"{k} {v:.3f}" for k, v in correct.items())
               + f" ({greedy_s:.0f}s greedy, {sampling.seconds:.0f}s for {pool} samples)", file=sys.stderr)
     sampler.close()
     model.close()
 
+    # Ranks depend on the whole item set, so the allocation is settled here, after every row is in.
+    for row, n_i in zip(rows, allocated):
+        row["allocated_n"] = n_i
+        row["allocated"] = row["greedy"] if n_i == 1 else vote(row["samples"][:n_i])
+    adaptive = [adaptive_vote(r["samples"], args.margin) for r in rows]
+    for row, (answer, used) in zip(rows, adaptive):
+        row["adaptive"], row["adaptive_n"] = answer, used
     stats_rng = np.random.default_rng(args.seed)
-    correct = {k: np.array([r[k] == r["gold"] for r in rows], dtype=float) for k in ("greedy", "sc", "allocated")}
+    correct = {k: np.array([r[k] == r["gold"] for r in rows], dtype=float)
+               for k in ("greedy", "sc", "allocated", "adaptive")}
 
     def interval(a: np.ndarray, b: np.ndarray) -> dict:
         difference = a - b
@@ -120,10 +176,14 @@ def main() -> None:
         "items": len(rows), "average_samples": args.n, "pool_per_question": pool, "model": Path(gguf).name,
         "max_tokens": args.max_tokens, "temperature": args.temperature,
         "accuracy": {k: round(float(v.mean()), 4) for k, v in correct.items()},
-        "mean_samples": {"greedy": 1, "sc": args.n, "allocated": round(float(np.mean(allocated)), 3)},
+        "mean_samples": {"greedy": 1, "sc": args.n, "allocated": round(float(np.mean(allocated)), 3),
+                         "adaptive": round(float(np.mean([used for _, used in adaptive])), 3)},
+        "adaptive_margin": args.margin,
         "paired": {"sc - greedy": interval(correct["sc"], correct["greedy"]),
                    "allocated - greedy": interval(correct["allocated"], correct["greedy"]),
-                   "allocated - sc": interval(correct["allocated"], correct["sc"])},
+                   "allocated - sc": interval(correct["allocated"], correct["sc"]),
+                   "adaptive - sc": interval(correct["adaptive"], correct["sc"])},
+        "router_score_vs_greedy_correct_auc": auc(scores, correct["greedy"]),
         "greedy_accuracy_by_router_score": {
             "easiest third": round(float(correct["greedy"][order[:third]].mean()), 4),
             "hardest third": round(float(correct["greedy"][order[-third:]].mean()), 4)},
@@ -134,8 +194,8 @@ def main() -> None:
                                                   / sum(r["sample_s"] for r in rows), 1)},
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"compute_allocation_partial_seed{args.seed}.jsonl").replace(
-        OUT / f"compute_allocation_n{len(rows)}_seed{args.seed}.jsonl")
+    (OUT / f"compute_allocation_n{len(rows)}_seed{args.seed}.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in rows) + "\n")
     save(f"compute_allocation_n{len(rows)}_seed{args.seed}", figures)
 
 
