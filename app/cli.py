@@ -68,6 +68,7 @@ def index(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from skiff.local.assets import MissingAssetError
+    from skiff.router import DiskFullError
 
     cancel = threading.Event()
     show_bar = err.is_terminal and not as_json
@@ -90,7 +91,7 @@ def index(
         except KeyboardInterrupt:
             cancel.set()
             fail("interrupted; files finished so far are indexed, the rest will be on the next run", 130)
-        except MissingAssetError as error:
+        except (MissingAssetError, DiskFullError) as error:
             fail(str(error))
     if as_json:
         dump(summary.as_dict())
@@ -176,8 +177,10 @@ def ask(
 
 def _report(answer) -> None:
     """Notices, sources and the one-line footer that follow a streamed answer."""
-    for notice in answer.notices:
-        err.print(f"[yellow]note:[/] {notice}", highlight=False)
+    from rich.markup import escape
+
+    for notice in answer.notices:  # may quote a server: its brackets are text, not markup
+        err.print(f"[yellow]note:[/] {escape(notice)}", highlight=False)
     if answer.sources:
         out.print("\n[bold]Sources[/]")
         for source in answer.sources:

@@ -33,7 +33,16 @@ def assistant_or_fail(**overrides):
         settings = load_settings(**overrides)
     except Exception as error:  # pydantic's ValidationError names the bad key and value
         fail(f"invalid configuration: {error}")
+    _say_recoveries()
     return Assistant(settings)
+
+
+def _say_recoveries() -> None:
+    """A damaged file skiff found and set aside is said on stderr the moment it happens."""
+    from skiff.router import on_recovery
+
+    on_recovery(lambda recovery: err.print(f"[bold yellow]skiff:[/] {recovery.message()}", highlight=False),
+                replay=False)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skiff.local.sqlite_store import connect, migrate, transaction
+from skiff.local.sqlite_store import open_database, transaction
 
 _MIGRATIONS = [
     """
@@ -67,13 +67,14 @@ class Conversation:
 
 class ChatHistory:
     def __init__(self, path: Path) -> None:
-        self.db = connect(path)
+        self.db, self.recovery = open_database(
+            path, _MIGRATIONS, "chat history", "A new, empty chat history was started; open the backup with any "
+            "SQLite tool to read what it still holds.")
         # Every streamed piece is written before it is shown. In WAL mode NORMAL still survives a
         # killed process (the commit is in the OS's hands); only a power cut can lose the last
         # pieces, and it makes a write per token cheap.
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
-        migrate(self.db, _MIGRATIONS)
         # A process killed mid-answer left a 'streaming' row: it is what was shown, cut short.
         self.db.execute("UPDATE messages SET status=? WHERE status=?", (CANCELLED, STREAMING))
 
@@ -176,5 +177,8 @@ class ChatHistory:
                 break
             if message.role == "assistant" and (message.status == FAILED or not message.content):
                 continue
-            turns.append({"role": message.role, "content": message.content})
+            turn = {"role": message.role, "content": message.content}
+            if message.role == "assistant" and message.meta.get("sources"):
+                turn["sources"] = message.meta["sources"]  # a cloud question withholds answers from private notes
+            turns.append(turn)
         return turns

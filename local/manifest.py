@@ -10,13 +10,14 @@ same index as an uninterrupted run.
 from __future__ import annotations
 
 import hashlib
-
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from skiff.local.sqlite_store import connect, migrate, transaction
+from skiff.local.atomic import write_atomically
+from skiff.local.sqlite_store import open_database, transaction
 
 _SCHEMA = [
     # Forward-only migrations: append, never edit.
@@ -54,8 +55,15 @@ class FileRecord:
 
 class Manifest:
     def __init__(self, path: Path) -> None:
-        self.db = connect(path)
-        migrate(self.db, _SCHEMA)
+        # The folders indexed are also kept outside SQLite, so a damaged manifest still knows
+        # what to rebuild from.
+        self.roots_path = Path(path).with_name("roots.json")
+        # Not announced here: the index decides what a damaged manifest means for its chunks.
+        self.db, self.recovery = open_database(Path(path), _SCHEMA, "notes index", "", announce=False)
+        if self.recovery is not None:
+            self._insert_roots(self.saved_roots())
+        elif not self.roots_path.exists() and self.roots():
+            self.add_roots([])  # an index made before the mirror existed
 
     def close(self) -> None:
         self.db.close()
@@ -67,11 +75,38 @@ class Manifest:
         return {row[0]: FileRecord(*row) for row in rows}
 
     def add_roots(self, roots: Iterable[str]) -> None:
+        self._insert_roots(roots)
+        known = self.roots()
+        if known != self.saved_roots():
+            write_atomically(self.roots_path, json.dumps(known, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+    def _insert_roots(self, roots: Iterable[str]) -> None:
         now = time.time()
         with transaction(self.db):
             self.db.executemany(
                 "INSERT OR IGNORE INTO roots(path, added_at) VALUES (?, ?)", [(r, now) for r in roots]
             )
+
+    def saved_roots(self) -> list[str]:
+        """The roots as last mirrored beside the database ([] when there is no readable copy)."""
+        try:
+            roots = json.loads(self.roots_path.read_bytes().decode("utf-8", "surrogatepass"))
+        except (OSError, ValueError):
+            return []
+        return sorted(r for r in roots if isinstance(r, str)) if isinstance(roots, list) else []
+
+    def mark_all_pending(self) -> int:
+        """Every file is to be redone from scratch by the next run (its chunks cannot be trusted)."""
+        with transaction(self.db):
+            return self.db.execute(
+                "UPDATE files SET state='pending', sha256=NULL, updated_at=? WHERE state='done'",
+                (time.time(),)).rowcount
+
+    def pending(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM files WHERE state='pending'").fetchone()[0]
+
+    def done_chunks(self) -> int:
+        return self.totals()[1]
 
     def roots(self) -> list[str]:
         return [row[0] for row in self.db.execute("SELECT path FROM roots ORDER BY path")]

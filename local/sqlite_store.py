@@ -1,4 +1,5 @@
-"""SQLite helpers shared by skiff's stores: durable connections and forward-only migrations."""
+"""SQLite helpers shared by skiff's stores: durable connections, forward-only migrations, and
+recovery from a damaged file (kept as a backup, replaced by a fresh one, reported)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
+
+from skiff.local.recovery import Recovery, quarantine, report
+
+# SQLite's primary result codes for a damaged file; anything else (locked, read-only, no
+# permission, a newer schema) is not damage and must never move a file aside.
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -40,3 +47,47 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def is_damage(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.DatabaseError) and (
+        getattr(error, "sqlite_errorcode", 0) & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB))
+
+
+def open_database(path: Path, steps: Sequence[str], what: str, outcome: str,
+                  announce: bool = True) -> tuple[sqlite3.Connection, Recovery | None]:
+    """connect() and migrate(), after a quick integrity check. A damaged file (and its WAL) is
+    moved aside as a backup and a fresh database takes its place; the Recovery says so (and is
+    reported to the front ends unless `announce` is False: then the caller reports it)."""
+    try:
+        return _open_checked(path, steps), None
+    except sqlite3.DatabaseError as error:
+        if not is_damage(error):
+            raise
+        reason = str(error)
+    backups = quarantine(path, Path(f"{path}-wal"), Path(f"{path}-shm"))
+    recovery = Recovery(what, reason, backups, outcome)
+    if announce:
+        report(recovery)
+    return _open_checked(path, steps), recovery
+
+
+def _open_checked(path: Path, steps: Sequence[str]) -> sqlite3.Connection:
+    db = None
+    try:
+        db = connect(path)
+        problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise _corrupt("; ".join(problems))
+        migrate(db, steps)
+        return db
+    except BaseException:
+        if db is not None:
+            db.close()
+        raise
+
+
+def _corrupt(detail: str) -> sqlite3.DatabaseError:
+    error = sqlite3.DatabaseError(f"integrity check failed: {detail}")
+    error.sqlite_errorcode = _SQLITE_CORRUPT
+    return error

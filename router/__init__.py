@@ -16,6 +16,10 @@ _HOMES = {
     "AlwaysLocal": "skiff.router.policy",
     "Decision": "skiff.router.policy",
     "RoutePolicy": "skiff.router.policy",
+    "DiskFullError": "skiff.local.recovery",
+    "Recovery": "skiff.local.recovery",
+    "on_recovery": "skiff.local.recovery",
+    "recoveries": "skiff.local.recovery",
     "Settings": "skiff.router.settings",
     "load_settings": "skiff.router.settings",
 }

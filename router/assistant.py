@@ -20,6 +20,7 @@ from skiff.local.embedder import Embedder
 from skiff.local.llm import LocalModel, read_model_info
 from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
+from skiff.local.recovery import DiskFullError, disk_full
 from skiff.local.sampling import ParallelSampler
 from skiff.router.answering import Answer, Generated, Source, generate_in_cloud, generate_locally
 from skiff.router.local_plus import spend_local_compute
@@ -143,7 +144,17 @@ class Assistant:
         """Index `paths`, or re-index every folder indexed before when none are given."""
         targets = [str(p) for p in paths] if paths else self.notes.roots()
         with self._index_lock:  # a watcher and an explicit index never write at once
-            return self.notes.index(targets, progress=progress, cancel=cancel)
+            try:
+                return self.notes.index(targets, progress=progress, cancel=cancel)
+            except Exception as error:
+                full = disk_full(error, self.settings.index_dir)
+                if full is None:
+                    raise
+                # The manifest marks a batch pending before its chunks change, so what the failed
+                # write touched is redone from scratch by the next run.
+                raise DiskFullError(f"{full}. Files indexed so far are kept and "
+                                    "nothing was half-written: free some space and run `skiff index` again, "
+                                    "it carries on.") from error
 
     # -- the personal adapter (`skiff tune`) ----------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from skiff.router.atomic import write_atomically
+from skiff.local.atomic import write_atomically
 
 
 class EmbeddingCache:

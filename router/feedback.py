@@ -57,7 +57,10 @@ def feedback_target(verdict: str, answered_by: str, p_local: float, p_cloud: flo
 
 def sync(records: AnswerStore, state: RouterState) -> int:
     """Absorb every feedback event the posterior has not seen yet; returns how many."""
-    pending = records.feedback_events_after(state.last_feedback_event())
+    absorbed = state.last_feedback_event()
+    if records.last_feedback_event() < absorbed:
+        records.number_events_after(absorbed)  # the log was started afresh (a damaged file)
+    pending = records.feedback_events_after(absorbed)
     observations = []
     for _seq, answer_id, target, weight in pending:
         features = records.features(answer_id)

@@ -89,6 +89,8 @@ class PersonalAdapter:
         import torch
 
         self.folder.mkdir(parents=True, exist_ok=True)
+        for leftover in [*self.folder.glob("checkpoint.pt.tmp*"), *self.folder.glob("state.json.tmp*")]:
+            leftover.unlink(missing_ok=True)  # a run killed mid-save; the files it replaces are whole
         total = len(chunks)
         order = list(range(total))
         random.Random(0).shuffle(order)
@@ -149,4 +151,5 @@ def tune_on_notes(notes, personal: PersonalAdapter, gguf: Path, architecture: st
         return personal.status(fingerprint, model_key)
     copy = load_training_copy(gguf, settings.cache_dir, threads=settings.n_threads)
     trainer = LoraTrainer(copy, lora_spec(settings), architecture)
-    return personal.train(trainer, chunks, fingerprint, model_key, progress, cancel)
+    return personal.train(trainer, chunks, fingerprint, model_key, progress, cancel,
+                          checkpoint_every=settings.tune_checkpoint_steps)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skiff.local.sqlite_store import connect, migrate, transaction
+from skiff.local.sqlite_store import open_database, transaction
 from skiff.router.policy import Decision
 
 _MIGRATIONS = [
@@ -91,8 +91,10 @@ def new_answer_id() -> str:
 
 class AnswerStore:
     def __init__(self, path: Path) -> None:
-        self.db = connect(path)
-        migrate(self.db, _MIGRATIONS)
+        self.db, self.recovery = open_database(
+            path, _MIGRATIONS, "answers database",
+            "A new, empty record was started: earlier answers can no longer be shown or judged, and "
+            "the router keeps what it had learned from them.")
 
     def close(self) -> None:
         self.db.close()
@@ -267,6 +269,16 @@ class AnswerStore:
 
     def last_feedback_event(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback_events").fetchone()[0]
+
+    def number_events_after(self, seq: int) -> None:
+        """New feedback events get numbers above `seq`: after the log was lost, the posterior has
+        absorbed events up to `seq` that the new log never held, and must still see the new ones."""
+        with transaction(self.db):
+            current = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name='feedback_events'").fetchone()
+            if current is None:
+                self.db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES ('feedback_events', ?)", (seq,))
+            elif current[0] < seq:
+                self.db.execute("UPDATE sqlite_sequence SET seq=? WHERE name='feedback_events'", (seq,))
 
     def feedback_counts(self) -> dict[str, int]:
         """Standing verdicts (the last event per answer, if it was not a retraction)."""

@@ -18,7 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from skiff.router.atomic import write_atomically
+from skiff.local.atomic import write_atomically
+from skiff.local.recovery import Recovery, quarantine, report
 from skiff.router.features import FeatureMap
 from skiff.router.surrogate import BayesianLinearRegression
 
@@ -55,6 +56,9 @@ class RouterState:
         self.prior_path = Path(prior_path) if prior_path else shipped_prior_path()
         self.posterior_path = self.folder / "surrogate.npz"
         self.thresholds_path = self.folder / "thresholds.json"
+        # A reset's mark, kept apart from the posterior so a rebuild from the records after
+        # damage does not learn again what the person asked to forget.
+        self.reset_path = self.folder / "reset.json"
         # (file stamp, posterior, its feature map): decisions read both, the disk only on change.
         self._cached: tuple[float, BayesianLinearRegression, FeatureMap] | None = None
 
@@ -81,9 +85,46 @@ class RouterState:
         path = self.posterior_path if self.posterior_path.is_file() else self.prior_path
         stamp = path.stat().st_mtime_ns if path.is_file() else -1.0
         if self._cached is None or self._cached[0] != stamp:
-            model = BayesianLinearRegression.load(path) if path == self.posterior_path else self.prior()
+            model = self._load_posterior() if path == self.posterior_path else self._starting_point()
             self._cached = (stamp, model, FeatureMap.from_meta(model.meta["features"]))
         return self._cached
+
+    def _load_posterior(self) -> BayesianLinearRegression:
+        try:
+            return self._read_posterior()
+        except Exception:  # noqa: BLE001 - numpy, zipfile and json each raise their own
+            pass
+        # Writes are atomic, so a file that does not load was damaged after it was written; look
+        # again under the lock, in case another process has just replaced it.
+        with self.locked():
+            try:
+                return self._read_posterior()
+            except Exception as error:  # noqa: BLE001
+                reason = f"{type(error).__name__}: {error}"
+                backups = quarantine(self.posterior_path)
+                # Written at once, so the next process does not take the missing file for a new person.
+                model = self._starting_point()
+                model.save(self.posterior_path)
+        report(Recovery("router posterior", reason, backups,
+                        "It is rebuilt from the shipped prior and the feedback in your answer records."))
+        return model
+
+    def _read_posterior(self) -> BayesianLinearRegression:
+        model = BayesianLinearRegression.load(self.posterior_path)
+        FeatureMap.from_meta(model.meta["features"])
+        return model
+
+    def _starting_point(self) -> BayesianLinearRegression:
+        """The prior, marked with any reset, so that syncing with the records rebuilds the posterior."""
+        model = self.prior()
+        try:
+            forgotten = int(json.loads(self.reset_path.read_text())["forgotten_through_event"])
+        except (OSError, ValueError, KeyError, TypeError):
+            forgotten = 0
+        if forgotten:
+            model.meta["last_feedback_event"] = forgotten
+            model.meta["forgotten_through_event"] = forgotten
+        return model
 
     def surrogate(self) -> BayesianLinearRegression:
         """The current posterior."""
@@ -116,6 +157,7 @@ class RouterState:
         """Back to the prior, marking feedback events up to `last_event` as already seen so they
         are not learned again."""
         with self.locked():
+            write_atomically(self.reset_path, json.dumps({"forgotten_through_event": last_event}).encode())
             model = self.prior()
             model.meta["last_feedback_event"] = last_event
             model.meta["forgotten_through_event"] = last_event

@@ -7,7 +7,7 @@ is again Gaussian (conjugate), updated in O(D²) with the Sherman–Morrison ide
 from every piece of feedback as it arrives. A negative weight removes an observation again (a
 person who changes their mind about an answer).
 
-The posterior is a small .npz written atomically (router/atomic.py): a kill -9 leaves either the
+The posterior is a small .npz written atomically (local/atomic.py): a kill -9 leaves either the
 old posterior or the new one, never a torn file.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skiff.router.atomic import write_atomically
+from skiff.local.atomic import write_atomically
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ removed afterwards; the base model is never reloaded.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -63,6 +64,25 @@ class TunedAdapter:
                 "loss_last": round(self.losses[-1], 3) if self.losses else None,
                 "sigma_last": round(self.selection.sigmas[-1], 3) if self.selection.sigmas else None,
                 "cancelled": self.cancelled}
+
+
+def remove_orphaned_adapters(folder: Path) -> None:
+    """A question's adapter is deleted after its answer; one left by a killed process (its pid in
+    the name no longer runs) is deleted here."""
+    for path in folder.glob("question-*.gguf"):
+        parts = path.stem.split("-")
+        if len(parts) == 3 and parts[1].isdigit() and not _running(int(parts[1])):
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def lora_spec(settings):
@@ -130,5 +150,6 @@ class TestTimeTuner:
         if result.losses and not result.cancelled:
             folder = Path(self.cache_dir) / "adapters"
             folder.mkdir(parents=True, exist_ok=True)
-            result.path = trainer.write_gguf(folder / f"question-{uuid.uuid4().hex[:12]}.gguf")
+            remove_orphaned_adapters(folder)
+            result.path = trainer.write_gguf(folder / f"question-{os.getpid()}-{uuid.uuid4().hex[:12]}.gguf")
         return result

@@ -8,7 +8,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import SKIFF, run_skiff
+from index_state import index_state as _index_state
 
 
 def snapshot(index) -> dict:
@@ -126,32 +126,6 @@ def test_unreadable_file_is_skipped(skiff_home, tmp_path):
     reasons = {Path(s["path"]).name: s["reason"] for s in summary["skipped"]}
     assert reasons["secret.md"].startswith("unreadable")
     assert summary["indexed"] == 1
-
-
-_STATE_SCRIPT = """
-import hashlib, json, sys
-from pathlib import Path
-import numpy as np
-from skiff.local.embedder import Embedder
-from skiff.local.notes_index import NotesIndex
-
-index = NotesIndex(Path(sys.argv[1]) / "data" / "index", Embedder(Path(sys.argv[2])))
-got = index.collection.get(include=["documents", "metadatas", "embeddings"])
-chunks = {
-    i: [d, json.dumps(m, sort_keys=True), hashlib.sha1(np.round(np.asarray(v), 5).tobytes()).hexdigest()]
-    for i, d, m, v in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])
-}
-manifest = {p: [r.state, r.sha256, r.chunks] for p, r in index.manifest.records().items()}
-print(json.dumps({"chunks": chunks, "manifest": manifest}))
-"""
-
-
-def _index_state(home: Path, cache: Path) -> dict:
-    """Read an index the way a fresh skiff process would (chromadb caches clients per process)."""
-    result = subprocess.run([sys.executable, "-c", _STATE_SCRIPT, str(home), str(cache)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_kill_9_during_indexing_then_rerun_equals_clean_run(vault, tmp_path, shared_cache):

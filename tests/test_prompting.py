@@ -60,3 +60,42 @@ def test_everything_fits_when_there_is_room(small_model):
     plan = plan_prompt(small_model, "q?", notes, history, max_answer_tokens=64)
     assert [h.id for h in plan.notes] == ["id1", "id2", "id3"]
     assert plan.history_turns_used == 2 and not plan.truncated
+
+
+class CountingModel:
+    """The real model, counting how often the planner tokenizes (its cost grows with that)."""
+
+    def __init__(self, model: LocalModel) -> None:
+        self.model, self.n_ctx, self.counted = model, model.n_ctx, 0
+
+    def count_tokens(self, text: str) -> int:
+        self.counted += 1
+        return self.model.count_tokens(text)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def conversation(turns: int) -> list[dict]:
+    history = []
+    for n in range(turns):
+        history += [{"role": "user", "content": f"question {n}: " + "tell me more " * 6},
+                    {"role": "assistant", "content": f"answer {n}: " + "here is more " * 10}]
+    return history
+
+
+@pytest.mark.parametrize("turns", [300, 1000])
+def test_hundreds_of_turns_keep_the_newest_whole_turns_at_the_cost_of_a_few(small_model, turns):
+    short, long = CountingModel(small_model), CountingModel(small_model)
+    few = plan_prompt(short, "And now?", [hit(1, "a note about sails")], conversation(20), max_answer_tokens=64)
+    many = plan_prompt(long, "And now?", [hit(1, "a note about sails")], conversation(turns), max_answer_tokens=64)
+    # Trimming is correct: the newest turns, contiguous, starting with a question, whole, in order.
+    kept = many.messages[1:-1]
+    assert kept and kept[0]["role"] == "user" and kept[-1]["content"].startswith(f"answer {turns - 1}:")
+    expected = conversation(turns)[-len(kept):]
+    assert kept == expected
+    assert many.history_turns_used + many.history_turns_dropped == 2 * turns
+    assert len(many.prompt_tokens) + 64 <= small_model.n_ctx
+    # The cost does not grow with the conversation: the same turns fit, for the same counting.
+    assert many.history_turns_used == few.history_turns_used
+    assert long.counted == short.counted

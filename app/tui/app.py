@@ -99,6 +99,9 @@ class SkiffApp(App):
         from skiff.router.settings import load_settings
 
         settings = load_settings(**self.settings_overrides)
+        from skiff.router import on_recovery
+
+        on_recovery(self._recovered)  # replays any made before the app was up
         self.history = ChatHistory(settings.data_dir / "chats.sqlite3")
         if settings.keymap:
             self.call_from_thread(self.set_keymap, settings.keymap)
@@ -126,6 +129,22 @@ class SkiffApp(App):
         self.call_from_thread(self._drain_queue)
         if settings.watch_notes:
             self.call_from_thread(self.notes_bar.toggle_watching)
+
+    def _recovered(self, recovery) -> None:
+        """A damaged file was set aside (called from whichever thread found it): say so, and
+        rebuild the index from the indexed folders at once."""
+        if not self.is_running:
+            return  # an app of an earlier run in this process (tests run several)
+
+        def show() -> None:
+            self.notify(recovery.message(), severity="warning", timeout=60)
+            if recovery.what == "notes index":
+                self.notes_bar.index()
+
+        try:
+            self.call_from_thread(show)
+        except RuntimeError:  # already on the UI thread
+            show()
 
     def _apply_theme(self, name: str) -> None:
         if name not in self.available_themes:

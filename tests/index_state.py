@@ -1,0 +1,34 @@
+"""The whole state of a notes index (every chunk's text, metadata and vector, and the manifest), read
+the way a fresh skiff process reads it, for comparing an index with a clean run's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+_STATE_SCRIPT = """
+import hashlib, json, sys
+from pathlib import Path
+import numpy as np
+from skiff.local.embedder import Embedder
+from skiff.local.notes_index import NotesIndex
+
+index = NotesIndex(Path(sys.argv[1]) / "data" / "index", Embedder(Path(sys.argv[2])))
+got = index.collection.get(include=["documents", "metadatas", "embeddings"])
+chunks = {
+    i: [d, json.dumps(m, sort_keys=True), hashlib.sha1(np.round(np.asarray(v), 5).tobytes()).hexdigest()]
+    for i, d, m, v in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])
+}
+manifest = {p: [r.state, r.sha256, r.chunks] for p, r in index.manifest.records().items()}
+print(json.dumps({"chunks": chunks, "manifest": manifest}))
+"""
+
+
+def index_state(home: Path, cache: Path) -> dict:
+    """Read an index the way a fresh skiff process would (chromadb caches clients per process)."""
+    result = subprocess.run([sys.executable, "-c", _STATE_SCRIPT, str(home), str(cache)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
