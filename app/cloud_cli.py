@@ -7,6 +7,7 @@ import sys
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from skiff.app.common import assistant_session, dump, fail, out
 
@@ -22,7 +23,7 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
         dump(result)
     else:
         style = "green" if result["ok"] else "red"
-        out.print(f"[{style}]{result['message']}[/]", highlight=False)
+        out.print(f"[{style}]{escape(result['message'])}[/]", highlight=False)  # it may quote the server
         if result.get("latency_s") is not None:
             out.print(f"[dim]{result['base_url']} · {result['latency_s'] * 1000:.0f} ms[/]", highlight=False)
     if not result["ok"]:
@@ -35,7 +36,10 @@ def key(remove: bool = typer.Option(False, "--remove", help="Delete the stored k
     or asks for it without echoing; it is never printed."""
     from skiff.router.settings import load_settings, write_key_file
 
-    path = load_settings().cloud_api_key_file.expanduser()
+    try:
+        path = load_settings().cloud_api_key_file.expanduser()
+    except ValueError as error:  # an invalid configuration: said in a line, not a traceback
+        fail(f"invalid configuration: {error}")
     if remove:
         path.unlink(missing_ok=True)
         out.print(f"removed {path}")
@@ -61,7 +65,7 @@ def show(
         return
     out.print(f"[bold]{record['question']}[/]  [dim]{record['id']} · {record['route']} → answered "
               f"{record['answered_by']} · {record['model']}[/]", highlight=False)
-    out.print(record["answer"] or "[dim](no text)[/]", highlight=False)
+    out.print(escape(record["answer"]) if record["answer"] else "[dim](no text)[/]", highlight=False)
     out.print(f"\n[dim]reason: {record['reason']}[/]", highlight=False)
     sent = record.get("sent")
     if not sent:

@@ -6,9 +6,13 @@ REDACTED = "[key hidden]"
 
 
 def redact(text: str, secret: str | None) -> str:
-    """`text` with every occurrence of `secret` hidden (a server may echo a bad key back)."""
+    """`text` with every occurrence of `secret` hidden (a server may echo a bad key back), and the
+    start of it that ends a text cut short: a server's message is shown to its first N characters."""
     if secret and len(secret) >= 4:
         text = text.replace(secret, REDACTED)
+        for length in range(len(secret) - 1, 5, -1):
+            if text.endswith(secret[:length]):
+                return text[:-length] + REDACTED
     return text
 
 

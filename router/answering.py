@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from skiff.cloud import CloudClient, CloudError, CloudStats, CloudStreamBroken
+from skiff.cloud.errors import REDACTED, redact
 from skiff.local.llm import GenerationStats, LocalModel
 from skiff.local.notes_index import Hit
 from skiff.router.escalation import cloud_cost, plan_cloud_prompt
@@ -27,11 +28,12 @@ class Source:
     line_end: int
     page: int | None
     score: float  # cosine similarity to the question
+    private: bool = False  # `private: true` front matter; a later cloud question withholds this answer
 
     @classmethod
     def numbered(cls, hits: Sequence[Hit]) -> list["Source"]:
         return [cls(n, hit.path, hit.title, hit.section, hit.line_start, hit.line_end, hit.page,
-                    round(1.0 - hit.distance, 4)) for n, hit in enumerate(hits, start=1)]
+                    round(1.0 - hit.distance, 4), hit.private) for n, hit in enumerate(hits, start=1)]
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -136,6 +138,28 @@ def generate_locally(model: LocalModel, settings: Settings, question: str, hits:
     return generated
 
 
+class _KeyFilter:
+    """The API key hidden in a streamed answer (a careless gateway may answer with it), even split
+    over pieces: only a tail that could begin the key waits for the next piece."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret if len(secret) >= 8 else ""
+        self.held = ""
+
+    def feed(self, piece: str) -> str:
+        if not self.secret:
+            return piece
+        text = (self.held + piece).replace(self.secret, REDACTED)
+        hold = next((n for n in range(min(len(text), len(self.secret) - 1), 0, -1)
+                     if self.secret.startswith(text[-n:])), 0)
+        self.held = text[len(text) - hold:]
+        return text[:len(text) - hold]
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return redact(held, self.secret)  # a start of the key that ends the answer is hidden too
+
+
 def generate_in_cloud(client: CloudClient, settings: Settings, question: str, hits: Sequence[Hit],
                       history: Sequence[dict], on_token: Callable[[str], None] | None,
                       cancel: threading.Event | None, record_sent: Callable[[dict], None]) -> Generated:
@@ -145,15 +169,24 @@ def generate_in_cloud(client: CloudClient, settings: Settings, question: str, hi
     generated = Generated(notes=list(prompt.plan.notes))
     if prompt.withheld:
         generated.notices.append(f"{prompt.withheld} note chunk(s) from private notes stayed on this machine")
+    if prompt.turns_withheld:
+        generated.notices.append(f"{prompt.turns_withheld} earlier answer(s) drawn from private notes stayed on "
+                                 "this machine")
     # Recorded before the request goes out: what left the machine is known even after a crash.
     record_sent(prompt.sent_record(client.base_url, client.model))
     stats = CloudStats()
     pieces: list[str] = []
+    key_filter = _KeyFilter(getattr(client, "_secret", "") or "")
     try:
         for piece in client.stream_chat(prompt.plan.messages, max_tokens=settings.cloud_max_tokens,
                                         temperature=settings.temperature, stats=stats,
                                         should_stop=cancel.is_set if cancel is not None else None):
-            _emit(pieces, generated, piece, on_token)
+            piece = key_filter.feed(piece)
+            if piece:
+                _emit(pieces, generated, piece, on_token)
+        rest = key_filter.flush()
+        if rest:
+            _emit(pieces, generated, rest, on_token)
         generated.stop_reason = {"stop": "eos", "length": "length"}.get(stats.finish_reason or "",
                                                                          stats.finish_reason or "eos")
     except CloudStreamBroken as error:

@@ -3,7 +3,9 @@
 What is sent is the question, the trimmed chat history and the selected note chunks, minus every
 chunk of a private note: `private: true` front matter, or a path under a folder or matching a
 glob in `private_paths`. Privacy is decided when the question is asked, not when the notes were
-indexed, so adding a folder to `private_paths` takes effect at once.
+indexed, so adding a folder to `private_paths` takes effect at once. An earlier answer in the chat
+that drew on a private note (its recorded sources say so) is replaced by a placeholder: it may
+quote the note.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from skiff.local.notes_index import Hit
 from skiff.router.prompting import PromptPlan, plan_prompt
 from skiff.router.settings import KeyFileError, Settings
 
+WITHHELD_TURN = "(an earlier answer that drew on private notes; withheld)"
+
 
 def is_private(hit: Hit, private_paths: Sequence[str]) -> bool:
-    if hit.private:
-        return True
-    path = Path(hit.path)
+    return hit.private or _private_path(hit.path, private_paths)
+
+
+def _private_path(where: str, private_paths: Sequence[str]) -> bool:
+    path = Path(where)
     for entry in private_paths:
         pattern = str(Path(entry).expanduser())
         if fnmatch.fnmatch(str(path), pattern) or fnmatch.fnmatch(path.name, entry):
@@ -82,18 +88,29 @@ class EstimatedTokens:
 class CloudPrompt:
     plan: PromptPlan
     withheld: int  # private chunks kept on the machine
+    turns_withheld: int = 0  # earlier answers drawn from private notes, sent as a placeholder
 
     def sent_record(self, base_url: str, model: str) -> dict:
         """What left the machine, as stored with the answer and shown by `skiff show`."""
         return {"endpoint": base_url, "model": model, "messages": self.plan.messages,
-                "notes": [hit.path for hit in self.plan.notes], "private_notes_withheld": self.withheld}
+                "notes": [hit.path for hit in self.plan.notes], "private_notes_withheld": self.withheld,
+                "history_turns_withheld": self.turns_withheld}
+
+
+def drew_on_private_notes(turn: dict, private_paths: Sequence[str]) -> bool:
+    """A chat turn whose answer was written from a private note (`sources` as Answer.as_dict has them)."""
+    return any(isinstance(source, dict) and (source.get("private") or _private_path(str(source.get("path", "")),
+                                                                                    private_paths))
+               for source in turn.get("sources") or ())
 
 
 def plan_cloud_prompt(settings: Settings, question: str, hits: Sequence[Hit], history: Sequence[dict]) -> CloudPrompt:
     shareable = [hit for hit in hits if not is_private(hit, settings.private_paths)]
-    plan = plan_prompt(EstimatedTokens(settings.cloud_context_tokens), question, shareable, history,
+    private_turns = [drew_on_private_notes(turn, settings.private_paths) for turn in history]
+    turns = [{**turn, "content": WITHHELD_TURN} if private else turn for turn, private in zip(history, private_turns)]
+    plan = plan_prompt(EstimatedTokens(settings.cloud_context_tokens), question, shareable, turns,
                        max_answer_tokens=settings.cloud_max_tokens)
-    return CloudPrompt(plan, len(hits) - len(shareable))
+    return CloudPrompt(plan, len(hits) - len(shareable), sum(private_turns))
 
 
 def cloud_cost(settings: Settings, prompt_tokens: int, completion_tokens: int) -> float:

@@ -192,7 +192,11 @@ class Settings(BaseSettings):
         if mode & 0o077:
             raise KeyFileError(f"the key file {path} is readable by others (mode {mode:o}): "
                                f"run `chmod 600 {path}`; skiff will not use it until then")
-        return path.read_text(encoding="utf-8").strip() or None
+        try:
+            return path.read_text(encoding="utf-8").strip() or None
+        except UnicodeDecodeError:
+            raise KeyFileError(f"the key file {path} is not UTF-8 text: store the key again with "
+                               "`skiff cloud key`") from None
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain values, secrets masked."""

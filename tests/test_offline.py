@@ -13,7 +13,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import SKIFF
 
 _INET = re.compile(r'sa_family=AF_INET6?, .*?(?:inet_addr|inet_pton\(AF_INET6?, )\("([^"]+)"\)')
@@ -59,7 +58,7 @@ def test_offline_opens_no_socket_beyond_loopback(skiff_home, vault, tmp_path, co
     log = tmp_path / "trace"
     result = subprocess.run(
         ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log), str(SKIFF), *args],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert outbound(log.read_text()) == []
@@ -82,7 +81,7 @@ def test_offline_mode_keeps_a_cloud_question_on_the_machine(skiff_home, tmp_path
     result = subprocess.run(
         ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log), str(SKIFF),
          "ask", "--route", "cloud", "--no-notes", "--max-tokens", "8", "What is six times seven?"],
-        env=env, capture_output=True, text=True, timeout=600,
+        env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "answered locally" in result.stderr
@@ -91,3 +90,70 @@ def test_offline_mode_keeps_a_cloud_question_on_the_machine(skiff_home, tmp_path
         assert outbound(log.read_text()) == [] and "offline mode" in result.stderr
     else:
         assert attempts
+
+
+@pytest.mark.parametrize("command", [("status",), ("status", "--json"), ("config",), ("config", "--json"),
+                                     ("cloud", "check"), ("cloud", "check", "--online")])
+def test_status_config_and_check_offline_open_no_socket_beyond_loopback(skiff_home, tmp_path, command):
+    """With a cloud endpoint configured, offline: `skiff status`, `skiff config` and `skiff cloud
+    check` say what is configured and contact nothing. The control (check, online) does try the
+    endpoint, so the guard sees that path."""
+    if not shutil.which("strace"):
+        pytest.skip("strace not installed")
+    online = command[-1] == "--online"
+    env = {**os.environ, "SKIFF_OFFLINE": str(not online).lower(), "SKIFF_CLOUD_BASE_URL": UNROUTABLE_CLOUD,
+           "SKIFF_CLOUD_MODEL": "m", "SKIFF_CLOUD_CONNECT_TIMEOUT_S": "0.5", "SKIFF_CLOUD_RETRIES": "0"}
+    log = tmp_path / "trace"
+    result = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log), str(SKIFF),
+         *command[:2 if online else None]],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    expected = 1 if command[0] == "cloud" else 0  # an endpoint not reached is not ok
+    assert result.returncode == expected, result.stderr[-2000:]
+    if online:
+        assert any("203.0.113.7" in line for line in outbound(log.read_text()))
+    else:
+        assert outbound(log.read_text()) == []
+        if command[0] == "cloud":
+            assert "offline" in result.stdout
+        else:
+            assert "203.0.113.7" in result.stdout  # it did say which endpoint is configured
+
+
+def test_the_tui_starting_offline_opens_no_socket_beyond_loopback(skiff_home, tmp_path):
+    """`skiff` (the TUI) in a real terminal under strace, offline with a cloud endpoint configured:
+    painted, the index opened and the model loaded ('ready'), then quit; no connect() of any of
+    its threads leaves loopback."""
+    if not shutil.which("strace") or not shutil.which("tmux"):
+        pytest.skip("strace or tmux not installed")
+    import time
+
+    log = tmp_path / "trace"
+    settings = {"SKIFF_HOME": os.environ["SKIFF_HOME"], "SKIFF_CACHE_DIR": os.environ["SKIFF_CACHE_DIR"],
+                "SKIFF_OFFLINE": "true", "SKIFF_CLOUD_BASE_URL": UNROUTABLE_CLOUD, "SKIFF_CLOUD_MODEL": "m"}
+    env_args = [arg for name, value in settings.items() for arg in ("-e", f"{name}={value}")]
+    session = f"skiff-offline-{os.getpid()}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "32", *env_args, "strace", "-f",
+                    "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log), str(SKIFF)], check=True)
+
+    def screen() -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                              check=False).stdout
+
+    try:
+        deadline = time.monotonic() + 300
+        while not ("Chats" in screen() and "ready" in screen()):
+            assert time.monotonic() < deadline, f"the TUI never became ready:\n{screen()}"
+            time.sleep(0.3)
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-q"], check=True)
+        deadline = time.monotonic() + 60
+        while subprocess.run(["tmux", "has-session", "-t", session], capture_output=True,
+                             check=False).returncode == 0:
+            assert time.monotonic() < deadline, "skiff did not quit on ctrl+q"
+            time.sleep(0.3)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True, check=False)
+    trace = log.read_text()
+    assert trace.strip()  # strace followed it: at least the local sockets it opened
+    assert outbound(trace) == []

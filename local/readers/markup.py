@@ -62,6 +62,8 @@ class _SectionWalker:
 
 _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t#]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_PRIVATE_LINE = re.compile(r"^[ \t]*[\"']?private[\"']?[ \t]*:[ \t]*[\"']?(?i:true|yes|on|1)[\"']?[ \t\r]*(#.*)?$",
+                           re.MULTILINE)
 _WIKILINK = re.compile(r"!?\[\[([^\[\]|]*?)(?:\|([^\[\]]*?))?\]\]")
 _CALLOUT = re.compile(r"^(\s*>\s*)\[!(\w+)\][+-]?\s*", re.MULTILINE)
 
@@ -124,7 +126,10 @@ def _front_matter(lines: list[str], warnings: list[str]) -> tuple[dict, int]:
 def read_markdown(data: bytes) -> Document:
     warnings: list[str] = []
     lines = decode_text(data, warnings).split("\n")
+    noted = len(warnings)
     metadata, skip = _front_matter(lines, warnings)
+    if len(warnings) > noted and _PRIVATE_LINE.search("\n".join(lines[1:skip])):
+        metadata["private"] = True  # front matter YAML could not read still says private: fail closed
     walker = _SectionWalker(clean_markdown)
     fence: str | None = None
     first_h1: str | None = None
