@@ -104,7 +104,10 @@ def _split_long(block: Block, budget: int, counter: TokenCounter) -> Iterator[tu
         lines_in_piece = piece.count("\n")
         if stripped:
             leading = piece[: len(piece) - len(piece.lstrip())].count("\n")
-            yield stripped, line + leading, line + lines_in_piece
+            # The last line is that of the last non-blank character: a piece cut just after a
+            # newline ends on the line before, not on the line the next piece starts on.
+            trailing = piece[len(piece.rstrip()) :].count("\n")
+            yield stripped, line + leading, line + lines_in_piece - trailing
         line += lines_in_piece
         position = max(piece_end, position + 1)
 

@@ -27,9 +27,31 @@ def _supported(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in SUPPORTED_SUFFIXES
 
 
+def _utf8_name(path: str) -> bool:
+    """False for a name with bytes that are not UTF-8 (Python keeps them as lone surrogates):
+    SQLite, chromadb and the JSON summary on stdout cannot hold such a string, and one of them
+    used to abort the whole run, so such a file or folder is skipped instead."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable_path(path: str) -> str:
+    """The path with undecodable bytes shown as U+FFFD: safe to report, not to open."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+NOT_UTF8_NAME = "file name is not valid UTF-8 (rename it to index it)"
+
+
 def walk_notes(root: str) -> Iterator[Found | Skipped]:
     """Yield supported files under `root` (a folder or a single file), in a stable order."""
     root = os.path.abspath(os.path.expanduser(root))
+    if not _utf8_name(root):
+        yield Skipped(printable_path(root), NOT_UTF8_NAME)
+        return
     if not os.path.lexists(root):
         yield Skipped(root, "no such file or folder")
         return
@@ -59,6 +81,14 @@ def _walk_dir(folder: str, root: str, ancestors: tuple, visited: set) -> Iterato
         return
     for entry in entries:
         if entry.name.startswith("."):
+            continue
+        if not _utf8_name(entry.name):
+            try:
+                reportable = _supported(entry.name) or entry.is_dir()
+            except OSError:
+                reportable = False
+            if reportable:
+                yield Skipped(printable_path(entry.path), NOT_UTF8_NAME)
             continue
         try:
             is_link = entry.is_symlink()

@@ -19,9 +19,9 @@ import numpy as np
 
 from skiff.local.chunking import SECTION_SEPARATOR, Chunk, chunk_document
 from skiff.local.embedder import Embedder
-from skiff.local.files import Found, Skipped, walk_notes
+from skiff.local.files import Found, Skipped, printable_path, walk_notes
 from skiff.local.manifest import FileRecord, Manifest
-from skiff.local.readers import UnreadableDocument, read_document
+from skiff.local.readers import UnreadableDocument, clean_text, read_document
 
 COLLECTION = "notes"
 # chromadb rejects very large single add() calls; stay well under its limit.
@@ -89,6 +89,22 @@ class _Parsed:
 
 def _may_have_chunks(record: FileRecord | None) -> bool:
     return record is not None and (record.chunks > 0 or record.state == "pending")
+
+
+def _distinct(chunks: list[Chunk], vectors: np.ndarray) -> tuple[list[Chunk], np.ndarray]:
+    """The chunks (and their vectors) but those whose vector repeats an earlier one's. Why: hundreds
+    of identical vectors (a pasted base64 blob, a decompression bomb's repeated text) break
+    chromadb's HNSW graph: every search then returned them and missed the notes that answer it."""
+    seen: set[bytes] = set()
+    keep = []
+    for position, vector in enumerate(np.round(np.asarray(vectors, dtype=np.float32), 3) + 0.0):  # -0.0 is 0.0
+        key = vector.tobytes()
+        if key not in seen:
+            seen.add(key)
+            keep.append(position)
+    if len(keep) == len(chunks):
+        return chunks, vectors
+    return [chunks[i] for i in keep], np.asarray(vectors)[keep]
 
 
 def _chunk_id(path: str, number: int) -> str:
@@ -214,7 +230,9 @@ class NotesIndex:
                     summary.skipped.append({"path": item.path, "reason": item.reason})
                 else:
                     found.append(item)
-        existing_roots = [r for r in roots if os.path.lexists(r)]
+        # A root whose name is not UTF-8 was skipped by the walk (with the reason); the manifest
+        # cannot store its name either.
+        existing_roots = [r for r in roots if os.path.lexists(r) and r == printable_path(r)]
         self.manifest.add_roots(existing_roots)
         known = self.manifest.records()
         summary.files_seen = len(found) + sum(
@@ -338,10 +356,20 @@ class NotesIndex:
             return skip("too deeply nested to parse", info.st_size, info.st_mtime_ns, sha256)
         for warning in document.warnings:
             summary.warnings.append({"path": path, "warning": warning})
-        title = document.title or Path(path).stem
+        # A file name may hold newlines, tabs or escape sequences; the title is shown and embedded.
+        title = document.title or clean_text(Path(path).stem)
         chunks = chunk_document(document, title, self.embedder, self.chunk_tokens)
         if not chunks:
-            return skip("no text to index", info.st_size, info.st_mtime_ns, sha256)
+            # The reader's warning is the why (a PDF bomb's limit, a scanned PDF): shown with the skip.
+            why = f": {document.warnings[-1]}" if document.warnings else ""
+            return skip(f"no text to index{why}"[:300], info.st_size, info.st_mtime_ns, sha256)
+        # A chunk repeated word for word under the same heading is embedded once (see _distinct).
+        texts: set[str] = set()
+        distinct = [c for c in chunks if not (c.embed_text in texts or texts.add(c.embed_text))]
+        if len(distinct) < len(chunks):
+            summary.warnings.append({"path": path, "warning": f"{len(chunks) - len(distinct)} repeated "
+                                     "chunk(s) left out (the same text under the same heading)"})
+            chunks = distinct
         return _Parsed(path, item.root, sha256, info.st_size, info.st_mtime_ns, document.kind,
                        chunks, title, document.metadata, _may_have_chunks(previous))
 
@@ -349,11 +377,22 @@ class NotesIndex:
         ids: list[str] = []
         documents: list[str] = []
         metadatas: list[dict] = []
+        kept_vectors: list[np.ndarray] = []
+        position = 0
         for parsed in batch:
+            count = len(parsed.chunks)
+            parsed.chunks, file_vectors = _distinct(parsed.chunks, vectors[position : position + count])
+            position += count
+            if len(parsed.chunks) < count:
+                summary.warnings.append({"path": parsed.path, "warning": (
+                    f"{count - len(parsed.chunks)} chunk(s) left out: they embed the same as another chunk of "
+                    "the file (long runs the embedder reads as one unknown word)")})
+            kept_vectors.append(file_vectors)
             for number, chunk in enumerate(parsed.chunks):
                 ids.append(_chunk_id(parsed.path, number))
                 documents.append(chunk.text)
                 metadatas.append(self._chunk_metadata(parsed, chunk))
+        vectors = np.concatenate(kept_vectors) if kept_vectors else vectors[:0]
         self._replace_chunks([(p.path, p.root) for p in batch], [p.path for p in batch if p.may_have_chunks],
                              ids, vectors, documents, metadatas)
         self.manifest.commit(

@@ -6,16 +6,28 @@ directories are used (platformdirs).
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
+import tomllib
+import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 import platformdirs
-from pydantic import Field, SecretStr, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -47,6 +59,81 @@ def config_file_path() -> Path:
     return Path(explicit).expanduser() if explicit else default_config_dir() / "config.toml"
 
 
+class ConfigError(ValueError):
+    """Settings that cannot be used. The message says where the bad value came from (the config
+    file, a SKIFF_* variable or a flag), the key and what is wrong, in a few lines: never a
+    traceback, never a secret's value."""
+
+
+# Settings whose values are never repeated in an error message.
+_SECRET_FIELDS = frozenset({"cloud_api_key"})
+
+
+class _ConfigFile(TomlConfigSettingsSource):
+    """The TOML config file, with errors that name the file. Unknown keys are refused: a typo such
+    as `top-k = 5` was silently ignored, leaving the default in force."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        if path.exists() and not path.is_file():
+            # pydantic-settings skips a path that is not a file without a word.
+            raise ConfigError(f"the config file {path} is not a file")
+        if not path.exists() and os.environ.get("SKIFF_CONFIG_FILE"):
+            raise ConfigError(f"SKIFF_CONFIG_FILE names {path}, which does not exist")
+        try:
+            super().__init__(settings_cls, toml_file=path)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"the config file {path} is not valid TOML: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"the config file {path} is not UTF-8 text (bad byte at {error.start})") from None
+        except OSError as error:
+            raise ConfigError(f"cannot read the config file {path}: {error.strerror or error}") from None
+        known = settings_cls.model_fields
+        unknown = [key for key in self.toml_data if key not in known]
+        if unknown:
+            problems = []
+            for key in unknown[:5]:
+                close = difflib.get_close_matches(key.replace("-", "_").lower(), known, n=1)
+                problems.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(f"the config file {path} has unknown setting(s): {', '.join(problems)}; "
+                              "`skiff config` lists them all")
+
+
+def _source_of(field: str, given: dict[str, Any]) -> str:
+    """Where a field's value came from, by the sources' precedence."""
+    if field in given:
+        return "given on the command line"
+    variable = f"SKIFF_{field}".upper()
+    if any(name.upper() == variable for name in os.environ):
+        return f"from {variable}"
+    return f"in {config_file_path()}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _describe(error: ValidationError, given: dict[str, Any]) -> str:
+    """pydantic's errors as one line each: key = value (where it came from): what is wrong."""
+    lines = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:  # a check across fields
+            lines.append(message)
+            continue
+        field = str(item["loc"][0])
+        key = ".".join(str(part) for part in item["loc"])
+        value = "********" if field in _SECRET_FIELDS else _short(item.get("input"))
+        lines.append(f"{key} = {value} ({_source_of(field, given)}): {message}")
+    return "; ".join(lines)
+
+
+def _numeric(annotation: Any) -> bool:
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_numeric(arg) for arg in get_args(annotation))
+    return annotation in (int, float)
+
+
 class KeyFileError(ValueError):
     """The API key file is unsafe to use; the message says how to fix it."""
 
@@ -73,6 +160,8 @@ class Settings(BaseSettings):
         env_prefix="SKIFF_",
         extra="ignore",
         validate_default=True,
+        # TOML has inf and nan, and `max_file_mb = inf` passed gt=0 and then overflowed int().
+        allow_inf_nan=False,
     )
 
     # Where things live.
@@ -83,15 +172,16 @@ class Settings(BaseSettings):
     model_path: Path | None = Field(
         default=None, description="GGUF file; empty means the bundled SmolLM2-135M-Instruct"
     )
-    n_ctx: int = Field(default=4096, ge=256, description="context window in tokens")
-    n_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1)
+    # Upper bounds where the value reaches C (llama.cpp, onnxruntime) as a fixed-size integer.
+    n_ctx: int = Field(default=4096, ge=256, le=1 << 20, description="context window in tokens")
+    n_threads: int = Field(default_factory=lambda: max(1, os.cpu_count() or 1), ge=1, le=1024)
     max_tokens: int = Field(default=384, ge=1, description="most tokens generated per answer")
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=0xFFFFFFFF, description="llama.cpp's sampling seed (32 bits)")
 
     # Embedder and retrieval.
     embedder_backend: str = Field(default="onnx", pattern="^(onnx|torch)$")
-    top_k: int = Field(default=3, ge=0, description="note chunks given to the model")
+    top_k: int = Field(default=3, ge=0, le=1000, description="note chunks given to the model")
     # all-MiniLM-L6-v2 was trained on 128-token inputs; longer chunks embed worse and slower.
     chunk_tokens: int = Field(default=128, ge=32, le=256, description="chunk size bound, embedder tokens")
 
@@ -124,7 +214,8 @@ class Settings(BaseSettings):
 
     # Indexing.
     watch_notes: bool = Field(default=False, description="the TUI re-indexes folders as their files change")
-    max_file_mb: float = Field(default=20.0, gt=0, description="larger files are skipped")
+    # At most a terabyte: int(max_file_mb * 2**20) + 1 is a read() size, which must fit in C.
+    max_file_mb: float = Field(default=20.0, gt=0, le=1_000_000, description="larger files are skipped")
     index_batch_chunks: int = Field(default=256, ge=1)
 
     # Cloud (router/escalation.py, cloud/client.py). The key is never printed or stored in history.
@@ -155,8 +246,30 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file_path())
+        toml = _ConfigFile(settings_cls, config_file_path())
         return (init_settings, env_settings, toml)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads `top_k = true` as 1: a silent wrong value, refused instead.
+        if isinstance(value, bool) and _numeric(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number, got a boolean")
+        return value
+
+    @field_validator("data_dir", "cache_dir", "cloud_api_key_file", "model_path", "router_prior", mode="before")
+    @classmethod
+    def _paths(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("a path cannot hold a NUL character")
+            if not value.strip():
+                # Empty means the bundled one for these (as documented); it was Path("."), the
+                # current folder, for every path setting.
+                if info.field_name in ("model_path", "router_prior"):
+                    return None
+                raise ValueError("the path is empty")
+        return value
 
     @property
     def index_dir(self) -> Path:
@@ -212,6 +325,19 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings with CLI-style overrides; None values mean 'not given' and are dropped."""
+    """Settings with CLI-style overrides; None values mean 'not given' and are dropped.
+    Raises ConfigError, whose message is fit to show as it is."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**given)
+    try:
+        return Settings(**given)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, given)) from None
+    except SettingsError as error:
+        # pydantic-settings parses list and table settings from SKIFF_* variables as JSON.
+        field = re.search(r'field "(\w+)"', str(error))
+        variable = f"SKIFF_{field.group(1)}".upper() if field else "a SKIFF_* variable"
+        value = next((v for k, v in os.environ.items() if k.upper() == variable), None)
+        shown = f" = {_short(value)}" if value is not None else ""
+        raise ConfigError(f"{variable}{shown} is not valid JSON: list and table settings take JSON "
+                          'there, e.g. SKIFF_PRIVATE_PATHS=\'["~/notes/private"]\' or '
+                          'SKIFF_KEYMAP=\'{"good": "ctrl+y"}\'') from None

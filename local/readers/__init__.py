@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from skiff.local.readers.base import Block, Document, UnreadableDocument, decode_text, looks_binary
+from skiff.local.readers.base import Block, Document, UnreadableDocument, clean_text, decode_text, looks_binary
 from skiff.local.readers.markup import read_markdown, read_org, read_plain_text, read_rst
 from skiff.local.readers.pdf import read_pdf
 
@@ -57,6 +57,7 @@ __all__ = [
     "Document",
     "UnreadableDocument",
     "SUPPORTED_SUFFIXES",
+    "clean_text",
     "decode_text",
     "looks_binary",
     "read_document",

@@ -3,6 +3,7 @@ and plain text. Each keeps headings as the section path and paragraphs as blocks
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Callable
 
@@ -51,21 +52,33 @@ class _SectionWalker:
     def flush(self) -> None:
         if self._buffer:
             raw = "\n".join(self._buffer)
-            text = (raw if self._verbatim else self._clean(raw)).strip()
+            lines = (raw if self._verbatim else self._clean(raw)).split("\n")
+            # Blank lines at either end (an unclosed fence's tail, a link that cleans to nothing)
+            # are left out of the span too, so it names exactly the lines of the text.
+            first, last = 0, len(lines) - 1
+            while first <= last and not lines[first].strip():
+                first += 1
+            while last >= first and not lines[last].strip():
+                last -= 1
+            text = "\n".join(lines[first : last + 1]).strip()
             if text:
-                end = self._start + len(self._buffer) - 1
-                self.blocks.append(Block(text, self.section, self._start, end))
+                self.blocks.append(Block(text, self.section, self._start + first, self._start + last))
         self._buffer = []
 
 
 # -- Markdown --------------------------------------------------------------------------------------
 
-_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t#]*$")
+# The closing run of "#"s and blanks is stripped in code: a lazy (.*?) before [ \t#]*$ backtracked
+# quadratically, so one "# x" line padded with 20 MB of spaces took hours to read.
+_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*))?$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _PRIVATE_LINE = re.compile(r"^[ \t]*[\"']?private[\"']?[ \t]*:[ \t]*[\"']?(?i:true|yes|on|1)[\"']?[ \t\r]*(#.*)?$",
                            re.MULTILINE)
-_WIKILINK = re.compile(r"!?\[\[([^\[\]|]*?)(?:\|([^\[\]]*?))?\]\]")
-_CALLOUT = re.compile(r"^(\s*>\s*)\[!(\w+)\][+-]?\s*", re.MULTILINE)
+# A link stays on its line (as in Obsidian): one spanning lines took their newlines with it.
+_WIKILINK = re.compile(r"!?\[\[([^\[\]|\n]*?)(?:\|([^\[\]\n]*?))?\]\]")
+# Blanks only ([ \t], not \s) after the marker: \s ate the newline of a callout without a title,
+# gluing its first body line onto it and shifting the line count of the block.
+_CALLOUT = re.compile(r"^([ \t]*>[ \t]*)\[!(\w+)\][+-]?[ \t]*", re.MULTILINE)
 
 
 def _wikilink_text(match: re.Match) -> str:
@@ -81,15 +94,25 @@ def clean_markdown(text: str) -> str:
     return _CALLOUT.sub(lambda m: f"{m.group(1)}{m.group(2).capitalize()}: ", text)
 
 
+def _text(value) -> str | None:
+    """A YAML scalar as text, or None. Why not str(): an int of over 4300 digits makes str() raise
+    ValueError (which aborted indexing), and str() of a nested list of YAML aliases (a billion
+    laughs) is exponentially long; dates read as text ("2024-05-01"), as written."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, datetime.date)):
+        return None
+    try:
+        return str(value)[:MAX_METADATA_VALUE_CHARS]
+    except ValueError:
+        return None
+
+
 def _scalar(value) -> str | bool | None:
     if isinstance(value, bool):
         return value
-    if isinstance(value, (str, int, float)):
-        return str(value)[:MAX_METADATA_VALUE_CHARS]
     if isinstance(value, list):
-        items = [str(v) for v in value[:50] if isinstance(v, (str, int, float))]
+        items = [item for item in map(_text, value[:50]) if item is not None]
         return ", ".join(items)[:MAX_METADATA_VALUE_CHARS] if items else None
-    return None
+    return _text(value)
 
 
 def _front_matter(lines: list[str], warnings: list[str]) -> tuple[dict, int]:
@@ -110,6 +133,15 @@ def _front_matter(lines: list[str], warnings: list[str]) -> tuple[dict, int]:
     except yaml.YAMLError as error:
         warnings.append(f"front matter is not valid YAML ({type(error).__name__}); ignored")
         return {}, end + 1
+    except RecursionError:
+        # Thousands of nested "[" fit in the size limit; the note's body is still good.
+        warnings.append("front matter is nested too deeply; ignored")
+        return {}, end + 1
+    except (ValueError, TypeError, OverflowError) as error:
+        # PyYAML's constructors raise these past its own errors: an int of over 4300 digits, a
+        # timestamp like 2024-13-45. They aborted the whole indexing run.
+        warnings.append(f"front matter has a value YAML cannot hold ({type(error).__name__}); ignored")
+        return {}, end + 1
     if not isinstance(parsed, dict):
         return {}, end + 1
     meta: dict[str, str | bool] = {}
@@ -118,7 +150,7 @@ def _front_matter(lines: list[str], warnings: list[str]) -> tuple[dict, int]:
         if value not in (None, ""):
             meta[key] = value
     private = parsed.get("private")
-    if private is True or str(private).strip().lower() in ("true", "yes", "1"):
+    if private is True or (_text(private) or "").strip().lower() in ("true", "yes", "1"):
         meta["private"] = True
     return meta, end + 1
 
@@ -149,7 +181,7 @@ def read_markdown(data: bytes) -> Document:
             continue
         heading = _ATX_HEADING.match(line)
         if heading:
-            title = clean_markdown(heading.group(2) or "").strip()
+            title = clean_markdown((heading.group(2) or "").rstrip(" \t#")).strip()
             if len(heading.group(1)) == 1 and first_h1 is None:
                 first_h1 = title
             walker.heading(len(heading.group(1)), title)
@@ -201,10 +233,21 @@ def read_rst(data: bytes) -> Document:
 
 # -- Org -------------------------------------------------------------------------------------------
 
-_ORG_HEADING = re.compile(r"^(\*+)\s+(.*?)(?:\s+:[\w@#%:]+:)?\s*$")
+# Tags (":work:home:") are split off in code: the lazy (.*?) before optional tags and \s*$ was
+# quadratic in a long heading line, like the Markdown heading was.
+_ORG_HEADING = re.compile(r"^(\*+)\s+(.*)$")
+_ORG_TAGS = re.compile(r":[\w@#%:]+:")
 _ORG_KEYWORD = re.compile(r"^\s*#\+(\w+):\s*(.*)$")
 _ORG_BLOCK = re.compile(r"^\s*#\+(BEGIN|END)_(\w+)", re.IGNORECASE)
 _ORG_DRAWER = re.compile(r"^:(PROPERTIES|LOGBOOK):$", re.IGNORECASE)
+
+
+def _org_title(text: str) -> str:
+    """The heading text without its trailing tags."""
+    parts = text.rstrip().rsplit(None, 1)
+    if len(parts) == 2 and _ORG_TAGS.fullmatch(parts[1]):
+        return parts[0]
+    return text.strip()
 
 
 def read_org(data: bytes) -> Document:
@@ -215,6 +258,9 @@ def read_org(data: bytes) -> Document:
     metadata: dict[str, str | bool] = {}
     in_block = False
     in_drawer = False
+    # A drawer without its :END: is no drawer (as in Org itself): it used to hide the rest of the
+    # file, so one missing line lost every paragraph after it.
+    last_end = max((i for i, text in enumerate(lines) if text.strip().upper() == ":END:"), default=-1)
     for index, line in enumerate(lines):
         line_no = index + 1
         block = _ORG_BLOCK.match(line)
@@ -228,7 +274,10 @@ def read_org(data: bytes) -> Document:
             walker.line(line, line_no, verbatim=True)
             continue
         stripped = line.strip()
-        if _ORG_DRAWER.match(stripped):
+        # Drawers and keyword lines end the paragraph before them: a paragraph resumed after one
+        # counted its lines as if they were adjacent, so its line span was short.
+        if index < last_end and _ORG_DRAWER.match(stripped):
+            walker.flush()
             in_drawer = True
             continue
         if in_drawer:
@@ -236,6 +285,7 @@ def read_org(data: bytes) -> Document:
             continue
         keyword = _ORG_KEYWORD.match(line)
         if keyword:
+            walker.flush()
             key, value = keyword.group(1).upper(), keyword.group(2).strip()
             if key == "TITLE":
                 title = value
@@ -244,7 +294,7 @@ def read_org(data: bytes) -> Document:
             continue
         heading = _ORG_HEADING.match(line)
         if heading:
-            walker.heading(len(heading.group(1)), heading.group(2))
+            walker.heading(len(heading.group(1)), _org_title(heading.group(2)))
             continue
         walker.line(line, line_no)
     walker.flush()

@@ -1,0 +1,584 @@
+"""Property-based tests (hypothesis) of what skiff reads from outside: note files through the
+readers, their blocks through the chunker, and the config file and SKIFF_* variables through
+load_settings. Deterministic (derandomize=True, no example database), so CI sees the same examples
+every run; the example counts keep the file well under a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import re
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from annotated_types import Ge, Gt, Le, Lt
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+from skiff.local.chunking import SPECIAL_TOKENS, chunk_document
+from skiff.local.embedder import Embedder
+from skiff.local.readers import (
+    Block,
+    Document,
+    UnreadableDocument,
+    decode_text,
+    read_document,
+)
+from skiff.local.readers.pdf import MIN_TEXT_CHARS, TEXT_CHARS_PER_BYTE
+from skiff.router.settings import ConfigError, Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "fuzz"))
+from readers_fuzz import FORBIDDEN, SUFFIXES, check_all_readers
+
+SEEDS = REPO / "fuzz" / "corpus" / "readers"
+
+
+def deterministic(examples: int):
+    """Same examples on every run and machine; nothing written to .hypothesis/."""
+    return settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# -- readers -----------------------------------------------------------------------------------
+
+# Pieces of every syntax the readers know, and of what breaks naive parsers.
+FRAGMENTS = [
+    "# ", "## ", "###### ", "#######", "#", " #", "```", "````py", "~~~", "---", "...", "> ", "> [!note]",
+    "> [!tip]- Title", "[[", "]]", "[[a|b]]", "[[Note#Head]]", "[[]]", "|", "![[x.png]]", "* ", "** ", ":tag:",
+    ":PROPERTIES:", ":END:", "#+TITLE: ", "#+FILETAGS: :a:b:", "#+BEGIN_SRC", "#+END_SRC", "=====", "-----",
+    "~~~~~", "title: ", "tags: [a, b]", "private: true", "\t", "   ", "\u200f", "\u202e", "e\u0301", "\U0001f600",
+    "\ufeff", "字", "\x00", "\x1b[2J", "\x07", "\r", "\r\n", "\u2028", "\x85", "word", "Sentence. Another!",
+]
+line = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12)), max_size=6).map("".join)
+marked_text = st.lists(line, max_size=30).map("\n".join)
+front_matter = st.lists(
+    st.sampled_from(["title: T", "tags: [a, 1, 2.5, [x]]", "private: yes", "a: &a [x, y]", "b: *a", "title: *a",
+                     "description: 2024-05-01", "title: {a: b}", "x: [", "private: 1"]), max_size=4,
+).map(lambda lines: "---\n" + "\n".join(lines) + "\n---\n")
+documents_bytes = st.one_of(
+    st.binary(max_size=1500),
+    marked_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.tuples(front_matter, marked_text).map(lambda p: "".join(p).encode("utf-8", "surrogatepass")),
+    st.tuples(marked_text, st.binary(max_size=16), marked_text).map(
+        lambda p: p[0].encode("utf-8", "surrogatepass") + p[1] + p[2].encode("utf-8", "surrogatepass")),
+)
+
+
+@deterministic(400)
+@given(data=documents_bytes)
+@example(data=b"> [!note]\n> body line\n")  # the callout used to swallow its newline
+@example(data=b"* H\ntext\n:PROPERTIES:\n:ID: 1\n:END:\nmore\n")  # an Org drawer inside a paragraph
+@example(data=b"[[a\nb|c]]\n")  # a wikilink across lines took the newline with it
+@example(data=b"```\ncode\n\n\n")  # an unclosed fence's blank tail was in its span
+@example(data=b"* H\n:PROPERTIES:\nnever closed\n\nmore text\n")  # an unclosed drawer hid the rest
+def test_readers_raise_only_unreadable_and_keep_their_invariants(data):
+    # Every supported suffix: only UnreadableDocument escapes; spans, order and text hold.
+    check_all_readers(data)
+
+
+@deterministic(200)
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=300))
+def test_decoding_loses_nothing_of_clean_utf8(text):
+    if text.startswith("\ufeff") or any(0x80 <= ord(c) <= 0x9F for c in text):
+        text = text.lstrip("\ufeff").translate({c: None for c in range(0x80, 0xA0)})
+    assert decode_text(text.encode(), []) == text
+
+
+@deterministic(300)
+@given(data=st.binary(max_size=600) | documents_bytes)
+def test_decoded_text_holds_no_controls_nor_carriage_returns(data):
+    warnings: list[str] = []
+    try:
+        text = decode_text(data, warnings)
+    except UnreadableDocument as error:
+        assert b"\x00" in data[:8192] and "binary" in str(error)
+        return
+    assert "\r" not in text and not FORBIDDEN.search(text)
+    if re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", data):
+        assert any("control character" in w for w in warnings), warnings
+
+
+HOSTILE_FRONT_MATTER = {
+    "int past 4300 digits": "title: " + "9" * 5000,
+    "int in a list": "tags: [" + "9" * 5000 + "]",
+    "bad timestamp": "title: 2024-13-45",
+    "nested 1500 deep": "title: " + "[" * 1500 + "]" * 1500,
+    "billion laughs": "\n".join(
+        [f"l0: &l0 [{', '.join(['lol'] * 9)}]"]
+        + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]
+        + ["private: *l9", "tags: *l9", "title: *l9"]
+    ),
+    "unhashable key": "? [a]\n: b",
+    "python tag": "title: !!python/object/apply:os.system [echo]",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_FRONT_MATTER))
+def test_hostile_front_matter_is_ignored_with_a_warning_and_the_body_kept(case):
+    data = f"---\n{HOSTILE_FRONT_MATTER[case]}\n---\n# Body\n\nThe body survives.\n".encode()
+    started = time.perf_counter()
+    doc = read_document(Path("hostile.md"), data)
+    assert time.perf_counter() - started < 10
+    assert [b.text for b in doc.blocks] == ["The body survives."]
+    assert doc.title == "Body" and "private" not in doc.metadata
+    if case != "billion laughs":  # valid YAML: its values are ignored for not being scalars
+        assert any("front matter" in w for w in doc.warnings), doc.warnings
+    check_all_readers(data)
+
+
+@pytest.mark.parametrize("name,line", [("long.md", b"# x" + b" " * 200_000 + b"y"),
+                                       ("long.org", b"* x" + b" " * 200_000 + b"y"),
+                                       ("long.org", b"* x" + b" :t" * 100_000 + b" y")])
+def test_heading_lines_are_read_in_linear_time(name, line):
+    # The heading regexes backtracked quadratically: this line took minutes (20 MB: days).
+    started = time.perf_counter()
+    doc = read_document(Path(name), line + b"\n\nbody\n")
+    assert time.perf_counter() - started < 5
+    assert doc.blocks[0].text == "body" and doc.blocks[0].section[0].startswith("x")
+
+
+# -- PDF ---------------------------------------------------------------------------------------
+
+
+def make_pdf(page_streams: list[bytes], cmap: bytes | None = None, info: bytes = b"<< /Title (T) >>",
+             shared: bool = False, compress: bool = False) -> bytes:
+    """A small, well-formed PDF: one content stream per page, or one drawn by every page (shared);
+    compress: each stream Flate-compressed twice, as a decompression bomb would be."""
+    font = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica" + (b" /ToUnicode 5 0 R" if cmap else b"") + b" >>"
+    streams = page_streams[:1] if shared else page_streams
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"", info, font, _stream(cmap or b"")]
+    first_stream = len(objects) + 1
+    objects += [_stream(s, compress) for s in streams]
+    first_page = len(objects) + 1
+    for number in range(len(page_streams)):
+        content = first_stream + (0 if shared else number)
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+                       b"/Resources << /Font << /F1 4 0 R >> >> >>" % content)
+    kids = b" ".join(b"%d 0 R" % (first_page + n) for n in range(len(page_streams)))
+    objects[1] = b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % len(page_streams)
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 3 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def _stream(body: bytes, compress: bool = False) -> bytes:
+    filters = b""
+    if compress:
+        body, filters = zlib.compress(zlib.compress(body, 9), 9), b" /Filter [/FlateDecode /FlateDecode]"
+    return b"<< /Length %d%s >>\nstream\n" % (len(body), filters) + body + b"\nendstream"
+
+
+def _pdf_string(text: bytes) -> bytes:
+    return b"(" + text.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)") + b")"
+
+
+operators = st.one_of(
+    st.binary(max_size=40).map(lambda b: _pdf_string(b) + b" Tj"),
+    st.binary(max_size=20).map(lambda b: b"<" + b.hex().encode() + b"> Tj"),
+    st.sampled_from([b"T*", b"0 -14 Td", b"ET BT", b"/F1 12 Tf", b"[(a) -250 (b)] TJ", b"(x) '", b"q 1 0 0 1 0 0 cm Q",
+                     b"/F9 12 Tf", b"1 0 0 1 72 700 Tm", b"(\\\\) Tj", b"<FEFF> Tj", b")", b"<<", b"[", b"9999999999 Tz"]),
+)
+page_stream = st.lists(operators, max_size=12).map(lambda ops: b"BT /F1 12 Tf 72 720 Td " + b"\n".join(ops) + b" ET")
+# A ToUnicode map can send a code anywhere, a lone surrogate and control characters included.
+cmaps = st.none() | st.lists(st.tuples(st.integers(0, 255), st.integers(0, 0xFFFF)), min_size=1, max_size=6).map(
+    lambda pairs: b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap 1 begincodespacerange <00> <FF> "
+    b"endcodespacerange %d beginbfchar " % len(pairs)
+    + b" ".join(b"<%02X> <%04X>" % pair for pair in pairs) + b" endbfchar endcmap end end")
+pdf_titles = st.binary(max_size=30).map(lambda b: b"<< /Title " + _pdf_string(b) + b" >>")
+
+
+@deterministic(120)
+@given(pages=st.lists(page_stream, min_size=1, max_size=3), cmap=cmaps, info=pdf_titles)
+@example(pages=[b"BT /F1 12 Tf (xABCx) Tj ET"], cmap=b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap "
+         b"1 begincodespacerange <00> <FF> endcodespacerange 3 beginbfchar <41> <D800> <42> <001B> <43> <0000> "
+         b"endbfchar endcmap end end", info=b"<< /Title <FEFFD800> >>")  # a lone surrogate broke chromadb
+def test_generated_pdfs_keep_the_invariants(pages, cmap, info):
+    data = make_pdf(pages, cmap, info)
+    check_all_readers(data)
+    doc = read_document(Path("g.pdf"), data)
+    for block in doc.blocks:
+        block.text.encode("utf-8")  # what chromadb and SQLite need
+
+
+@deterministic(150)
+@given(cuts=st.lists(st.tuples(st.integers(0, 1 << 16), st.binary(min_size=0, max_size=8)), min_size=1, max_size=4),
+       truncate=st.none() | st.integers(9, 1 << 16))
+def test_mutated_pdfs_raise_only_unreadable(cuts, truncate):
+    data = bytearray((SEEDS / "manual.pdf").read_bytes())
+    for position, replacement in cuts:
+        position %= len(data)
+        data[position : position + len(replacement)] = replacement
+    check_all_readers(bytes(data[:truncate]))
+
+
+def test_pdf_text_is_bounded_by_the_file_size():
+    # 30 pages drawing one 1 MB string: 30 MB of text from a file of a few KB, all of it chunked
+    # and embedded, before the text budget.
+    words = b"lorem ipsum dolor sit amet " * 40_000
+    data = make_pdf([b"BT /F1 12 Tf 72 720 Td (" + words + b") Tj ET"] * 30, shared=True, compress=True)
+    assert len(data) < 8192
+    doc = read_document(Path("bomb.pdf"), data)
+    allowed = max(MIN_TEXT_CHARS, TEXT_CHARS_PER_BYTE * len(data))
+    assert sum(len(b.text) for b in doc.blocks) <= allowed
+    assert any("decompression bomb" in w for w in doc.warnings), doc.warnings
+    assert doc.blocks[0].text.startswith("lorem ipsum")
+    check_all_readers(data)
+
+
+def test_pdf_extraction_stops_at_its_cpu_budget(monkeypatch):
+    # Pages sharing one stream of drawing operators cost ~1 CPU second each and give no text: a
+    # 2 KB file of 1,000 such pages took a quarter of an hour before the budget.
+    import skiff.local.readers.pdf as pdf_reader
+
+    monkeypatch.setattr(pdf_reader, "EXTRACT_CPU_SECONDS", 0.2)
+    heavy = b"BT /F1 12 Tf 72 720 Td (page text) Tj ET\n" + b"0 0 m 1 1 l S\n" * 30_000
+    data = make_pdf([heavy] * 40, shared=True, compress=True)
+    assert len(data) < 8192
+    doc = read_document(Path("slow.pdf"), data)
+    assert any("CPU seconds" in w for w in doc.warnings), doc.warnings
+    assert doc.blocks[0].text == "page text" and max(b.page for b in doc.blocks) < 40
+
+
+# -- chunker -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def counter(tmp_path_factory):
+    # Token counting needs only the embedder's tokenizer (as in test_chunking.py).
+    return Embedder(tmp_path_factory.mktemp("cache"))
+
+
+words = st.one_of(
+    st.sampled_from(["the", "note", "Anchor", "sails.", "é", "naïve", "字字", "\U0001f600", "e\u0301", "x" * 150,
+                     "ab" * 70, "https://example.org/a/b?c=d", "C++", "...", "—", "\u200f", "1234567890" * 3]),
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=30),
+)
+separators = st.sampled_from([" ", " ", " ", "\n", "  ", "\t", ". ", "\n\n"])
+block_text = st.lists(st.tuples(words, separators), min_size=1, max_size=120).map(
+    lambda pairs: "".join(w + s for w, s in pairs).strip())
+sections = st.lists(st.text(max_size=20) | st.just("h" * 400), max_size=3).map(tuple)
+
+
+@st.composite
+def documents(draw):
+    """Blocks as readers make them: in order, each on the lines its text has, grouped under
+    sections (and pages)."""
+    blocks = []
+    line = draw(st.integers(1, 5))
+    section, page = draw(sections), draw(st.none() | st.integers(1, 3))
+    for _ in range(draw(st.integers(1, 10))):
+        if draw(st.integers(0, 3)) == 0:
+            section, page = draw(sections), page if page is None else page + draw(st.integers(0, 1))
+        text = draw(block_text)
+        if not text:
+            continue
+        end = line + text.count("\n")
+        blocks.append(Block(text, section, line, end, page))
+        line = end + 1 + draw(st.integers(0, 3))
+    return Document("markdown", blocks)
+
+
+def groups_of(doc: Document) -> list[list[Block]]:
+    groups: list[list[Block]] = []
+    for block in doc.blocks:
+        if groups and (block.section, block.page) == (groups[-1][0].section, groups[-1][0].page):
+            groups[-1].append(block)
+        else:
+            groups.append([block])
+    return groups
+
+
+def squeeze(text: str) -> str:
+    return "".join(text.split())
+
+
+@deterministic(250)
+@given(doc=documents(), title=st.text(max_size=40) | st.just("T" * 2000), max_tokens=st.integers(32, 256))
+def test_chunks_fit_the_bound_stay_in_their_section_and_lose_no_text(counter, doc, title, max_tokens):
+    chunks = chunk_document(doc, title, counter, max_tokens)
+    for chunk in chunks:
+        assert counter.count_tokens(chunk.embed_text) + SPECIAL_TOKENS <= max_tokens, chunk
+        assert chunk.text and chunk.text == chunk.text.strip()
+        assert chunk.embed_text.endswith(chunk.text)
+        assert 1 <= chunk.line_start <= chunk.line_end
+    # Chunks come group by group (a group: consecutive blocks under one heading and page); none
+    # crosses into another group, and a group's chunks hold all of its text, in order.
+    remaining = list(chunks)
+    for group in groups_of(doc):
+        taken = []
+        while remaining and (remaining[0].section, remaining[0].page) == (group[0].section, group[0].page):
+            taken.append(remaining.pop(0))
+        assert taken, ("a group without chunks", group)
+        for chunk in taken:
+            assert group[0].line_start <= chunk.line_start <= chunk.line_end <= group[-1].line_end, (chunk, group)
+        assert squeeze("".join(c.text for c in taken)) == squeeze("".join(b.text for b in group))
+    assert not remaining
+    # Each chunk's text is on the lines it names.
+    lines: dict[int, str] = {}
+    for block in doc.blocks:
+        for offset, text in enumerate(block.text.split("\n")):
+            lines[block.line_start + offset] = text
+    for chunk in chunks:
+        source = "".join(lines.get(n, "") for n in range(chunk.line_start, chunk.line_end + 1))
+        assert squeeze(chunk.text) in squeeze(source), chunk
+
+
+@deterministic(120)
+@given(line_words=st.lists(st.integers(1, 60), min_size=1, max_size=40), max_tokens=st.integers(32, 128),
+       blank_every=st.integers(2, 9))
+def test_chunk_line_numbers_are_exact(counter, line_words, max_tokens, blank_every):
+    # Line n holds only the word "wN", so the words of a chunk say which lines it covers: its
+    # first and last line must be exactly those (a cut right after a newline used to claim the
+    # next line too).
+    text_lines = []
+    for number, count in enumerate(line_words, start=1):
+        text_lines.append("" if number % blank_every == 0 else " ".join([f"w{number}"] * count))
+    data = "\n".join(text_lines).encode()
+    chunks = chunk_document(read_document(Path("n.txt"), data), "n", counter, max_tokens)
+    assert chunks
+    for chunk in chunks:
+        numbers = [int(word[1:]) for word in chunk.text.split()]
+        assert (chunk.line_start, chunk.line_end) == (min(numbers), max(numbers)), chunk
+
+
+# -- config ------------------------------------------------------------------------------------
+
+KINDS = {int: "int", float: "float", bool: "bool", str: "str", Path: "path", list[str]: "list", dict[str, str]: "dict",
+         SecretStr: "secret", str | None: "str", Path | None: "optional path", float | None: "float",
+         SecretStr | None: "secret"}
+FIELDS = sorted(name for name, info in Settings.model_fields.items() if info.annotation in KINDS)
+TRUE_WORDS, FALSE_WORDS = {"1", "on", "t", "true", "y", "yes"}, {"0", "off", "f", "false", "n", "no"}
+
+
+def _toml_string(text: str) -> str:
+    escaped = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x20 or c in '"\\\x7f' else c for c in text)
+    return f'"{escaped}"'
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return "{" + ", ".join(f"{_toml_string(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+toml_scalars = st.one_of(
+    st.integers(-5, 300), st.integers(-(2**70), 2**70),
+    st.floats(-10, 10), st.floats(),
+    st.booleans(),
+    st.text(max_size=16),
+    st.sampled_from(["", "  ", "7", " 42 ", "1e3", "2.5", "true", "no", "Off", "onnx", "torch", "nan", "inf", "-1",
+                     "0x10", "1_000", "~/x", "a\x00b", "sk-secret-value"]),
+    st.dates(), st.datetimes(),
+)
+toml_values = st.recursive(
+    toml_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=5)
+
+
+def _bounds_ok(info, number) -> bool:
+    for bound in info.metadata:
+        if (isinstance(bound, Ge) and not number >= bound.ge) or (isinstance(bound, Gt) and not number > bound.gt) \
+                or (isinstance(bound, Le) and not number <= bound.le) or (isinstance(bound, Lt) and not number < bound.lt):
+            return False
+    return True
+
+
+def expected(field: str, value):
+    """What the setting must be after `field = value`, or ConfigError if it must be refused; None
+    where lax parsing may go either way (a numeric string): then only consistency is checked."""
+    info = Settings.model_fields[field]
+    kind = KINDS[info.annotation]
+    if kind in ("int", "float"):
+        if isinstance(value, str):
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return ConfigError
+        if kind == "int" and isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+            return ConfigError
+        try:
+            number = int(value) if kind == "int" else float(value)
+        except OverflowError:
+            return ConfigError
+        if isinstance(number, float) and not math.isfinite(number):
+            return ConfigError
+        return number if _bounds_ok(info, number) else ConfigError
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        return None if isinstance(value, (str, int, float)) else ConfigError
+    if kind in ("str", "secret"):
+        if not isinstance(value, str):
+            return ConfigError
+        if field == "embedder_backend" and value not in ("onnx", "torch"):
+            return ConfigError
+        return value
+    if kind in ("path", "optional path"):
+        if not isinstance(value, str) or "\x00" in value:
+            return ConfigError
+        if not value.strip():
+            return None if kind == "optional path" else ConfigError
+        return Path(value)
+    if kind == "list":
+        return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else ConfigError
+    return value if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()) else ConfigError
+
+
+class _Config:
+    """A SKIFF_HOME of its own with nothing else of SKIFF_* in the environment."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def load(self, toml: str | bytes | None = None, env: dict[str, str] | None = None):
+        patch = pytest.MonkeyPatch()
+        try:
+            for name in [n for n in os.environ if n.upper().startswith("SKIFF_")]:
+                patch.delenv(name)
+            patch.setenv("SKIFF_HOME", str(self.home))
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            path = self.home / "config.toml"
+            path.unlink(missing_ok=True)
+            if toml is not None:
+                path.write_bytes(toml.encode() if isinstance(toml, str) else toml)
+            return load_settings()
+        finally:
+            patch.undo()
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    return _Config(tmp_path_factory.mktemp("skiff-home"))
+
+
+def _check_refusal(error: ConfigError, field: str, value) -> None:
+    message = str(error)
+    assert field in message and "Traceback" not in message
+    if field == "cloud_api_key" and isinstance(value, str) and len(value) > 3:
+        assert value not in message  # a secret is never echoed
+
+
+@deterministic(500)
+@given(field=st.sampled_from(FIELDS), value=toml_values)
+@example(field="top_k", value=True)  # was read as 1
+@example(field="max_file_mb", value=math.inf)  # passed gt=0, then overflowed int()
+@example(field="data_dir", value="")  # was Path("."), the current folder
+@example(field="model_path", value="")  # "empty means the bundled model" was Path(".")
+@example(field="cloud_api_key", value=["sk-secret-value"])  # the refusal must not echo it
+@example(field="seed", value=2**40)  # llama.cpp takes 32 bits
+def test_any_toml_value_is_taken_as_written_or_refused_clearly(config, field, value):
+    want = expected(field, value)
+    try:
+        settings_ = config.load(f"{field} = {toml_value(value)}\n")
+    except ConfigError as error:
+        assert want is None or want is ConfigError, (field, value, want, error)
+        _check_refusal(error, field, value)
+        return
+    got = getattr(settings_, field)
+    if isinstance(got, SecretStr):
+        got = got.get_secret_value()
+    if want is None:
+        # A string read as a number or a boolean must be that string's value.
+        kind = KINDS[Settings.model_fields[field].annotation]
+        if kind == "bool":
+            word = str(value).strip().lower()
+            assert (word in TRUE_WORDS and got is True) or (word in FALSE_WORDS and got is False) \
+                or (not isinstance(value, str) and value in (0, 1) and got is bool(value)), (value, got)
+        elif kind in ("int", "float"):
+            assert float(value.strip().replace("_", "")) == got, (value, got)
+        elif kind == "optional path":
+            assert got is None
+        return
+    assert want is not ConfigError, (field, value, got)
+    assert got == want and type(got) is type(want), (field, value, got, want)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("seed", 2**40),  # llama.cpp's seed is 32 bits
+    ("n_ctx", 2**40), ("n_threads", 10**6),  # C ints and thread pools
+    ("max_file_mb", 1e300),  # int(max_file_mb * 2**20) + 1 is a read() size: OverflowError
+    ("top_k", 10**12),  # chromadb's n_results
+    ("max_file_mb", math.inf), ("temperature", math.nan), ("top_k", True),
+])
+def test_values_that_fail_later_are_refused_up_front(config, field, value):
+    # The bounds the oracle above reads off the fields must be there in the first place.
+    with pytest.raises(ConfigError, match=field):
+        config.load(f"{field} = {toml_value(value)}\n")
+
+
+@deterministic(150)
+@given(key=st.text(min_size=1, max_size=20).filter(lambda k: k not in Settings.model_fields), value=toml_scalars)
+@example(key="top-k", value=5)  # a typo was ignored, leaving the default in force
+def test_unknown_keys_are_refused_by_name(config, key, value):
+    with pytest.raises(ConfigError) as caught:
+        config.load(f"{_toml_string(key)} = {toml_value(value)}\n")
+    assert repr(key) in str(caught.value)
+
+
+@deterministic(150)
+@given(data=st.binary(max_size=200) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")))
+@example(data=b"\xff\xfe = 1\n")  # UnicodeDecodeError, without the file's name
+@example(data=b"x = 1\nx = 2\n")
+def test_a_garbled_config_file_is_a_config_error_naming_the_file(config, data):
+    try:
+        config.load(data)
+    except ConfigError as error:
+        assert "config.toml" in str(error) or any(f in str(error) for f in FIELDS), error
+
+
+@deterministic(300)
+@given(field=st.sampled_from(FIELDS), text=st.text(alphabet=st.characters(blacklist_characters="\x00",
+                                                                          blacklist_categories=("Cs",)), max_size=20)
+       | st.sampled_from(["", " 7 ", "true", "inf", "nan", "1e400", "[1]", '["a"]', '{"a": "b"}', "-1", "0"]))
+def test_any_environment_value_is_taken_as_written_or_refused_clearly(config, field, text):
+    variable = f"SKIFF_{field.upper()}"
+    try:
+        settings_ = config.load(env={variable: text})
+    except ConfigError as error:
+        assert variable in str(error) and "Traceback" not in str(error), error
+        return
+    got = getattr(settings_, field)
+    kind = KINDS[Settings.model_fields[field].annotation]
+    if isinstance(got, SecretStr):
+        got = got.get_secret_value()
+    if kind in ("int", "float"):
+        assert float(text.strip().replace("_", "")) == got, (text, got)
+        assert math.isfinite(got)
+    elif kind == "bool":
+        assert got is (text.strip().lower() in TRUE_WORDS) and text.strip().lower() in TRUE_WORDS | FALSE_WORDS
+    elif kind == "list" or kind == "dict":
+        assert got == json.loads(text)
+    elif kind == "optional path":
+        assert got == (Path(text) if text.strip() else None)
+    elif kind == "path":
+        assert got == Path(text) and text.strip()
+    else:
+        assert got == text
+
+
+def test_all_readers_are_covered():
+    assert set(SUFFIXES) == {".md", ".markdown", ".txt", ".text", ".rst", ".org", ".pdf"}
