@@ -354,6 +354,11 @@ class NotesIndex:
             return skip(str(error), info.st_size, info.st_mtime_ns, sha256)
         except RecursionError:
             return skip("too deeply nested to parse", info.st_size, info.st_mtime_ns, sha256)
+        except Exception as error:  # noqa: BLE001 - a reader's bug must cost its file, not the whole run
+            # The readers raise only UnreadableDocument by contract (fuzzed and property-tested),
+            # yet one escape (pypdf's OverflowError) aborted every file's indexing before this.
+            return skip(f"could not be read ({type(error).__name__}: {error})"[:300], info.st_size,
+                        info.st_mtime_ns, sha256)
         for warning in document.warnings:
             summary.warnings.append({"path": path, "warning": warning})
         # A file name may hold newlines, tabs or escape sequences; the title is shown and embedded.

@@ -124,6 +124,11 @@ def build_folder(notes: Path) -> dict[str, str]:
         pdf([b"BT /F1 12 Tf 72 720 Td (ABC Jade is a name for two minerals, jadeite and nephrite.) Tj ET"],
             font_extra=b" /ToUnicode 4 0 R", extra=[cmap_stream]))
     expect["surrogate font.pdf"] = "indexed"
+    # A startxref of 30 digits: pypdf's OverflowError aborted the whole run (found by fuzzing).
+    valid = pdf([b"BT /F1 12 Tf (x) Tj ET"])
+    (notes / "absurd startxref.pdf").write_bytes(valid[: valid.rindex(b"startxref")] + b"startxref\n" + b"9" * 30
+                                                 + b"\n%%EOF\n")
+    expect["absurd startxref.pdf"] = "broken PDF (OverflowError"
     # Markup that explodes in a naive parser.
     (notes / "billion laughs.md").write_text(billion_laughs_markdown())
     expect["billion laughs.md"] = "indexed"

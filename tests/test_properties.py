@@ -225,6 +225,14 @@ def test_mutated_pdfs_raise_only_unreadable(cuts, truncate):
     check_all_readers(bytes(data[:truncate]))
 
 
+def test_a_pdf_with_an_absurd_startxref_is_unreadable():
+    # Found by fuzzing: pypdf raised OverflowError, which escaped the reader and aborted indexing.
+    data = re.sub(rb"startxref\n\d+", b"startxref\n" + b"9" * 30, make_pdf([b"BT /F1 12 Tf (x) Tj ET"]))
+    with pytest.raises(UnreadableDocument, match="broken PDF"):
+        read_document(Path("absurd.pdf"), data)
+    check_all_readers((SEEDS / "regress-startxref-overflow.pdf").read_bytes())
+
+
 def test_pdf_text_is_bounded_by_the_file_size():
     # 30 pages drawing one 1 MB string: 30 MB of text from a file of a few KB, all of it chunked
     # and embedded, before the text budget.
