@@ -3,10 +3,36 @@
 Nothing here imports skiff.router, skiff.app or skiff.local.
 """
 
-from skiff.cloud.client import CloudClient, CloudStats, CloudTimeouts, Reachability, estimate_tokens
-from skiff.cloud.errors import CloudError, CloudRefused, CloudStreamBroken, CloudTimeout, CloudUnavailable, redact
+from skiff.cloud.client import (
+    CloudClient,
+    CloudLimits,
+    CloudStats,
+    CloudTimeouts,
+    Reachability,
+    estimate_tokens,
+)
+from skiff.cloud.errors import (
+    CloudBadResponse,
+    CloudError,
+    CloudRefused,
+    CloudStreamBroken,
+    CloudTimeout,
+    CloudUnavailable,
+    redact,
+)
 
 __all__ = [
-    "CloudClient", "CloudStats", "CloudTimeouts", "Reachability", "estimate_tokens",
-    "CloudError", "CloudRefused", "CloudStreamBroken", "CloudTimeout", "CloudUnavailable", "redact",
+    "CloudBadResponse",
+    "CloudClient",
+    "CloudError",
+    "CloudLimits",
+    "CloudRefused",
+    "CloudStats",
+    "CloudStreamBroken",
+    "CloudTimeout",
+    "CloudTimeouts",
+    "CloudUnavailable",
+    "Reachability",
+    "estimate_tokens",
+    "redact",
 ]

@@ -36,7 +36,7 @@ class CloudRefused(CloudError):
         self.status = status
 
     @classmethod
-    def for_status(cls, status: int, base_url: str, model: str, detail: str) -> "CloudRefused":
+    def for_status(cls, status: int, base_url: str, model: str, detail: str) -> CloudRefused:
         said = f" (the server said: {detail})" if detail else ""
         if status == 401:
             fix = ("the API key was refused: set SKIFF_CLOUD_API_KEY or run `skiff cloud key` "
@@ -57,3 +57,10 @@ class CloudStreamBroken(CloudError):
     def __init__(self, message: str, partial: bool) -> None:
         super().__init__(message)
         self.partial = partial
+
+
+class CloudBadResponse(CloudStreamBroken):
+    """The server sent something this client will not read: a line, event, answer or body over
+    its limit (`CloudLimits`), a body that is not an event stream, or a compression it does not
+    decode. Before the first token (partial False) the caller may fall back; after it, the text
+    already received is still valid, as with any broken stream."""
