@@ -22,10 +22,13 @@ from skiff.local.embedder import Embedder
 from skiff.local.files import Found, Skipped, printable_path, walk_notes
 from skiff.local.manifest import FileRecord, Manifest
 from skiff.local.readers import UnreadableDocument, clean_text, read_document
+from skiff.local.recovery import Recovery, quarantine, report
 
 COLLECTION = "notes"
 # chromadb rejects very large single add() calls; stay well under its limit.
 CHROMA_WRITE_BATCH = 2000
+# How chromadb words a damaged store (its Rust core passes SQLite's message through).
+_DAMAGE_WORDS = ("malformed", "not a database", "corrupt", "no such table", "disk image")
 
 
 @dataclass
@@ -161,6 +164,10 @@ class NotesIndex:
         self.manifest = Manifest(self.index_dir / "manifest.sqlite3")
         self._collection = None
         self._client = None
+        if self.manifest.recovery is not None:
+            # Without the manifest chromadb's chunks cannot be matched to files: both are rebuilt.
+            damaged = self.manifest.recovery
+            self._announce(damaged.reason, damaged.backups + quarantine(self.index_dir / "chroma"))
 
     # -- chromadb ------------------------------------------------------------------------------
 
@@ -174,16 +181,50 @@ class NotesIndex:
             if SkiffEmbeddingFunction.name() not in known_embedding_functions:
                 register_embedding_function(SkiffEmbeddingFunction)
 
-            self._client = chromadb.PersistentClient(
-                path=str(self.index_dir / "chroma"),
-                settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
-            )
-            self._collection = self._client.get_or_create_collection(
-                COLLECTION,
-                embedding_function=SkiffEmbeddingFunction(self.embedder),
-                metadata={"hnsw:space": "cosine"},
-            )
+            def open_collection():
+                self._client = chromadb.PersistentClient(
+                    path=str(self.index_dir / "chroma"),
+                    settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
+                )
+                return self._client.get_or_create_collection(
+                    COLLECTION,
+                    embedding_function=SkiffEmbeddingFunction(self.embedder),
+                    metadata={"hnsw:space": "cosine"},
+                )
+
+            try:
+                collection = open_collection()
+            except Exception as error:  # noqa: BLE001 - chromadb raises several types; the words tell damage
+                if not any(word in str(error).lower() for word in _DAMAGE_WORDS):
+                    raise
+                # chromadb caches its system per path before starting it, so the failed one would
+                # be handed back to the retry.
+                from chromadb.api.shared_system_client import SharedSystemClient
+
+                SharedSystemClient._identifier_to_system.pop(str(self.index_dir / "chroma"), None)
+                backups = quarantine(self.index_dir / "chroma")
+                self.manifest.mark_all_pending()
+                self._announce(str(error).strip().splitlines()[0], backups)
+                collection = open_collection()
+            self._collection = collection
+            self._check_complete()
         return self._collection
+
+    def _check_complete(self) -> None:
+        """A healthy index holds at least the chunks its manifest lists as done (a crash can leave
+        extra ones of files marked pending, never fewer). Fewer means chromadb lost data: every
+        file is redone by the next run."""
+        listed, held = self.manifest.done_chunks(), self._collection.count()
+        if held < listed:
+            self.manifest.mark_all_pending()
+            self._announce(f"it holds {held} of the {listed} chunks its manifest lists", ())
+
+    def _announce(self, reason: str, backups: tuple[Path, ...]) -> None:
+        roots = self.manifest.roots()
+        where = f" from {', '.join(roots)}" if roots else ""
+        report(Recovery("notes index", reason, backups,
+                        f"`skiff index` rebuilds it{where}; until then answers use what is left of it. "
+                        "Your notes were not touched."))
 
     def close(self) -> None:
         self.manifest.close()

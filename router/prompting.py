@@ -103,11 +103,19 @@ def plan_prompt(
 
     free = budget - base
     turns = [dict(role=m["role"], content=m["content"]) for m in history if m.get("content")]
-    turn_costs = [model.count_tokens(t["content"]) + 8 for t in turns]
+    # Newest first, and only until they overflow the free space: older turns can never fit, so a
+    # conversation of hundreds of turns costs no more to plan than one that just fills the window.
+    turn_costs: list[int] = []
+    history_cost = 0
+    for turn in reversed(turns):
+        if history_cost > free:
+            break
+        turn_costs.append(model.count_tokens(turn["content"]) + 8)
+        history_cost += turn_costs[-1]
     note_texts = [(hit, hit.text) for hit in hits]
     note_costs = [model.count_tokens(f"[{n}] {note_label(h)}\n{t}") + 4 for n, (h, t) in enumerate(note_texts, 1)]
 
-    notes_allowance = free if not turns else max(int(free * NOTES_SHARE_WITH_HISTORY), free - sum(turn_costs))
+    notes_allowance = free if not turns else max(int(free * NOTES_SHARE_WITH_HISTORY), free - history_cost)
     chosen: list[tuple[Hit, str]] = []
     spent = 0
     for (hit, text), cost in zip(note_texts, note_costs):
@@ -126,7 +134,7 @@ def plan_prompt(
 
     history_allowance = free - spent
     kept_turns: list[dict] = []
-    for turn, cost in zip(reversed(turns), reversed(turn_costs)):
+    for turn, cost in zip(reversed(turns), turn_costs):
         if cost > history_allowance:
             break
         kept_turns.insert(0, turn)

@@ -205,6 +205,7 @@ class Settings(BaseSettings):
     lora_learning_rate: float = Field(default=1e-4, gt=0)
     ttt_alpha: float = Field(default=0.2, gt=0, description="adaptive SIFT: stop once n*sigma_n >= 1/alpha")
     ttt_max_steps: int = Field(default=16, ge=1, le=256, description="most optimizer steps per question")
+    tune_checkpoint_steps: int = Field(default=25, ge=1, description="`skiff tune` saves a checkpoint this often")
 
     # The TUI: binding id -> keys, e.g. {good = "ctrl+y", cancel = "escape,ctrl+c"} (ids in the README).
     keymap: dict[str, str] = Field(default_factory=dict, description="remap the TUI's key bindings by id")
