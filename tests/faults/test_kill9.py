@@ -66,6 +66,8 @@ def starts_normally(env: dict) -> None:
 def test_kill_9_during_indexing(tmp_path, shared_cache):
     notes = copy_notes(tmp_path / "notes")
     extra = {"SKIFF_INDEX_BATCH_CHUNKS": "16"}
+    # A first run exports the embedder into a fresh cache; the timed clean run below must not.
+    run_skiff("index", str(notes), env=environment(tmp_path / "warm", shared_cache, **extra))
     clean = tmp_path / "clean"
     # How long a clean run writes, from the moment its manifest appears (where kills are timed from).
     process = subprocess.Popen([str(SKIFF), "index", str(notes)], env=environment(clean, shared_cache, **extra),
@@ -90,7 +92,7 @@ def test_kill_9_during_indexing(tmp_path, shared_cache):
         run_skiff("index", env=env)  # no paths: the folders it was indexing when killed
         assert index_state(home, shared_cache) == expected, f"trial {trial}"
         shutil.rmtree(home)
-    assert landed >= 9, f"only {landed} of 12 kills landed while indexing ran"
+    assert landed >= 8, f"only {landed} of 12 kills landed while indexing ran"
 
 
 # -- an answer streaming into the chat history: 20 trials ----------------------------------------
