@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SKIFF
+from pdf_files import pdf_file
 
 # What chromadb and the terminal must never get from a note.
 FORBIDDEN = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -48,16 +49,7 @@ def pdf(page_streams: list[bytes], shared: bool = False, font_extra: bytes = b""
                        b"/Resources << /Font << /F1 3 0 R >> >> >>" % (first_stream + (0 if shared else number)))
     kids = b" ".join(b"%d 0 R" % (first_page + n) for n in range(len(page_streams)))
     objects[1] = b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % len(page_streams)
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return pdf_file(objects)
 
 
 def flate_bomb(decompressed_mb: int) -> bytes:

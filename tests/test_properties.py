@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "fuzz"))
 from readers_fuzz import FORBIDDEN, SUFFIXES, check_all_readers
 
+from pdf_files import pdf_file
+
 SEEDS = REPO / "fuzz" / "corpus" / "readers"
 
 
@@ -163,16 +165,7 @@ def make_pdf(page_streams: list[bytes], cmap: bytes | None = None, info: bytes =
                        b"/Resources << /Font << /F1 4 0 R >> >> >>" % content)
     kids = b" ".join(b"%d 0 R" % (first_page + n) for n in range(len(page_streams)))
     objects[1] = b"<< /Type /Pages /Kids [" + kids + b"] /Count %d >>" % len(page_streams)
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 3 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+    return pdf_file(objects, b" /Info 3 0 R")
 
 
 def _stream(body: bytes, compress: bool = False) -> bytes:
