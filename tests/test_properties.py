@@ -35,9 +35,8 @@ from skiff.router.settings import ConfigError, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "fuzz"))
-from readers_fuzz import FORBIDDEN, SUFFIXES, check_all_readers
-
 from pdf_files import pdf_file
+from readers_fuzz import FORBIDDEN, SUFFIXES, check_all_readers
 
 SEEDS = REPO / "fuzz" / "corpus" / "readers"
 
