@@ -48,13 +48,21 @@ def recoveries() -> list[Recovery]:
         return list(_seen)
 
 
-def on_recovery(listener: Callable[[Recovery], None], replay: bool = True) -> None:
-    """Call `listener` for each recovery from now on (and, with `replay`, for those already made)."""
+def on_recovery(listener: Callable[[Recovery], None], replay: bool = True) -> Callable[[], None]:
+    """Call `listener` for each recovery from now on (and, with `replay`, for those already made).
+    Returns the function that stops it."""
     with _lock:
         _listeners.append(listener)
         earlier = list(_seen) if replay else []
     for recovery in earlier:
         listener(recovery)
+
+    def stop() -> None:
+        with _lock:
+            if listener in _listeners:
+                _listeners.remove(listener)
+
+    return stop
 
 
 def quarantine(*paths: Path) -> tuple[Path, ...]:

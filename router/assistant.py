@@ -196,8 +196,12 @@ class Assistant:
         return f"{cache_key(self.model_path)}|r{spec.rank}|a{spec.alpha}|{','.join(spec.targets)}"
 
     def index_size(self) -> tuple[int, int]:
-        """(files, chunks) in the index; (0, 0) before anything was indexed."""
-        return self.notes.totals() if self.settings.index_dir.exists() else (0, 0)
+        """(files, chunks) in the index; (0, 0) before anything was indexed. Opens the index, which
+        checks it: a damaged one is set aside and said now, not at the first question."""
+        if not self.settings.index_dir.exists():
+            return (0, 0)
+        self.notes.collection  # noqa: B018
+        return self.notes.totals()
 
     def watch_notes(self, stop: threading.Event, on_reindexed: Callable[[IndexSummary], None] | None = None,
                     debounce_ms: int = 800) -> None:

@@ -243,3 +243,25 @@ async def test_the_command_palette_carries_skiffs_actions(skiff_home):
         await pilot.pause(0.5)
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.assistant.settings.offline is before)
+
+
+async def test_damaged_files_are_said_and_the_index_rebuilds_itself(skiff_home, vault):
+    """A damaged chat history and chromadb found at start-up: both are said in notifications, and
+    the index is rebuilt from the indexed folders without being asked."""
+    from conftest import run_skiff
+
+    run_skiff("index", str(vault))  # another process: chromadb keeps a store open per process
+    data = skiff_home / "data"
+    (data / "chats.sqlite3").write_bytes(b"not a database" * 512)
+    chroma = data / "index" / "chroma" / "chroma.sqlite3"
+    chroma.write_bytes(chroma.read_bytes()[:1024])
+
+    app = SkiffApp(max_tokens=16)
+    async with app.run_test(size=(120, 40)) as pilot:
+        said = lambda: " ".join(n.message for n in app._notifications)  # noqa: E731
+        await wait_for(pilot, lambda: "chat history was damaged" in said() and "notes index was damaged" in said())
+        await wait_for(pilot, lambda: "12 files" in app.status_line.parts["index"] and not app.notes_bar.indexing)
+        hits = app.assistant.notes.search(app.assistant.embedder.encode_query("link to a heading"), 3)
+        assert hits and any("links" in hit.path.lower() for hit in hits)
+    assert any(p.name.startswith("chats.sqlite3.damaged-") for p in data.iterdir())
+    assert any(p.name.startswith("chroma.damaged-") for p in (data / "index").iterdir())

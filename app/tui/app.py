@@ -62,6 +62,7 @@ class SkiffApp(App):
         self.answering = False
         self.views: list[AnswerView] = []
         self._applied_theme: str | None = None  # the starting theme is applied, not picked: not remembered
+        self._stop_recoveries = lambda: None
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -101,7 +102,8 @@ class SkiffApp(App):
         settings = load_settings(**self.settings_overrides)
         from skiff.router import on_recovery
 
-        on_recovery(self._recovered)  # replays any made before the app was up
+        # From here on: what came before in this process was not this app's (tests run several).
+        self._stop_recoveries = on_recovery(self._recovered, replay=False)
         self.history = ChatHistory(settings.data_dir / "chats.sqlite3")
         if settings.keymap:
             self.call_from_thread(self.set_keymap, settings.keymap)
@@ -134,7 +136,7 @@ class SkiffApp(App):
         """A damaged file was set aside (called from whichever thread found it): say so, and
         rebuild the index from the indexed folders at once."""
         if not self.is_running:
-            return  # an app of an earlier run in this process (tests run several)
+            return
 
         def show() -> None:
             self.notify(recovery.message(), severity="warning", timeout=60)
@@ -416,6 +418,7 @@ class SkiffApp(App):
         self.status_line.set_part("index", f"index: {summary.files_total} files, {summary.chunks_total} chunks{event.note}")
 
     def on_unmount(self) -> None:
+        self._stop_recoveries()
         if self.cancel_event is not None:
             self.cancel_event.set()
         for part in (self.history, self.assistant):
