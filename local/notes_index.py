@@ -164,6 +164,7 @@ class NotesIndex:
         self.manifest = Manifest(self.index_dir / "manifest.sqlite3")
         self._collection = None
         self._client = None
+        self._open_lock = threading.RLock()
         if self.manifest.recovery is not None:
             # Without the manifest chromadb's chunks cannot be matched to files: both are rebuilt.
             damaged = self.manifest.recovery
@@ -173,6 +174,10 @@ class NotesIndex:
 
     @property
     def collection(self):
+        with self._open_lock:  # the TUI's start-up check and an /index may both open it first
+            return self._open_collection()
+
+    def _open_collection(self):
         if self._collection is None:
             import chromadb
             from chromadb.config import Settings as ChromaSettings
