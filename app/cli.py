@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from skiff.app.common import assistant_session, dump, err, fail, out
+from skiff.app.terminal_text import terminal_safe
 from skiff.app.render import (LocalWorkBar, allocation_line, index_summary_table, settings_table, source_line,
                               status_table)
 from skiff.app.cloud_cli import cloud_app, show
@@ -128,7 +129,7 @@ def ask(
     def on_token(piece: str) -> None:
         if work_bar is not None:
             work_bar.stop()
-        sys.stdout.write(piece)
+        sys.stdout.write(terminal_safe(piece))
         sys.stdout.flush()
 
     def on_compare_token(side: str, piece: str) -> None:

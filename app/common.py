@@ -3,16 +3,15 @@ building the Assistant from settings."""
 
 from __future__ import annotations
 
-import json
 import sys
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
 import typer
-from rich.console import Console
+from skiff.app.terminal_text import SafeConsole, terminal_safe_json
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = SafeConsole(soft_wrap=True)
+err = SafeConsole(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -21,7 +20,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 
 def dump(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(terminal_safe_json(obj) + "\n")
     sys.stdout.flush()
 
 

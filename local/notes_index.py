@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -72,6 +72,13 @@ class Hit:
     private: bool
     distance: float
     embedding: np.ndarray | None = None
+
+
+class StoredChunk(NamedTuple):
+    id: str
+    text: str
+    path: str
+    private: bool  # `private: true` front matter (private_paths are the caller's to apply)
 
 
 @dataclass
@@ -246,17 +253,19 @@ class NotesIndex:
     def fingerprint(self) -> str:
         return self.manifest.fingerprint()
 
-    def chunk_texts(self, page: int = 1000) -> Iterator[tuple[str, str]]:
-        """Every indexed chunk as (id, text), in id order (stable across runs, so training over
-        them can resume by position)."""
+    def chunk_texts(self, page: int = 1000) -> Iterator[StoredChunk]:
+        """Every indexed chunk, in id order (stable across runs, so training over them can resume
+        by position)."""
         ids = sorted(self.collection.get(include=[])["ids"])
         for start in range(0, len(ids), page):
             batch = ids[start:start + page]
-            result = self.collection.get(ids=batch, include=["documents"])
-            texts = dict(zip(result["ids"], result["documents"]))
+            result = self.collection.get(ids=batch, include=["documents", "metadatas"])
+            found = {chunk_id: (text, meta or {}) for chunk_id, text, meta
+                     in zip(result["ids"], result["documents"], result["metadatas"])}
             for chunk_id in batch:
-                if texts.get(chunk_id):
-                    yield chunk_id, texts[chunk_id]
+                text, meta = found.get(chunk_id, ("", {}))
+                if text:
+                    yield StoredChunk(chunk_id, text, str(meta.get("path", "")), bool(meta.get("private", False)))
 
     # -- indexing ------------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -193,7 +195,9 @@ class Assistant:
         from skiff.local.tuning.training_copy import cache_key
 
         spec = lora_spec(self.settings)
-        return f"{cache_key(self.model_path)}|r{spec.rank}|a{spec.alpha}|{','.join(spec.targets)}"
+        # private_paths decide which notes it may learn from: changing them makes it stale
+        private = hashlib.sha256(json.dumps(sorted(self.settings.private_paths)).encode()).hexdigest()[:12]
+        return f"{cache_key(self.model_path)}|r{spec.rank}|a{spec.alpha}|{','.join(spec.targets)}|p{private}"
 
     def index_size(self) -> tuple[int, int]:
         """(files, chunks) in the index; (0, 0) before anything was indexed. Opens the index, which

@@ -24,10 +24,10 @@ WITHHELD_TURN = "(an earlier answer that drew on private notes; withheld)"
 
 
 def is_private(hit: Hit, private_paths: Sequence[str]) -> bool:
-    return hit.private or _private_path(hit.path, private_paths)
+    return hit.private or is_private_path(hit.path, private_paths)
 
 
-def _private_path(where: str, private_paths: Sequence[str]) -> bool:
+def is_private_path(where: str, private_paths: Sequence[str]) -> bool:
     path = Path(where)
     for entry in private_paths:
         pattern = str(Path(entry).expanduser())
@@ -99,7 +99,7 @@ class CloudPrompt:
 
 def drew_on_private_notes(turn: dict, private_paths: Sequence[str]) -> bool:
     """A chat turn whose answer was written from a private note (`sources` as Answer.as_dict has them)."""
-    return any(isinstance(source, dict) and (source.get("private") or _private_path(str(source.get("path", "")),
+    return any(isinstance(source, dict) and (source.get("private") or is_private_path(str(source.get("path", "")),
                                                                                     private_paths))
                for source in turn.get("sources") or ())
 

@@ -1,5 +1,5 @@
 """`skiff tune`: a personal adapter, a LoRA trained on the whole notes index (one step per chunk,
-in a fixed shuffled order), used under every answer until the notes change.
+in a fixed shuffled order; private notes left out), used under every answer until the notes change.
 
 Training is resumable: every `checkpoint_every` steps the adapter, the optimizer and the position
 are saved together (written to a temporary file and renamed, so a kill -9 leaves the previous
@@ -26,12 +26,16 @@ class PersonalStatus:
     steps_done: int = 0
     steps_total: int = 0
     fingerprint: str | None = None
+    private_left_out: int = 0  # chunks of private notes it never saw
 
     def describe(self) -> str:
+        left_out = (f"; {self.private_left_out} chunk(s) of private notes left out"
+                    if self.private_left_out else "")
         return {"none": "no personal adapter (run `skiff tune`)",
-                "partial": f"trained {self.steps_done}/{self.steps_total} steps; `skiff tune` resumes",
-                "ready": f"in use under every answer ({self.steps_total} steps over your notes)",
-                "stale": "your notes changed since it was trained; not used (`skiff tune` trains it again)",
+                "partial": f"trained {self.steps_done}/{self.steps_total} steps{left_out}; `skiff tune` resumes",
+                "ready": f"in use under every answer ({self.steps_total} steps over your notes{left_out})",
+                "stale": "your notes or private_paths changed since it was trained; not used "
+                         "(`skiff tune` trains it again)",
                 }[self.state]
 
 
@@ -60,9 +64,10 @@ class PersonalAdapter:
             return PersonalStatus("none")
         if state["fingerprint"] != fingerprint or state.get("model_key", "") != model_key:
             return PersonalStatus("stale", state["steps_done"], state["steps_total"], state["fingerprint"])
+        left_out = state.get("private_left_out", 0)
         if state.get("finished") and self.adapter_path.is_file():
-            return PersonalStatus("ready", state["steps_done"], state["steps_total"], fingerprint)
-        return PersonalStatus("partial", state["steps_done"], state["steps_total"], fingerprint)
+            return PersonalStatus("ready", state["steps_done"], state["steps_total"], fingerprint, left_out)
+        return PersonalStatus("partial", state["steps_done"], state["steps_total"], fingerprint, left_out)
 
     def usable(self, fingerprint: str, model_key: str = "") -> Path | None:
         """The adapter to put under every answer, if it was trained on exactly these notes for
@@ -85,7 +90,7 @@ class PersonalAdapter:
 
     def train(self, trainer, chunks: Sequence[str], fingerprint: str, model_key: str = "",
               progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
-              checkpoint_every: int = 25) -> PersonalStatus:
+              checkpoint_every: int = 25, private_left_out: int = 0) -> PersonalStatus:
         import torch
 
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +120,7 @@ class PersonalAdapter:
             if finished:
                 trainer.write_gguf(self.adapter_path)
             self._write_state({"fingerprint": fingerprint, "model_key": model_key, "steps_done": position,
-                               "steps_total": total,
+                               "steps_total": total, "private_left_out": private_left_out,
                                "finished": finished, "alpha": trainer.spec.alpha, "rank": trainer.spec.rank,
                                "updated_at": time.time()})
 
@@ -138,18 +143,28 @@ class PersonalAdapter:
 def tune_on_notes(notes, personal: PersonalAdapter, gguf: Path, architecture: str, settings, model_key: str,
                   progress: Callable[[int, int], None] | None = None,
                   cancel: threading.Event | None = None) -> PersonalStatus:
-    """Train (or resume) the personal adapter over every chunk in `notes` (a NotesIndex)."""
+    """Train (or resume) the personal adapter over every chunk in `notes` (a NotesIndex) that is not
+    from a private note. Private notes are left out because what the adapter learns shows up in
+    answers that cite no private source, and such an answer may later go to the cloud as chat
+    history. `model_key` must name `settings.private_paths`, so changing them makes the adapter stale."""
     from skiff.local.tuning.lora import LoraTrainer
     from skiff.local.tuning.training_copy import load_training_copy
+    from skiff.router.escalation import is_private_path
     from skiff.router.test_time import lora_spec
 
-    chunks = [text for _, text in notes.chunk_texts()]
+    chunks, private_left_out = [], 0
+    for chunk in notes.chunk_texts():
+        if chunk.private or is_private_path(chunk.path, settings.private_paths):
+            private_left_out += 1
+        else:
+            chunks.append(chunk.text)
     if not chunks:
-        raise ValueError("nothing is indexed yet: run `skiff index FOLDER` first")
+        raise ValueError("every indexed note is private, so there is nothing to tune on" if private_left_out
+                         else "nothing is indexed yet: run `skiff index FOLDER` first")
     fingerprint = notes.fingerprint()
     if personal.status(fingerprint, model_key).state == "ready":
         return personal.status(fingerprint, model_key)
     copy = load_training_copy(gguf, settings.cache_dir, threads=settings.n_threads)
     trainer = LoraTrainer(copy, lora_spec(settings), architecture)
     return personal.train(trainer, chunks, fingerprint, model_key, progress, cancel,
-                          checkpoint_every=settings.tune_checkpoint_steps)
+                          checkpoint_every=settings.tune_checkpoint_steps, private_left_out=private_left_out)

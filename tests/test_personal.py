@@ -48,7 +48,7 @@ def test_a_cancelled_tune_resumes_to_exactly_the_uninterrupted_adapter(assistant
 
     trainer = LoraTrainer(load_training_copy(assistant.model_path, assistant.settings.cache_dir),
                           lora_spec(assistant.settings), "llama")
-    chunks = [text for _, text in assistant.notes.chunk_texts()]
+    chunks = [chunk.text for chunk in assistant.notes.chunk_texts()]
     straight.train(trainer, chunks, assistant.notes.fingerprint())
     uninterrupted = straight.lora_tensors()[0]
     assert interrupted.keys() == uninterrupted.keys()
@@ -77,3 +77,29 @@ def test_the_personal_adapter_sits_under_answers_until_the_notes_change(assistan
     assert model.base_adapter is None
     assert np.abs(model.next_token_logprobs(probe) - base).max() < 1e-6  # the untouched base again
     assert assistant.status()["personal_adapter"]["state"] == "stale"
+
+
+def test_tune_leaves_private_notes_out_and_goes_stale_when_private_paths_change(assistant, small_vault):
+    """What the adapter learns shows up in answers that cite no private source (and such answers
+    may later reach the cloud as chat history), so it never trains on a private note."""
+    marked = small_vault / "Help and support.md"
+    text = marked.read_text(encoding="utf-8")
+    assert text.startswith("---\n")  # its front matter says private too
+    marked.write_text("---\nprivate: true\n" + text[4:], encoding="utf-8")
+    assistant.settings.private_paths = [str(small_vault / "Plugins")]
+    assistant.index([small_vault])
+    chunks = list(assistant.notes.chunk_texts())
+    private = [chunk for chunk in chunks if chunk.path == str(marked) or "/Plugins/" in chunk.path]
+    assert 0 < len(private) < len(chunks)
+    assert all(chunk.private for chunk in chunks if chunk.path == str(marked))
+
+    cancel = threading.Event()
+    cancel.set()  # the step count is settled before the first step; no need to train
+    status = assistant.tune(cancel=cancel)
+    assert status.state == "partial"
+    assert status.steps_total == len(chunks) - len(private)
+    assert status.private_left_out == len(private)
+    assert f"{len(private)} chunk(s) of private notes left out" in status.describe()
+
+    assistant.settings.private_paths = []  # the Plugins notes may be learnt from now
+    assert assistant.personal_status().state == "stale"

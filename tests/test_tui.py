@@ -107,48 +107,22 @@ async def test_chats_can_be_searched_renamed_and_deleted_and_keys_remapped(skiff
         assert [c.title for c in app.history.conversations()] == ["Name a colour."]
 
 
-def test_the_real_skiff_binary_in_tmux_streams_an_answer_with_its_badge(skiff_home, tmp_path):
+def test_the_real_skiff_binary_in_tmux_streams_an_answer_with_its_badge(skiff_home):
     """End to end: `skiff` with no arguments in a real terminal (tmux), a typed question, a
     streamed answer and its badge on screen, then a clean quit."""
     import os
-    import shutil
-    import subprocess
 
     from conftest import SKIFF
+    from tmux import TmuxSession
 
-    if not shutil.which("tmux"):
-        pytest.skip("tmux not installed")
-    session = f"skiff-test-{os.getpid()}"
-    env_args = [arg for name in ("SKIFF_HOME", "SKIFF_CACHE_DIR") for arg in ("-e", f"{name}={os.environ[name]}")]
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "32", *env_args,
-                    f"{SKIFF}"], check=True)
-
-    def screen() -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
-
-    def wait_screen(text: str, timeout: float = 120) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            shown = screen()
-            if text in shown:
-                return shown
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared:\n{screen()}")
-
-    try:
-        wait_screen("Chats")
-        wait_screen("ready")
-        subprocess.run(["tmux", "send-keys", "-t", session, "-l", "Name a prime number."], check=True)
-        subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
-        shown = wait_screen(" tok")  # the badge: "local · … · N tok"
+    with TmuxSession(str(SKIFF), {name: os.environ[name] for name in ("SKIFF_HOME", "SKIFF_CACHE_DIR")}) as tui:
+        tui.wait_screen("Chats")
+        tui.wait_screen("ready")
+        tui.type("Name a prime number.")
+        tui.press("Enter")
+        shown = tui.wait_screen(" tok")  # the badge: "local · … · N tok"
         assert "Name a prime number." in shown and "local" in shown
-        subprocess.run(["tmux", "send-keys", "-t", session, "C-q"], check=True)
-        deadline = time.monotonic() + 20
-        while subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
-            assert time.monotonic() < deadline, "skiff did not quit on ctrl+q"
-            time.sleep(0.2)
-    finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        tui.quit_with("C-q")
 
 
 async def test_watching_reindexes_an_edited_note_in_the_background(skiff_home, vault):

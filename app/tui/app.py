@@ -123,10 +123,10 @@ class SkiffApp(App):
             self.call_from_thread(self._show_starting_index_size, *self.assistant.index_size())
             self.assistant.model  # noqa: B018 - loads the model now, off the UI thread
         except Exception as error:  # noqa: BLE001 - shown on screen; the chat stays open
-            self.call_from_thread(self.status_line.set_part, "model", f"[red]model: {error}[/]")
-            self.call_from_thread(self.notify, str(error), severity="error", timeout=30)
+            self.call_from_thread(self.status_line.set_part, "model", f"[red]model: {fmt.shown(str(error))}[/]")
+            self.call_from_thread(self.notify, fmt.shown(str(error)), severity="error", timeout=30)
             return
-        self.call_from_thread(self.status_line.set_part, "model", f"{self.assistant.model_path.stem} ready")
+        self.call_from_thread(self.status_line.set_part, "model", f"{fmt.shown(self.assistant.model_path.stem)} ready")
         self.ready.set()
         self.call_from_thread(self._drain_queue)
         if settings.watch_notes:
@@ -139,7 +139,7 @@ class SkiffApp(App):
             return
 
         def show() -> None:
-            self.notify(recovery.message(), severity="warning", timeout=60)
+            self.notify(fmt.shown(recovery.message()), severity="warning", timeout=60)
             if recovery.what == "notes index":
                 self.notes_bar.index()
 
@@ -403,7 +403,7 @@ class SkiffApp(App):
         try:
             lines = self.assistant.source_lines(found[0])
         except Exception as error:  # noqa: BLE001 - a moved or unreadable note is said, not raised
-            self.notify(f"cannot show {found[0]['path']}: {error}", severity="error")
+            self.notify(fmt.shown(f"cannot show {found[0]['path']}: {error}"), severity="error")
             return
         self.query_one(SourcePanel).show(found[0], lines)
 

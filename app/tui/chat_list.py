@@ -7,6 +7,8 @@ from textual.containers import Vertical
 from textual.message import Message as TextualMessage
 from textual.widgets import Input, Label, ListItem, ListView
 
+from skiff.app.terminal_text import terminal_safe
+
 
 class ChatList(Vertical):
     DEFAULT_CSS = """
@@ -35,7 +37,7 @@ class ChatList(Vertical):
         listing = self.query_one(ListView)
         listing.clear()
         for conversation in conversations:
-            listing.append(ListItem(Label(conversation.title, markup=False), name=conversation.id))
+            listing.append(ListItem(Label(terminal_safe(conversation.title), markup=False), name=conversation.id))
 
     @on(Input.Changed, "#search")
     def _search_changed(self, event: Input.Changed) -> None:

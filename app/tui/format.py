@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 
 from skiff.app.render import STAGE_LABELS, allocation_line
+from skiff.app.terminal_text import terminal_safe
 
-__all__ = ["STAGE_LABELS", "badge", "details", "sources"]
+__all__ = ["STAGE_LABELS", "badge", "details", "shown", "sources"]
+
+
+def shown(text: str) -> str:
+    """Text from a note, the model or a server, made inert inside Textual markup: its brackets are
+    text and its control characters are gone."""
+    return escape_markup(terminal_safe(text))
 
 
 def badge(answer: dict, status: str) -> str:
@@ -48,27 +55,27 @@ def badge(answer: dict, status: str) -> str:
 def sources(answer: dict) -> str:
     lines = []
     for source in answer.get("sources", []):
-        where = f" › {escape(source['section'])}" if source.get("section") else ""
-        lines.append(f"[cyan][{source['number']}][/] {escape(source['path'])}{where} [dim](line {source['line_start']})[/]")
+        where = f" › {shown(source['section'])}" if source.get("section") else ""
+        lines.append(f"[cyan][{source['number']}][/] {shown(source['path'])}{where} [dim](line {source['line_start']})[/]")
     return "\n".join(lines)
 
 
 def details(answer: dict, record: dict | None) -> str:
     """The full decision record: reason, signals and thresholds, notices, what was sent where."""
     decision = answer.get("decision", {})
-    lines = [f"[b]reason[/] {escape(decision.get('reason', ''))}"]
+    lines = [f"[b]reason[/] {shown(decision.get('reason', ''))}"]
     signals = decision.get("signals", {})
     if signals:
-        lines.append("[b]signals[/] " + escape(", ".join(f"{k} {v}" for k, v in signals.items())))
+        lines.append("[b]signals[/] " + shown(", ".join(f"{k} {v}" for k, v in signals.items())))
     if answer.get("allocation"):
-        lines.append(f"[b]local+[/] {escape(allocation_line(answer['allocation']))}")
+        lines.append(f"[b]local+[/] {shown(allocation_line(answer['allocation']))}")
     for notice in answer.get("notices", []):
-        lines.append(f"[yellow]note[/] {escape(notice)}")
+        lines.append(f"[yellow]note[/] {shown(notice)}")
     sent = (record or {}).get("sent")
     if sent:
         withheld = sent.get("private_notes_withheld", 0)
-        lines.append(f"[b]sent to[/] {escape(sent['endpoint'])} ({escape(sent['model'])}): "
-                     f"{len(sent['messages'])} messages, notes {escape(json.dumps(sent['notes']))}"
+        lines.append(f"[b]sent to[/] {shown(sent['endpoint'])} ({shown(sent['model'])}): "
+                     f"{len(sent['messages'])} messages, notes {shown(json.dumps(sent['notes']))}"
                      + (f", {withheld} private chunk(s) withheld" if withheld else ""))
     else:
         lines.append("[b]sent[/] nothing left this machine")

@@ -13,6 +13,8 @@ from textual.containers import Horizontal
 from textual.message import Message as TextualMessage
 from textual.widgets import Label, ProgressBar
 
+from skiff.app.tui.format import shown
+
 
 class NotesBar(Horizontal):
     DEFAULT_CSS = """
@@ -55,7 +57,7 @@ class NotesBar(Horizontal):
             return
         self.cancel = threading.Event()
         self.display = True
-        self.query_one(Label).update(f"indexing {folder or 'the indexed folders'}…  (Esc stops)")
+        self.query_one(Label).update(f"indexing {shown(folder) if folder else 'the indexed folders'}…  (Esc stops)")
         self.query_one(ProgressBar).update(total=None, progress=0)
         self._index(folder, self.cancel)
 
@@ -71,7 +73,7 @@ class NotesBar(Horizontal):
                                            progress=lambda p: self.app.call_from_thread(self._advance, p),
                                            cancel=cancel)
         except Exception as error:  # noqa: BLE001 - e.g. a folder that does not exist: said, not raised
-            self.app.call_from_thread(self.notify, f"indexing failed: {error}", severity="error", timeout=15)
+            self.app.call_from_thread(self.notify, shown(f"indexing failed: {error}"), severity="error", timeout=15)
         else:
             self.post_message(self.Indexed(summary, " (stopped)" if summary.cancelled else ""))
             skipped = f", {len(summary.skipped)} skipped (`skiff index` says why)" if summary.skipped else ""
@@ -82,7 +84,7 @@ class NotesBar(Horizontal):
 
     def _advance(self, progress) -> None:
         self.query_one(Label).update(f"{progress.files_done}/{progress.files_total} files, "
-                                     f"{progress.chunks_added} new chunks · {progress.current}")
+                                     f"{progress.chunks_added} new chunks · {shown(progress.current)}")
         self.query_one(ProgressBar).update(total=progress.files_total or None, progress=progress.files_done)
 
     def _ended(self) -> None:
@@ -113,7 +115,7 @@ class NotesBar(Horizontal):
         try:
             status = self.assistant.tune(progress=progress, cancel=cancel)
         except Exception as error:  # noqa: BLE001 - e.g. nothing indexed yet: said, not raised
-            self.app.call_from_thread(self.notify, f"tuning failed: {error}", severity="error", timeout=15)
+            self.app.call_from_thread(self.notify, shown(f"tuning failed: {error}"), severity="error", timeout=15)
         else:
             self.app.call_from_thread(self.notify, f"personal adapter: {status.describe()}")
         finally:

@@ -12,6 +12,8 @@ from textual.containers import Vertical
 from textual.widgets import Label, TextArea
 from textual.widgets.text_area import Selection
 
+from skiff.app.terminal_text import terminal_safe
+from skiff.app.tui.format import shown
 from skiff.app.tui.widgets import ChatInput
 
 
@@ -41,12 +43,13 @@ class SourcePanel(Vertical):
     def show(self, source: dict, lines: list[str]) -> None:
         """`lines` are the note's lines as the indexer numbered them; the cited span is selected."""
         self.source = source
-        where = f" › {source['section']}" if source.get("section") else ""
+        where = f" › {shown(source['section'])}" if source.get("section") else ""
         page = f", page {source['page']}" if source.get("page") else ""
         self.query_one(Label).update(
-            f"[{source['number']}] {source['path']}{where}{page} · lines {source['line_start']}–{source['line_end']}"
-            "   (e edit, Esc close)")
+            f"\\[{source['number']}] {shown(source['path'])}{where}{page} · lines {source['line_start']}–"
+            f"{source['line_end']}   (e edit, Esc close)")
         area = self.text_area
+        lines = [terminal_safe(line) for line in lines]
         area.load_text("\n".join(lines))
         last = max(0, min(source["line_end"], len(lines)) - 1)
         first = max(0, min(source["line_start"] - 1, last))

@@ -10,6 +10,8 @@ from textual.widget import Widget
 from textual.widgets import Markdown, ProgressBar, Static, TextArea
 from textual.widgets._markdown import MarkdownStream
 
+from skiff.app.terminal_text import terminal_safe
+
 
 class ChatInput(TextArea):
     """Enter sends; ctrl+j (or shift+enter where the terminal reports it) adds a newline; up and
@@ -116,7 +118,7 @@ class QuestionView(ChatMessage, Static):
     DEFAULT_CLASSES = "question"
 
     def __init__(self, question: str, **kwargs) -> None:
-        super().__init__(question, markup=False, **kwargs)
+        super().__init__(terminal_safe(question), markup=False, **kwargs)
         self.question = question
 
 
@@ -138,10 +140,10 @@ class AnswerView(ChatMessage, Vertical):
         super().__init__(**kwargs)
         self.message_id = message_id
         self.question = question
-        self.text = text
+        self.text = terminal_safe(text)  # model and cloud text: see skiff.app.terminal_text
         self.answer_id: str | None = None
         self.meta: dict = {}  # the answer's record as the assistant returned it (badge, sources, decision)
-        self.markdown = Markdown(text, classes="answer-text")
+        self.markdown = Markdown(self.text, classes="answer-text")
         self.badge = Static("", classes="badge")
         self.sources = Static("", classes="sources")
         self.details = Static("", classes="details")
@@ -189,6 +191,7 @@ class AnswerView(ChatMessage, Vertical):
             self.end_work()
         if self._stream is None:
             self._stream = Markdown.get_stream(self.markdown)
+        piece = terminal_safe(piece)
         self.text += piece
         await self._stream.write(piece)
 
