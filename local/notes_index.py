@@ -1,6 +1,6 @@
-"""The notes index: chromadb (vectors + text) plus a SQLite manifest (what was indexed, from which
-bytes). Incremental by content hash, crash-safe per file (see manifest.py), never aborted by one
-bad file."""
+"""The notes index: chromadb (vectors + text, see chroma_store.py) plus a SQLite manifest (what
+was indexed, from which bytes). Incremental by content hash, crash-safe per file (see
+manifest.py), never aborted by one bad file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -22,14 +22,8 @@ from skiff.local.embedder import Embedder
 from skiff.local.files import Found, Skipped, printable_path, walk_notes
 from skiff.local.manifest import FileRecord, Manifest
 from skiff.local.readers import UnreadableDocument, clean_text, read_document
-from skiff.local.recovery import Recovery, quarantine, report
-
-COLLECTION = "notes"
-# chromadb rejects very large single add() calls; stay well under its limit.
-CHROMA_WRITE_BATCH = 2000
-# How chromadb words a damaged store (its Rust core passes SQLite's message through).
-_DAMAGE_WORDS = ("malformed", "not a database", "corrupt", "no such table", "disk image")
-
+from skiff.local.chroma_store import ChromaStore, Hit, StoredChunk
+from skiff.local.recovery import Recovery, report
 
 @dataclass
 class IndexSummary:
@@ -57,28 +51,6 @@ class IndexProgress:
     files_total: int
     chunks_added: int
     current: str
-
-
-@dataclass(frozen=True)
-class Hit:
-    id: str
-    text: str
-    path: str
-    title: str
-    section: str
-    line_start: int
-    line_end: int
-    page: int | None
-    private: bool
-    distance: float
-    embedding: np.ndarray | None = None
-
-
-class StoredChunk(NamedTuple):
-    id: str
-    text: str
-    path: str
-    private: bool  # `private: true` front matter (private_paths are the caller's to apply)
 
 
 @dataclass
@@ -121,44 +93,6 @@ def _chunk_id(path: str, number: int) -> str:
     return f"{hashlib.sha1(path.encode('utf-8', 'surrogatepass')).hexdigest()[:20]}:{number}"
 
 
-class SkiffEmbeddingFunction:
-    """chromadb's embedding-function protocol over skiff's embedder, so chromadb never falls back
-    to its own default (which downloads a model). skiff passes vectors itself on every call."""
-
-    def __init__(self, embedder: Embedder | None) -> None:
-        self._embedder = embedder
-
-    def __call__(self, input):  # noqa: A002 - chromadb's protocol names it so
-        if self._embedder is None:
-            raise RuntimeError("skiff passes its own vectors; this collection has no embedder attached")
-        return list(self._embedder.encode(list(input)))
-
-    def embed_query(self, input):  # noqa: A002
-        return self(input)
-
-    @staticmethod
-    def name() -> str:
-        return "skiff-minilm"
-
-    def get_config(self) -> dict:
-        return {}
-
-    @staticmethod
-    def build_from_config(config: dict):
-        # chromadb rebuilds the function from the collection's stored config when it reads the
-        # collection back; skiff never lets chromadb embed, so a detached one is enough.
-        return SkiffEmbeddingFunction(None)
-
-    def is_legacy(self) -> bool:
-        return False
-
-    def default_space(self) -> str:
-        return "cosine"
-
-    def supported_spaces(self) -> list[str]:
-        return ["cosine"]
-
-
 class NotesIndex:
     def __init__(self, index_dir: Path, embedder: Embedder, chunk_tokens: int = 128,
                  max_file_bytes: int = 20 * 1024 * 1024, batch_chunks: int = 256) -> None:
@@ -169,64 +103,33 @@ class NotesIndex:
         self.batch_chunks = batch_chunks
         self.index_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = Manifest(self.index_dir / "manifest.sqlite3")
-        self._collection = None
-        self._client = None
-        self._open_lock = threading.RLock()
+        self.store = ChromaStore(self.index_dir / "chroma", embedder, self._chroma_set_aside)
+        self._open_lock = threading.RLock()  # the TUI's start-up check and an /index may both open it first
         if self.manifest.recovery is not None:
             # Without the manifest chromadb's chunks cannot be matched to files: both are rebuilt.
             damaged = self.manifest.recovery
-            self._announce(damaged.reason, damaged.backups + quarantine(self.index_dir / "chroma"))
+            self._announce(damaged.reason, damaged.backups + self.store.set_aside())
 
     # -- chromadb ------------------------------------------------------------------------------
 
     @property
     def collection(self):
-        with self._open_lock:  # the TUI's start-up check and an /index may both open it first
-            return self._open_collection()
+        """chromadb's collection, opened (and so checked) on first use."""
+        with self._open_lock:
+            if not self.store.is_open:
+                self.store.collection  # noqa: B018 - opening checks it; damage calls _chroma_set_aside
+                self._check_complete()
+            return self.store.collection
 
-    def _open_collection(self):
-        if self._collection is None:
-            import chromadb
-            from chromadb.config import Settings as ChromaSettings
-            from chromadb.utils.embedding_functions import known_embedding_functions, register_embedding_function
-
-            if SkiffEmbeddingFunction.name() not in known_embedding_functions:
-                register_embedding_function(SkiffEmbeddingFunction)
-
-            def open_collection():
-                self._client = chromadb.PersistentClient(
-                    path=str(self.index_dir / "chroma"),
-                    settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
-                )
-                return self._client.get_or_create_collection(
-                    COLLECTION,
-                    embedding_function=SkiffEmbeddingFunction(self.embedder),
-                    metadata={"hnsw:space": "cosine"},
-                )
-
-            try:
-                collection = open_collection()
-            except Exception as error:  # noqa: BLE001 - chromadb raises several types; the words tell damage
-                if not any(word in str(error).lower() for word in _DAMAGE_WORDS):
-                    raise
-                # chromadb caches its system per path before starting it, so the failed one would
-                # be handed back to the retry.
-                from chromadb.api.shared_system_client import SharedSystemClient
-
-                SharedSystemClient._identifier_to_system.pop(str(self.index_dir / "chroma"), None)
-                backups = quarantine(self.index_dir / "chroma")
-                self.manifest.mark_all_pending()
-                self._announce(str(error).strip().splitlines()[0], backups)
-                collection = open_collection()
-            self._collection = collection
-            self._check_complete()
-        return self._collection
+    def _chroma_set_aside(self, reason: str, backups: tuple[Path, ...]) -> None:
+        self.manifest.mark_all_pending()
+        self._announce(reason, backups)
 
     def _check_complete(self) -> None:
         """A healthy index holds at least the chunks its manifest lists as done (a crash can leave
         extra ones of files marked pending, never fewer). Fewer means chromadb lost data: every
         file is redone by the next run."""
-        listed, held = self.manifest.done_chunks(), self._collection.count()
+        listed, held = self.manifest.done_chunks(), self.store.count()
         if held < listed:
             self.manifest.mark_all_pending()
             self._announce(f"it holds {held} of the {listed} chunks its manifest lists", ())
@@ -253,19 +156,10 @@ class NotesIndex:
     def fingerprint(self) -> str:
         return self.manifest.fingerprint()
 
-    def chunk_texts(self, page: int = 1000) -> Iterator[StoredChunk]:
-        """Every indexed chunk, in id order (stable across runs, so training over them can resume
-        by position)."""
-        ids = sorted(self.collection.get(include=[])["ids"])
-        for start in range(0, len(ids), page):
-            batch = ids[start:start + page]
-            result = self.collection.get(ids=batch, include=["documents", "metadatas"])
-            found = {chunk_id: (text, meta or {}) for chunk_id, text, meta
-                     in zip(result["ids"], result["documents"], result["metadatas"])}
-            for chunk_id in batch:
-                text, meta = found.get(chunk_id, ("", {}))
-                if text:
-                    yield StoredChunk(chunk_id, text, str(meta.get("path", "")), bool(meta.get("private", False)))
+    def chunk_texts(self) -> Iterator[StoredChunk]:
+        """Every indexed chunk, in a stable order (see ChromaStore.chunks)."""
+        self.collection  # noqa: B018 - opened and checked first
+        return self.store.chunks()
 
     # -- indexing ------------------------------------------------------------------------------
 
@@ -484,44 +378,11 @@ class NotesIndex:
         """Crash-safe replacement of every chunk of `files` (see the manifest protocol);
         `stale_paths` are those of them that may still have chunks from before."""
         self.manifest.mark_pending(files)
-        for start in range(0, len(stale_paths), 500):
-            self.collection.delete(where={"path": {"$in": stale_paths[start : start + 500]}})
-        for start in range(0, len(ids), CHROMA_WRITE_BATCH):
-            end = start + CHROMA_WRITE_BATCH
-            self.collection.add(
-                ids=ids[start:end],
-                embeddings=np.asarray(vectors[start:end], dtype=np.float32),
-                documents=documents[start:end],
-                metadatas=metadatas[start:end],
-            )
+        self.collection  # noqa: B018 - opened and checked first
+        self.store.replace(stale_paths, ids, vectors, documents, metadatas)
 
     # -- retrieval -----------------------------------------------------------------------------
 
     def search(self, query_vector: np.ndarray, k: int, with_embeddings: bool = False) -> list[Hit]:
-        if k <= 0 or self.collection.count() == 0:
-            return []
-        include = ["documents", "metadatas", "distances"] + (["embeddings"] if with_embeddings else [])
-        result = self.collection.query(
-            query_embeddings=[np.asarray(query_vector, dtype=np.float32)], n_results=k, include=include
-        )
-        hits = []
-        embeddings = result.get("embeddings")
-        for position, chunk_id in enumerate(result["ids"][0]):
-            meta = result["metadatas"][0][position] or {}
-            hits.append(
-                Hit(
-                    id=chunk_id,
-                    text=result["documents"][0][position] or "",
-                    path=str(meta.get("path", "")),
-                    title=str(meta.get("title", "")),
-                    section=str(meta.get("section", "")),
-                    line_start=int(meta.get("line_start", 0)),
-                    line_end=int(meta.get("line_end", 0)),
-                    page=int(meta["page"]) if "page" in meta else None,
-                    private=bool(meta.get("private", False)),
-                    distance=float(result["distances"][0][position]),
-                    embedding=np.asarray(embeddings[0][position], dtype=np.float32)
-                    if embeddings is not None else None,
-                )
-            )
-        return hits
+        self.collection  # noqa: B018 - opened and checked first
+        return self.store.search(query_vector, k, with_embeddings)

@@ -7,6 +7,7 @@ template and counting real tokens, so the prompt plus the answer's room never ex
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -20,6 +21,12 @@ SYSTEM_PROMPT = (
 TRUNCATION_MARK = " […]"
 # Notes may take at most this share of the free space while history is waiting for room.
 NOTES_SHARE_WITH_HISTORY = 0.65
+# Once a chat outgrows the window, its kept history starts only at every `block`-th question of
+# the chat (a power of two, at most this share of the questions that fit), not at whichever
+# question would just fit. The prompt then begins the same way for many questions in a row and
+# llama.cpp reuses its evaluation of that part: on two cores a full 4k window costs ~15 s to
+# evaluate, the new question alone ~2 s. The price: at most this share of the history that fits.
+HISTORY_STEP_SHARE = 0.34
 
 
 class ChatModel(Protocol):
@@ -75,6 +82,22 @@ def _cut(model: ChatModel, text: str, tokens: int) -> str:
         else:
             high = middle - 1
     return text[:low].rstrip() + TRUNCATION_MARK
+
+
+def _from_a_stable_turn(turns: list[dict], kept: list[dict]) -> list[dict]:
+    """`kept` (the newest turns that fit, from a question on) cut to start at a stable question
+    (see HISTORY_STEP_SHARE)."""
+    first = len(turns) - len(kept)
+    fitting_questions = sum(turn["role"] == "user" for turn in kept)
+    block = 1 << max(0, int(math.log2(max(1.0, fitting_questions * HISTORY_STEP_SHARE))))
+    number = 0
+    for position, turn in enumerate(turns):
+        if turn["role"] != "user":
+            continue
+        if position >= first and number % block == 0:
+            return turns[position:]
+        number += 1
+    return kept
 
 
 def plan_prompt(
@@ -142,6 +165,8 @@ def plan_prompt(
     # A history must not start with an orphaned assistant reply.
     while kept_turns and kept_turns[0]["role"] == "assistant":
         kept_turns.pop(0)
+    if len(kept_turns) < len(turns):
+        kept_turns = _from_a_stable_turn(turns, kept_turns)
 
     # Verify with the real template; shed the least important piece until it fits.
     while True:

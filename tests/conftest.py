@@ -79,3 +79,12 @@ def run_skiff(*args: str, env: dict | None = None, check: bool = True, timeout: 
     if check and result.returncode != 0:
         raise AssertionError(f"skiff {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def deterministic(examples: int):
+    """Hypothesis settings for property tests: the same examples on every run and machine,
+    nothing written to .hypothesis/."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -153,3 +153,18 @@ def test_kill_9_during_indexing_then_rerun_equals_clean_run(vault, tmp_path, sha
         run_skiff("index", str(vault), env={**env, "SKIFF_HOME": str(home)})
         assert _index_state(home, shared_cache) == expected, f"trial {trial}"
     assert killed_mid_write >= 2, "most kills should land while the index is incomplete"
+
+
+def test_every_chunk_is_read_back_page_by_page_in_id_order(assistant, vault, monkeypatch):
+    """chromadb refuses one read of a whole large collection (143k chunks: "too many SQL
+    variables"), so `skiff tune` reads the index a page at a time; a small page shows the paging
+    loses and repeats nothing."""
+    import skiff.local.chroma_store as chroma_store
+
+    assistant.index([vault])
+    got = assistant.notes.collection.get(include=["documents"])
+    monkeypatch.setattr(chroma_store, "READ_PAGE", 7)
+    chunks = list(assistant.notes.chunk_texts())
+    assert len(got["ids"]) > 7 * 3
+    assert [chunk.id for chunk in chunks] == sorted(got["ids"])
+    assert {chunk.id: chunk.text for chunk in chunks} == dict(zip(got["ids"], got["documents"]))

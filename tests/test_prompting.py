@@ -7,7 +7,8 @@ import pytest
 from skiff.local.assets import default_gguf_path
 from skiff.local.llm import GenerationStats, LocalModel
 from skiff.local.notes_index import Hit
-from skiff.router.prompting import plan_prompt
+import skiff.router.prompting as prompting
+from skiff.router.prompting import HISTORY_STEP_SHARE, plan_prompt
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +97,31 @@ def test_hundreds_of_turns_keep_the_newest_whole_turns_at_the_cost_of_a_few(smal
     assert kept == expected
     assert many.history_turns_used + many.history_turns_dropped == 2 * turns
     assert len(many.prompt_tokens) + 64 <= small_model.n_ctx
-    # The cost does not grow with the conversation: the same turns fit, for the same counting.
-    assert many.history_turns_used == few.history_turns_used
+    # The cost does not grow with the conversation: the same tokenizer calls as for 20 turns.
     assert long.counted == short.counted
+    assert many.history_turns_used >= few.history_turns_used * (1 - HISTORY_STEP_SHARE) - 2
+
+
+def test_past_the_window_the_prompt_keeps_its_start_for_many_questions(small_model, monkeypatch):
+    """The kept history starts at a few fixed turns, so consecutive prompts share their start and
+    llama.cpp reuses its evaluation of it; what it costs is a little older history, never a fit."""
+    history = []
+    for n in range(150):
+        history += [{"role": "user", "content": f"q{n} sails?"}, {"role": "assistant", "content": f"a{n}: yes."}]
+    note = [hit(1, "a note about sails")]
+
+    def plans(step_share: float) -> list:
+        monkeypatch.setattr(prompting, "HISTORY_STEP_SHARE", step_share)
+        return [plan_prompt(small_model, "And now?", note, history[:2 * turns], max_answer_tokens=64)
+                for turns in range(60, 151)]
+
+    exact, stable = plans(1e-9), plans(HISTORY_STEP_SHARE)  # 1e-9: every question starts a stretch
+    for turns, plan, fitted in zip(range(60, 151), stable, exact):
+        kept = plan.messages[1:-1]
+        assert kept and kept[0]["role"] == "user" and kept == history[2 * turns - len(kept):2 * turns]
+        assert len(plan.prompt_tokens) + 64 <= small_model.n_ctx
+        assert plan.history_turns_used >= fitted.history_turns_used * (1 - HISTORY_STEP_SHARE) - 2
+    def starts(plans_made):
+        return sum(a.messages[1] != b.messages[1] for a, b in zip(plans_made, plans_made[1:]))
+    assert starts(exact) >= 80  # fitting exactly moves the start with nearly every question
+    assert starts(stable) <= 30, starts(stable)

@@ -25,16 +25,16 @@ import sqlite3
 import stat
 import subprocess
 import time
-import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 from conftest import SKIFF
+from leak_search import find_leaks
 from servers import FaultServer, LlamaServer, chunk
 
 
@@ -46,103 +46,6 @@ def canary(label: str) -> str:
 KEY = canary("canary")  # the endpoint's real key: llama.cpp's server accepts only this one
 WRONG_KEY = canary("wrong")  # a refused key
 BROKEN_KEY = canary("broken")  # inside a key file that is not text
-
-
-# -- the search ------------------------------------------------------------------------------------
-
-
-def _base64_cores(data: bytes) -> list[bytes]:
-    """The part of base64(prefix + data) that depends on `data` alone, for each of the three
-    alignments `data` can have inside a longer encoded string; standard and URL-safe alphabets."""
-    cores = []
-    for shift in range(3):
-        encoded = base64.b64encode(b"\0" * shift + data)
-        core = encoded[4 if shift else 0: len(encoded) - (4 if (shift + len(data)) % 3 else 0)]
-        cores += [core, core.translate(bytes.maketrans(b"+/", b"-_"))]
-    return cores
-
-
-def key_forms(key: str) -> dict[str, list[bytes]]:
-    raw = key.encode()
-    random_part = key.split("-", 2)[2]  # after "sk-<label>-": every piece of it is the key's own
-    return {
-        "the key": [raw],
-        "a 12-character piece of the key": [random_part[i:i + 12].encode() for i in range(len(random_part) - 11)],
-        "the key URL-encoded": [quote(key, safe="").encode(), quote_plus(key).encode()],
-        "the key JSON-escaped": [key.replace("/", "\\/").encode()],
-        "the key in base64": _base64_cores(raw) + _base64_cores(b"Bearer " + raw),
-        "the key in hex": [raw.hex().encode(), raw.hex().upper().encode()],
-        "the key in UTF-16": [key.encode("utf-16-le"), key.encode("utf-16-be")],
-        "the key in UTF-32": [key.encode("utf-32-le"), key.encode("utf-32-be")],  # numpy's str arrays
-    }
-
-
-def _sqlite_values(path: Path, scratch: Path) -> bytes:
-    """Every value of every table, read from a copy (with its WAL): a value the file splits over
-    overflow pages is whole here."""
-    scratch.mkdir(parents=True, exist_ok=True)
-    copy = scratch / f"{len(list(scratch.iterdir()))}.sqlite3"
-    shutil.copyfile(path, copy)
-    for suffix in ("-wal", "-journal"):
-        if path.with_name(path.name + suffix).exists():
-            shutil.copyfile(path.with_name(path.name + suffix), copy.with_name(copy.name + suffix))
-    parts: list[bytes] = []
-    try:
-        db = sqlite3.connect(copy)
-        try:
-            tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-            for table in tables:
-                try:
-                    rows = db.execute(f'SELECT * FROM "{table}"').fetchall()
-                except sqlite3.Error:
-                    continue  # a virtual table whose module is not here: its shadow tables are read
-                for row in rows:
-                    parts += [v if isinstance(v, bytes) else str(v).encode() for v in row if v is not None]
-        finally:
-            db.close()
-    except sqlite3.DatabaseError:
-        pass  # not readable as a database (a damaged copy skiff set aside): its bytes were searched
-    return b"\n".join(parts)
-
-
-def _contents(path: Path, scratch: Path) -> Iterator[tuple[str, bytes]]:
-    data = path.read_bytes()
-    yield str(path), data
-    if data[:4] == b"PK\x03\x04":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                for name in archive.namelist():
-                    yield f"{path} (member {name})", archive.read(name)
-        except zipfile.BadZipFile:
-            pass
-    if data[:2] == b"\x1f\x8b":
-        try:
-            yield f"{path} (gunzipped)", gzip.decompress(data)
-        except (OSError, EOFError):
-            pass
-    if data[:16] == b"SQLite format 3\x00":
-        yield f"{path} (rows)", _sqlite_values(path, scratch)
-
-
-def find_leaks(keys: Sequence[str], roots: Sequence[Path], texts: dict[str, str], scratch: Path) -> list[str]:
-    """Where any form of any key occurs; says which key (by number) and form, never the key."""
-    forms = [key_forms(key) for key in keys]
-    found: list[str] = []
-
-    def search(where: str, data: bytes) -> None:
-        for number, key_form in enumerate(forms):
-            for form, needles in key_form.items():
-                if any(needle in data for needle in needles):
-                    found.append(f"{form} (key #{number}) in {where}")
-
-    for root in roots:
-        for path in sorted(Path(root).rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                for where, data in _contents(path, scratch):
-                    search(where, data)
-    for name, text in texts.items():
-        search(name, text.encode("utf-8", "surrogateescape"))
-    return found
 
 
 def hide(text: str, keys: Sequence[str] = (KEY, WRONG_KEY, BROKEN_KEY)) -> str:
@@ -382,49 +285,32 @@ def _tui_session(commands: Commands, env: dict, tmp_path: Path) -> None:
     """`skiff` in tmux: ready, one question (the router sends it to the cloud), the decision record
     opened, quit. Every screen is kept. The key reaches tmux through a script outside the searched
     folders, never a command line."""
+    from tmux import TmuxSession
+
     if not shutil.which("tmux"):
-        return
+        return  # the rest of the search still runs
     script = tmp_path / "tui.sh"
     exports = "".join(f"export {name}={quote_shell(value)}\n" for name, value in env.items()
                       if name.startswith(("SKIFF_", "XDG_", "LC_")) or name in ("HOME", "TMPDIR", "PATH", "LANG"))
     script.write_text(f"#!/bin/sh\n{exports}exec {SKIFF}\n")
     script.chmod(0o700)
-    session = f"skiff-secrets-{os.getpid()}"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", str(script)], check=True)
-    subprocess.run(["tmux", "set-option", "-t", session, "remain-on-exit", "on"], check=False,
-                   capture_output=True)
-    screens: list[str] = []
-
-    def screen() -> str:
-        shown = subprocess.run(["tmux", "capture-pane", "-p", "-S", "-", "-t", session], check=False,
-                               capture_output=True, text=True).stdout
-        screens.append(shown)
-        return shown
-
-    def wait(condition, what: str, timeout: float = 600) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition(screen()):
-            assert time.monotonic() < deadline, hide(f"{what} never appeared:\n{screens[-1]}")
-            time.sleep(0.5)
-
-    def keys(*typed: str, literal: bool = False) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", session, *(["-l"] if literal else []), *typed], check=True)
-
+    tui = TmuxSession(str(script), {}, width=120, height=40, redact=hide)
     try:
-        wait(lambda s: "ready" in s, "the model's 'ready'")
-        keys("What is six times seven?", literal=True)
-        keys("Enter")
-        wait(lambda s: " tok" in s, "the answer's badge")
-        assert "key hidden" in screens[-1], hide(screens[-1])
-        keys("C-o")
+        tui.option("remain-on-exit", "on")
+        tui.wait_for(lambda s: "ready" in s, "the model's 'ready'", timeout=600, scrollback=True)
+        tui.type("What is six times seven?")
+        tui.press("Enter")
+        shown = tui.wait_for(lambda s: " tok" in s, "the answer's badge", timeout=600, scrollback=True)
+        assert "key hidden" in shown, hide(shown)
+        tui.press("C-o")
         time.sleep(1.0)
-        screen()
-        keys("C-q")
-        wait(lambda s: "Pane is dead" in s or "ready" not in s, "the exit", timeout=60)
+        tui.screen(scrollback=True)
+        tui.press("C-q")
+        tui.wait_for(lambda s: "Pane is dead" in s or "ready" not in s, "the exit", timeout=60, scrollback=True)
     finally:
-        screen()
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False, capture_output=True)
-    for n, shown in enumerate(screens):
+        tui.screen(scrollback=True)
+        tui.close()
+    for n, shown in enumerate(tui.screens):
         commands.outputs[f"tui screen {n}"] = shown
 
 

@@ -7,14 +7,20 @@ import os
 import shutil
 import subprocess
 import time
+from typing import Callable
 
 import pytest
 
 
 class TmuxSession:
-    def __init__(self, command: str, env: dict[str, str], width: int = 120, height: int = 32) -> None:
+    """`redact` is applied to every screen an assertion quotes (the secrets test hides its key)."""
+
+    def __init__(self, command: str, env: dict[str, str], width: int = 120, height: int = 32,
+                 redact: Callable[[str], str] = str) -> None:
         if not shutil.which("tmux"):
             pytest.skip("tmux not installed")
+        self.redact = redact
+        self.screens: list[str] = []  # every screen read, in order
         self.name = f"skiff-test-{os.getpid()}-{time.monotonic_ns()}"
         env_args = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
         subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(width), "-y", str(height),
@@ -23,19 +29,25 @@ class TmuxSession:
     def _tmux(self, *args: str) -> str:
         return subprocess.run(["tmux", *args], capture_output=True, text=True).stdout
 
-    def screen(self) -> str:
-        return self._tmux("capture-pane", "-p", "-t", self.name)
+    def screen(self, scrollback: bool = False) -> str:
+        shown = self._tmux("capture-pane", "-p", *(["-S", "-"] if scrollback else []), "-t", self.name)
+        self.screens.append(shown)
+        return shown
 
-    def wait_screen(self, text: str, timeout: float = 120) -> str:
+    def wait_for(self, condition: Callable[[str], bool], what: str, timeout: float = 120,
+                 scrollback: bool = False) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            shown = self.screen()
-            if text in shown:
+            shown = self.screen(scrollback)
+            if condition(shown):
                 return shown
             time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared:\n{self.screen()}")
+        raise AssertionError(self.redact(f"{what} never appeared:\n{self.screen(scrollback)}"))
 
-    def type(self, text: str) -> None:
+    def wait_screen(self, text: str, timeout: float = 120) -> str:
+        return self.wait_for(lambda shown: text in shown, repr(text), timeout)
+
+    def type(self, text: str) -> None:  # literally, keys and all
         subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", text], check=True)
 
     def press(self, key: str) -> None:
