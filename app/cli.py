@@ -78,7 +78,7 @@ def index(
             if show_bar:
                 with Progress(
                     TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[chunks]} chunks"),
-                    TimeElapsedColumn(), TextColumn("[dim]{task.fields[current]}"), console=err, transient=True,
+                    TimeElapsedColumn(), TextColumn("{task.fields[current]}", style="dim", markup=False), console=err, transient=True,
                 ) as bar:
                     task = bar.add_task("index", total=None, chunks=0, current="")
 

@@ -63,15 +63,15 @@ def show(
     if as_json:
         dump(record)
         return
-    out.print(f"[bold]{record['question']}[/]  [dim]{record['id']} · {record['route']} → answered "
-              f"{record['answered_by']} · {record['model']}[/]", highlight=False)
+    out.print(f"[bold]{escape(record['question'])}[/]  [dim]{record['id']} · {record['route']} → answered "
+              f"{record['answered_by']} · {escape(record['model'])}[/]", highlight=False)
     out.print(escape(record["answer"]) if record["answer"] else "[dim](no text)[/]", highlight=False)
-    out.print(f"\n[dim]reason: {record['reason']}[/]", highlight=False)
+    out.print(f"\n[dim]reason: {escape(record['reason'])}[/]", highlight=False)
     sent = record.get("sent")
     if not sent:
         out.print("[dim]nothing left this machine for this answer[/]")
         return
-    out.print(f"\n[bold]Sent to {sent['endpoint']} ({sent['model']})[/]", highlight=False)
+    out.print(f"\n[bold]Sent to {escape(sent['endpoint'])} ({escape(sent['model'])})[/]", highlight=False)
     if sent.get("private_notes_withheld"):
         out.print(f"[dim]{sent['private_notes_withheld']} private note chunk(s) withheld[/]")
     for message in sent["messages"]:

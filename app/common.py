@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
 import typer
+from rich.text import Text
 from skiff.app.terminal_text import SafeConsole, terminal_safe_json
 
 out = SafeConsole(soft_wrap=True)
@@ -15,7 +16,7 @@ err = SafeConsole(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]skiff:[/] {message}", highlight=False)
+    err.print(Text.assemble(("skiff:", "bold red"), " ", message), highlight=False)  # plain text, never markup
     raise typer.Exit(code)
 
 
@@ -40,8 +41,8 @@ def _say_recoveries() -> None:
     """A damaged file skiff found and set aside is said on stderr the moment it happens."""
     from skiff.router import on_recovery
 
-    on_recovery(lambda recovery: err.print(f"[bold yellow]skiff:[/] {recovery.message()}", highlight=False),
-                replay=False)
+    on_recovery(lambda recovery: err.print(Text.assemble(("skiff:", "bold yellow"), " ", recovery.message()),
+                                           highlight=False), replay=False)
 
 
 @contextmanager

@@ -48,25 +48,26 @@ def status_table(info: dict) -> Table:
     table.add_column(style="bold")
     table.add_column()
     exists = "" if info["config_file_exists"] else " (not created; defaults in use)"
-    table.add_row("config file", info["config_file"] + exists)
-    table.add_row("data dir", info["data_dir"])
+    # Paths, the model's own name and the notes' folders are text, never markup.
+    table.add_row("config file", Text(info["config_file"] + exists))
+    table.add_row("data dir", Text(info["data_dir"]))
     model = info["model"]
     if "error" in model:
         table.add_row("model", Text(model["error"], style="red"))
     else:
-        table.add_row("model", model["path"])
+        table.add_row("model", Text(model["path"]))
         table.add_row(
             "",
-            f"{model['name']} · {model['architecture']} · {model['quantization'] or '?'} · "
-            f"{model['size_bytes'] / 1e6:.0f} MB · trained context {model['context_length']}",
+            Text(f"{model['name']} · {model['architecture']} · {model['quantization'] or '?'} · "
+                 f"{model['size_bytes'] / 1e6:.0f} MB · trained context {model['context_length']}"),
         )
     index = info["index"]
     table.add_row("index", f"{index['files']} files, {index['chunks']} chunks")
     for root in index["roots"]:
-        table.add_row("", short_path(root))
+        table.add_row("", Text(short_path(root)))
     table.add_row("personal adapter", info["personal_adapter"]["note"])
     table.add_row("answers", str(info["answers"]))
-    table.add_row("cloud", info["cloud"])
+    table.add_row("cloud", Text(info["cloud"]))
     return table
 
 

@@ -178,6 +178,8 @@ def plan_prompt(
             chosen.pop()
         elif kept_turns:
             kept_turns.pop(0)
+            while kept_turns and kept_turns[0]["role"] == "assistant":  # its question went: it goes too
+                kept_turns.pop(0)
         elif chosen:
             hit, text = chosen[0]
             keep = model.count_tokens(text) - (len(tokens) - budget) - 16

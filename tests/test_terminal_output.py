@@ -22,6 +22,9 @@ UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 TITLE = "\x1b]0;pwned-title\x1b\\"  # ended by ST; HOSTILE's OSC 0 ends with BEL
 CLIPBOARD = "\x1b]52;c;cHduZWQtY2xpcA==\x1b\\"  # "pwned-clip"
 HOSTILE = f"\x1b]2;pwned-title\x07{CLIPBOARD}\x1b[2J\x1b[H\x9b31m\u202eevil\r\x08"
+# Markup in a name or heading is text: rich or Textual parsing it would hide it, or make a link.
+NAME = "Boathouse [red] [$x] [B].md"
+HEADING = "Boathouse [link=https://evil.example]door[/link] [/] end\\"
 
 
 @given(st.text())
@@ -50,8 +53,8 @@ def hostile_world(skiff_home, tmp_path):
     carries them too, then breaks off with an error whose message carries them."""
     notes = tmp_path / "notes"
     notes.mkdir()
-    (notes / f"Boathouse {TITLE}[red].md").write_text(
-        f"# Boathouse\n\nThe boathouse door code is 7319.{HOSTILE}\n", encoding="utf-8")
+    (notes / NAME.replace("[red]", f"{TITLE}[red]")).write_text(
+        f"# {HEADING}\n\nThe boathouse door code is 7319.{HOSTILE}\n", encoding="utf-8")
     server = FaultServer()
     server.fuzz_body = [event("The code ").encode(), event(f"is 7319.{HOSTILE}").encode(),
                         ("data: " + json.dumps({"error": {"message": f"overloaded{HOSTILE}"}}) + "\n\n").encode()]
@@ -68,7 +71,7 @@ def test_the_cli_prints_hostile_text_inert(hostile_world):
     assert "The code is 7319." in cloud.stdout  # the text around the sequences is kept
     assert "overloaded" in cloud.stderr  # the server's error is said
     local = run_skiff("ask", "--route", "local", "What is the boathouse door code?", env=hostile_world)
-    assert "Boathouse [red].md" in local.stdout  # the source's name, its brackets as text
+    assert f"{NAME} › {HEADING} (line" in local.stdout  # the source's name and section, brackets as text
     for printed in (cloud.stdout, cloud.stderr, local.stdout, local.stderr):
         assert not UNSAFE.search(printed), repr(UNSAFE.search(printed))
 
@@ -92,10 +95,12 @@ def test_the_tui_in_a_real_terminal_shows_hostile_text_inert(hostile_world):
         tui.type("/cloud")
         tui.press("Enter")
         tui.wait_screen("The code is 7319.evil")
+        # The sources under the answers; the chat column wraps at spaces, so read it as one line.
+        flat = " ".join(line.split("│", 1)[-1].strip() for line in tui.screen().splitlines())
+        assert NAME in flat and HEADING in flat, tui.screens[-1]
         tui.type("/open 1")  # the hostile note itself, in the source panel
         tui.press("Enter")
-        shown = tui.wait_screen("door code is 7319.")
-        assert "Boathouse [red].md" in shown
+        tui.wait_screen("(e edit, Esc")
         assert tui.title() == title and "pwned" not in tui.title()
         assert "pwned" not in tui.buffers() and tui.buffers().strip() == ""
         tui.press("Escape")

@@ -143,6 +143,17 @@ async def test_watching_reindexes_an_edited_note_in_the_background(skiff_home, v
 
 
 @pytest.mark.slow
+def answer_words(screen: str) -> list[str]:
+    """The words of the answer on a tmux screen: the chat column (right of the 28-column sidebar),
+    between the question (it may have scrolled off the top) and the input box."""
+    import re
+
+    lines = [line[29:] for line in screen.splitlines()]
+    top = next((i for i, line in enumerate(lines) if "Tell me a long story about a lighthouse." in line), -1)
+    bottom = next((i for i, line in enumerate(lines) if "▔" in line), 0)
+    return re.findall(r"[A-Za-z]{4,}", "\n".join(lines[top + 1:bottom]))
+
+
 def test_a_kill_9_mid_answer_loses_nothing_that_was_shown(skiff_home):
     import os
     import shutil
@@ -170,10 +181,14 @@ def test_a_kill_9_mid_answer_loses_nothing_that_was_shown(skiff_home):
         subprocess.run(["tmux", "send-keys", "-t", session, "-l", "Tell me a long story about a lighthouse."],
                        check=True)
         subprocess.run(["tmux", "send-keys", "-t", session, "Enter"], check=True)
-        time.sleep(2.5)  # mid-answer (1,024 tokens take ~8 s)
         pid = int(subprocess.run(["tmux", "list-panes", "-t", session, "-F", "#{pane_pid}"],
                                  capture_output=True, text=True).stdout.strip())
-        shown = screen()
+        # Mid-answer (1,024 tokens take ~8 s): once a dozen words are on screen, however loaded
+        # the machine is.
+        deadline = time.monotonic() + 120
+        while len(answer_words(shown := screen())) < 12:
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
@@ -184,15 +199,8 @@ def test_a_kill_9_mid_answer_loses_nothing_that_was_shown(skiff_home):
         question, answer = history.messages(conversation.id)
         assert question.content == "Tell me a long story about a lighthouse."
         assert answer.status == "cancelled" and len(answer.content) > 40
-        # Every word of the answer that was on screen at the kill is in the stored text. The answer
-        # area is the chat column (right of the 28-column sidebar), between the question and the input.
-        import re
-
-        lines = [line[29:] for line in shown.splitlines()]
-        # The question may have scrolled off the top by the time of the kill.
-        top = next((i for i, line in enumerate(lines) if "Tell me a long story about a lighthouse." in line), -1)
-        bottom = next(i for i, line in enumerate(lines) if "▔" in line)
-        on_screen = re.findall(r"[A-Za-z]{4,}", "\n".join(lines[top + 1:bottom]))
+        # Every word of the answer that was on screen at the kill is in the stored text.
+        on_screen = answer_words(shown)
         assert len(on_screen) >= 10
         missing = [word for word in on_screen if word not in answer.content]
         assert missing == []

@@ -139,7 +139,7 @@ async def test_the_status_line_says_whether_the_cloud_answers(skiff_home, monkey
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_for(pilot, lambda: app.ready.is_set() and "checking" not in app.status_line.parts["cloud"])
         assert app.status_line.parts["cloud"].startswith(f"cloud: fault-model {shown}" if shown == "reachable"
-                                                         else "[yellow]cloud: unreachable")
+                                                         else "cloud: unreachable")
         await ask(pilot, app, "/offline")
         assert app.status_line.parts["cloud"] == "cloud: offline"
 

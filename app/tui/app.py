@@ -17,6 +17,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer
 
+from skiff.app.terminal_text import terminal_safe
 from skiff.app.tui import format as fmt
 from skiff.app.tui.chat_list import ChatList
 from skiff.app.tui.commands import HELP, palette_commands
@@ -123,10 +124,11 @@ class SkiffApp(App):
             self.call_from_thread(self._show_starting_index_size, *self.assistant.index_size())
             self.assistant.model  # noqa: B018 - loads the model now, off the UI thread
         except Exception as error:  # noqa: BLE001 - shown on screen; the chat stays open
-            self.call_from_thread(self.status_line.set_part, "model", f"[red]model: {fmt.shown(str(error))}[/]")
-            self.call_from_thread(self.notify, fmt.shown(str(error)), severity="error", timeout=30)
+            self.call_from_thread(self.status_line.set_part, "model", fmt.markup("[red]model: $error[/]", error=error))
+            self.call_from_thread(self.notify, terminal_safe(str(error)), severity="error", timeout=30, markup=False)
             return
-        self.call_from_thread(self.status_line.set_part, "model", f"{fmt.shown(self.assistant.model_path.stem)} ready")
+        self.call_from_thread(self.status_line.set_part, "model",
+                              fmt.markup("$model ready", model=self.assistant.model_path.stem))
         self.ready.set()
         self.call_from_thread(self._drain_queue)
         if settings.watch_notes:
@@ -139,7 +141,7 @@ class SkiffApp(App):
             return
 
         def show() -> None:
-            self.notify(fmt.shown(recovery.message()), severity="warning", timeout=60)
+            self.notify(terminal_safe(recovery.message()), severity="warning", timeout=60, markup=False)
             if recovery.what == "notes index":
                 self.notes_bar.index()
 
@@ -403,7 +405,7 @@ class SkiffApp(App):
         try:
             lines = self.assistant.source_lines(found[0])
         except Exception as error:  # noqa: BLE001 - a moved or unreadable note is said, not raised
-            self.notify(fmt.shown(f"cannot show {found[0]['path']}: {error}"), severity="error")
+            self.notify(terminal_safe(f"cannot show {found[0]['path']}: {error}"), severity="error", markup=False)
             return
         self.query_one(SourcePanel).show(found[0], lines)
 

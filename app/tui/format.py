@@ -1,21 +1,23 @@
-"""Text for an answer's badge, its sources and its decision record (plain functions, no widgets)."""
+"""Text for an answer's badge, its sources and its decision record (plain functions, no widgets),
+and `markup`, the one way text from a note, the model or a server enters Textual markup."""
 
 from __future__ import annotations
 
 import json
 
-from rich.markup import escape as escape_markup
+from textual.content import Content
 
 from skiff.app.render import STAGE_LABELS, allocation_line
 from skiff.app.terminal_text import terminal_safe
 
-__all__ = ["STAGE_LABELS", "badge", "details", "shown", "sources"]
+__all__ = ["STAGE_LABELS", "badge", "details", "markup", "sources"]
 
 
-def shown(text: str) -> str:
-    """Text from a note, the model or a server, made inert inside Textual markup: its brackets are
-    text and its control characters are gone."""
-    return escape_markup(terminal_safe(text))
+def markup(template: str, **values) -> Content:
+    """Textual markup whose $names are filled with `values` as plain text: never parsed as markup
+    (escaping cannot do that: Textual reads "[$x]", "[B]" and a trailing backslash its own way),
+    with every terminal control character gone."""
+    return Content.from_markup(template, **{name: terminal_safe(str(value)) for name, value in values.items()})
 
 
 def badge(answer: dict, status: str) -> str:
@@ -52,32 +54,34 @@ def badge(answer: dict, status: str) -> str:
     return " · ".join(parts)
 
 
-def sources(answer: dict) -> str:
+def sources(answer: dict) -> Content:
     lines = []
     for source in answer.get("sources", []):
-        where = f" › {shown(source['section'])}" if source.get("section") else ""
-        lines.append(f"[cyan][{source['number']}][/] {shown(source['path'])}{where} [dim](line {source['line_start']})[/]")
-    return "\n".join(lines)
+        where = f" › {source['section']}" if source.get("section") else ""
+        lines.append(markup("[cyan]\\[$number][/] $path$where [dim](line $line)[/]", number=source["number"],
+                            path=source["path"], where=where, line=source["line_start"]))
+    return Content("\n").join(lines)
 
 
-def details(answer: dict, record: dict | None) -> str:
+def details(answer: dict, record: dict | None) -> Content:
     """The full decision record: reason, signals and thresholds, notices, what was sent where."""
     decision = answer.get("decision", {})
-    lines = [f"[b]reason[/] {shown(decision.get('reason', ''))}"]
+    lines = [markup("[b]reason[/] $reason", reason=decision.get("reason", ""))]
     signals = decision.get("signals", {})
     if signals:
-        lines.append("[b]signals[/] " + shown(", ".join(f"{k} {v}" for k, v in signals.items())))
+        lines.append(markup("[b]signals[/] $signals", signals=", ".join(f"{k} {v}" for k, v in signals.items())))
     if answer.get("allocation"):
-        lines.append(f"[b]local+[/] {shown(allocation_line(answer['allocation']))}")
+        lines.append(markup("[b]local+[/] $allocation", allocation=allocation_line(answer["allocation"])))
     for notice in answer.get("notices", []):
-        lines.append(f"[yellow]note[/] {shown(notice)}")
+        lines.append(markup("[yellow]note[/] $notice", notice=notice))
     sent = (record or {}).get("sent")
     if sent:
         withheld = sent.get("private_notes_withheld", 0)
-        lines.append(f"[b]sent to[/] {shown(sent['endpoint'])} ({shown(sent['model'])}): "
-                     f"{len(sent['messages'])} messages, notes {shown(json.dumps(sent['notes']))}"
-                     + (f", {withheld} private chunk(s) withheld" if withheld else ""))
+        lines.append(markup("[b]sent to[/] $endpoint ($model): $messages messages, notes $notes$withheld",
+                            endpoint=sent["endpoint"], model=sent["model"], messages=len(sent["messages"]),
+                            notes=json.dumps(sent["notes"]),
+                            withheld=f", {withheld} private chunk(s) withheld" if withheld else ""))
     else:
-        lines.append("[b]sent[/] nothing left this machine")
-    lines.append(f"[dim]answer id {answer.get('id', '?')}[/]")
-    return "\n".join(lines)
+        lines.append(markup("[b]sent[/] nothing left this machine"))
+    lines.append(markup("[dim]answer id $id[/]", id=answer.get("id", "?")))
+    return Content("\n").join(lines)

@@ -13,7 +13,8 @@ from textual.containers import Horizontal
 from textual.message import Message as TextualMessage
 from textual.widgets import Label, ProgressBar
 
-from skiff.app.tui.format import shown
+from skiff.app.terminal_text import terminal_safe
+from skiff.app.tui.format import markup
 
 
 class NotesBar(Horizontal):
@@ -57,7 +58,7 @@ class NotesBar(Horizontal):
             return
         self.cancel = threading.Event()
         self.display = True
-        self.query_one(Label).update(f"indexing {shown(folder) if folder else 'the indexed folders'}…  (Esc stops)")
+        self.query_one(Label).update(markup("indexing $folder…  (Esc stops)", folder=folder or "the indexed folders"))
         self.query_one(ProgressBar).update(total=None, progress=0)
         self._index(folder, self.cancel)
 
@@ -73,7 +74,8 @@ class NotesBar(Horizontal):
                                            progress=lambda p: self.app.call_from_thread(self._advance, p),
                                            cancel=cancel)
         except Exception as error:  # noqa: BLE001 - e.g. a folder that does not exist: said, not raised
-            self.app.call_from_thread(self.notify, shown(f"indexing failed: {error}"), severity="error", timeout=15)
+            self.app.call_from_thread(self.notify, terminal_safe(f"indexing failed: {error}"), severity="error",
+                                      timeout=15, markup=False)
         else:
             self.post_message(self.Indexed(summary, " (stopped)" if summary.cancelled else ""))
             skipped = f", {len(summary.skipped)} skipped (`skiff index` says why)" if summary.skipped else ""
@@ -83,8 +85,9 @@ class NotesBar(Horizontal):
             self.app.call_from_thread(self._ended)
 
     def _advance(self, progress) -> None:
-        self.query_one(Label).update(f"{progress.files_done}/{progress.files_total} files, "
-                                     f"{progress.chunks_added} new chunks · {shown(progress.current)}")
+        self.query_one(Label).update(markup("$done/$total files, $chunks new chunks · $current",
+                                            done=progress.files_done, total=progress.files_total,
+                                            chunks=progress.chunks_added, current=progress.current))
         self.query_one(ProgressBar).update(total=progress.files_total or None, progress=progress.files_done)
 
     def _ended(self) -> None:
@@ -115,7 +118,8 @@ class NotesBar(Horizontal):
         try:
             status = self.assistant.tune(progress=progress, cancel=cancel)
         except Exception as error:  # noqa: BLE001 - e.g. nothing indexed yet: said, not raised
-            self.app.call_from_thread(self.notify, shown(f"tuning failed: {error}"), severity="error", timeout=15)
+            self.app.call_from_thread(self.notify, terminal_safe(f"tuning failed: {error}"), severity="error",
+                                      timeout=15, markup=False)
         else:
             self.app.call_from_thread(self.notify, f"personal adapter: {status.describe()}")
         finally:

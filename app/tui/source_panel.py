@@ -13,7 +13,7 @@ from textual.widgets import Label, TextArea
 from textual.widgets.text_area import Selection
 
 from skiff.app.terminal_text import terminal_safe
-from skiff.app.tui.format import shown
+from skiff.app.tui.format import markup
 from skiff.app.tui.widgets import ChatInput
 
 
@@ -43,11 +43,11 @@ class SourcePanel(Vertical):
     def show(self, source: dict, lines: list[str]) -> None:
         """`lines` are the note's lines as the indexer numbered them; the cited span is selected."""
         self.source = source
-        where = f" › {shown(source['section'])}" if source.get("section") else ""
+        where = f" › {source['section']}" if source.get("section") else ""
         page = f", page {source['page']}" if source.get("page") else ""
-        self.query_one(Label).update(
-            f"\\[{source['number']}] {shown(source['path'])}{where}{page} · lines {source['line_start']}–"
-            f"{source['line_end']}   (e edit, Esc close)")
+        self.query_one(Label).update(markup(
+            "\\[$number] $path$where$page · lines $start–$end   (e edit, Esc close)", number=source["number"],
+            path=source["path"], where=where, page=page, start=source["line_start"], end=source["line_end"]))
         area = self.text_area
         lines = [terminal_safe(line) for line in lines]
         area.load_text("\n".join(lines))

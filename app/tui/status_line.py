@@ -5,7 +5,10 @@ cloud check and the router's figures are read in workers; they touch the network
 from __future__ import annotations
 
 from textual import work
+from textual.content import Content
 from textual.widgets import Static
+
+from skiff.app.tui.format import markup
 
 
 class StatusLine(Static):
@@ -13,11 +16,15 @@ class StatusLine(Static):
 
     def __init__(self, **kwargs) -> None:
         super().__init__("", **kwargs)
-        self.parts: dict[str, str] = {"model": "model loading…", "queue": "", "cloud": "", "index": "", "router": ""}
+        self._shown: dict[str, Content] = {name: Content("") for name in ("model", "queue", "cloud", "index", "router")}
+        self._shown["model"] = Content("model loading…")
+        self.parts = {name: content.plain for name, content in self._shown.items()}  # as read on screen
 
-    def set_part(self, name: str, text: str) -> None:
-        self.parts[name] = text
-        self.update(" │ ".join(part for part in self.parts.values() if part))
+    def set_part(self, name: str, text: str | Content) -> None:
+        """`text`: skiff's own markup, or Content (see format.markup) where it quotes anything else."""
+        self._shown[name] = text if isinstance(text, Content) else Content.from_markup(text)
+        self.parts[name] = self._shown[name].plain
+        self.update(Content(" │ ").join([part for part in self._shown.values() if part]))
 
     def show_assistant(self, assistant) -> None:
         """Cloud state and router figures, read afresh (after loading, an answer, /offline)."""
@@ -25,7 +32,7 @@ class StatusLine(Static):
         if settings.offline:
             self.set_part("cloud", "cloud: offline")
         elif settings.cloud_configured:
-            self.set_part("cloud", f"cloud: checking {settings.cloud_model}…")
+            self.set_part("cloud", markup("cloud: checking $model…", model=settings.cloud_model))
             self._check_cloud(assistant)
         else:
             self.set_part("cloud", "cloud: not configured")
@@ -35,7 +42,8 @@ class StatusLine(Static):
     def _check_cloud(self, assistant) -> None:
         check = assistant.cloud_check()
         model = assistant.settings.cloud_model
-        text = f"cloud: {model} reachable" if check["ok"] else f"[yellow]cloud: unreachable[/] ({check['message']})"
+        text = (markup("cloud: $model reachable", model=model) if check["ok"]
+                else markup("[yellow]cloud: unreachable[/] ($message)", message=check["message"]))
         if not assistant.settings.offline:  # offline may have been switched on meanwhile
             self.app.call_from_thread(self.set_part, "cloud", text)
 
