@@ -91,8 +91,11 @@ def index_with_samples(work: Path, notes: Path, env: dict) -> dict:
     """One `skiff index` run, sampled; its summary, or raises if it failed."""
     run = f"{time.time():.0f}-{os.getpid()}"
     started = time.time()
-    process = subprocess.Popen([str(SKIFF), "index", str(notes), "--json"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Files, not pipes: nobody reads a pipe until the run ends, and a full one would stall it.
+    stdout_path, stderr_path = work / f"index-{run}.out", work / f"index-{run}.err"
+    with stdout_path.open("w") as stdout_file, stderr_path.open("w") as stderr_file:
+        process = subprocess.Popen([str(SKIFF), "index", str(notes), "--json"], env=env,
+                                   stdout=stdout_file, stderr=stderr_file, text=True)
     with (work / "samples.jsonl").open("a") as samples:
         while process.poll() is None:
             memory = rss_mb(process.pid)
@@ -102,10 +105,10 @@ def index_with_samples(work: Path, notes: Path, env: dict) -> dict:
                                           "files": files, "chunks": chunks}) + "\n")
                 samples.flush()
             time.sleep(SAMPLE_EVERY_S)
-    stdout, stderr = process.communicate()
+    process.wait()
     if process.returncode != 0:
-        raise SystemExit(f"skiff index exited {process.returncode}: {stderr[-2000:]}")
-    summary = json.loads(stdout)
+        raise SystemExit(f"skiff index exited {process.returncode}: {stderr_path.read_text()[-2000:]}")
+    summary = json.loads(stdout_path.read_text())
     summary["wall_s"] = time.time() - started
     summary["skipped"], summary["warnings"] = len(summary["skipped"]), len(summary.get("warnings", []))
     with (work / "runs.jsonl").open("a") as runs:
@@ -113,19 +116,20 @@ def index_with_samples(work: Path, notes: Path, env: dict) -> dict:
     return summary
 
 
-def throughput_by_tenth(samples: list[dict], total_chunks: int) -> list[float]:
-    """chunks/s over each tenth of the chunks, from the samples of every run (a run's own clock;
-    the gap between runs is not counted)."""
+def throughput_by_tenth(samples: list[dict], total_chunks: int) -> list[float | None]:
+    """chunks/s over each tenth of the chunks, from every interval between two samples of the same
+    run (a run's own clock; the gap between runs is not counted), stalls included: an interval
+    counts toward the tenth it starts in. None for a tenth no interval starts in."""
     points = [(s["chunks"], s["t"], s["run"]) for s in samples]
-    rates = []
+    rates: list[float | None] = []
     for tenth in range(10):
         low, high = total_chunks * tenth / 10, total_chunks * (tenth + 1) / 10
         chunks = seconds = 0.0
         for (c0, t0, r0), (c1, t1, r1) in zip(points, points[1:]):
-            if r0 == r1 and low <= c0 < high and c1 > c0:
+            if r0 == r1 and low <= c0 < high:
                 chunks += c1 - c0
                 seconds += t1 - t0
-        rates.append(round(chunks / seconds, 1) if seconds else 0.0)
+        rates.append(round(chunks / seconds, 1) if seconds else None)
     return rates
 
 
@@ -147,11 +151,30 @@ def serving_memory_mb(env: dict, queries: list[str]) -> tuple[float, list[float]
     return figures["peak_mb"], figures["latencies"]
 
 
-def fit_slope(xs: list[float], ys: list[float]) -> tuple[float, float]:
+def fit_slope(xs: list[float], ys: list[float]) -> tuple[float, float] | None:
+    """Least squares y = slope·x + intercept; None without two distinct x."""
     n = len(xs)
+    if n < 2 or len(set(xs)) < 2:
+        return None
     mean_x, mean_y = sum(xs) / n, sum(ys) / n
     slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
     return slope, mean_y - slope * mean_x
+
+
+def memory_by_run(samples: list[dict]) -> list[dict]:
+    """Each run's chunks and memory. A resumed run starts small and grows as it touches the
+    index, so a slope is only meaningful within one run."""
+    runs: dict[str, list[dict]] = {}
+    for sample in samples:
+        if sample["chunks"] > 0:
+            runs.setdefault(sample["run"], []).append(sample)
+    summary = []
+    for run, points in runs.items():
+        fit = fit_slope([p["chunks"] for p in points], [p["rss_mb"] for p in points])
+        summary.append({"run": run, "chunks_from": points[0]["chunks"], "chunks_to": points[-1]["chunks"],
+                        "rss_mb_first": points[0]["rss_mb"], "rss_mb_peak": max(p["rss_mb"] for p in points),
+                        "slope_bytes_per_chunk": round(fit[0] * 2**20) if fit else None})
+    return summary
 
 
 def report(work: Path, notes: Path, env: dict, copies: int, vault: Path, final: dict) -> None:
@@ -165,7 +188,8 @@ def report(work: Path, notes: Path, env: dict, copies: int, vault: Path, final: 
         by_run[sample["run"]] = max(by_run.get(sample["run"], 0.0), sample["t"])
     active_s = sum(by_run.values())
     growing = [s for s in samples if s["chunks"] > 0]
-    slope_mb, intercept_mb = fit_slope([s["chunks"] for s in growing], [s["rss_mb"] for s in growing])
+    by_run_memory = memory_by_run(samples)
+    longest = max(by_run_memory, key=lambda run: run["chunks_to"] - run["chunks_from"])
     at_tenths = []
     for tenth in range(1, 11):
         upto = [s["rss_mb"] for s in growing if s["chunks"] <= chunks * tenth / 10]
@@ -194,8 +218,8 @@ def report(work: Path, notes: Path, env: dict, copies: int, vault: Path, final: 
         "peak_rss_mb": round(peak_mb),
         "peak_rss_mb_up_to_each_tenth": at_tenths,
         "peak_rss_mb_over_the_first_vault_copy": round(max(one_vault)) if one_vault else None,
-        "rss_slope_bytes_per_chunk": round(slope_mb * 2**20),
-        "rss_intercept_mb": round(intercept_mb),
+        "rss_slope_bytes_per_chunk_in_the_longest_run": longest["slope_bytes_per_chunk"],
+        "memory_by_run": by_run_memory,
         "baseline_serving_only_peak_mb": round(serving_mb),
         "indexing_peak_minus_serving_mb": round(peak_mb - serving_mb),
         "reindex_unchanged_s": round(again["seconds"], 2),
