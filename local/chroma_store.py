@@ -88,17 +88,14 @@ class SkiffEmbeddingFunction:
 
 class ChromaStore:
     def __init__(self, folder: Path, embedder: Embedder,
-                 on_damaged: Callable[[str, tuple[Path, ...]], None]) -> None:
+                 on_damaged: Callable[[str, tuple[Path, ...]], None], on_opened: Callable[[], None]) -> None:
         self.folder = Path(folder)
         self.embedder = embedder
         self.on_damaged = on_damaged  # (reason, backups): the store was set aside and started anew
+        self.on_opened = on_opened  # once, after the first open, before anyone else uses it
         self._collection = None
         self._client = None
         self._open_lock = threading.RLock()
-
-    @property
-    def is_open(self) -> bool:
-        return self._collection is not None
 
     @property
     def collection(self):
@@ -143,6 +140,7 @@ class ChromaStore:
                 self.on_damaged(str(error).strip().splitlines()[0], backups)
                 collection = open_collection()
             self._collection = collection
+            self.on_opened()  # under the lock: no other thread reads before the owner's checks
         return self._collection
 
     def count(self) -> int:

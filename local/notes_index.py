@@ -103,8 +103,7 @@ class NotesIndex:
         self.batch_chunks = batch_chunks
         self.index_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = Manifest(self.index_dir / "manifest.sqlite3")
-        self.store = ChromaStore(self.index_dir / "chroma", embedder, self._chroma_set_aside)
-        self._open_lock = threading.RLock()  # the TUI's start-up check and an /index may both open it first
+        self.store = ChromaStore(self.index_dir / "chroma", embedder, self._chroma_set_aside, self._check_complete)
         if self.manifest.recovery is not None:
             # Without the manifest chromadb's chunks cannot be matched to files: both are rebuilt.
             damaged = self.manifest.recovery
@@ -115,11 +114,11 @@ class NotesIndex:
     @property
     def collection(self):
         """chromadb's collection, opened (and so checked) on first use."""
-        with self._open_lock:
-            if not self.store.is_open:
-                self.store.collection  # noqa: B018 - opening checks it; damage calls _chroma_set_aside
-                self._check_complete()
-            return self.store.collection
+        return self.store.collection
+
+    def open(self) -> None:
+        """Open the index now, which checks it: damage is set aside and said at once."""
+        self.store.collection  # noqa: B018 - opening is the point
 
     def _chroma_set_aside(self, reason: str, backups: tuple[Path, ...]) -> None:
         self.manifest.mark_all_pending()
@@ -158,7 +157,6 @@ class NotesIndex:
 
     def chunk_texts(self) -> Iterator[StoredChunk]:
         """Every indexed chunk, in a stable order (see ChromaStore.chunks)."""
-        self.collection  # noqa: B018 - opened and checked first
         return self.store.chunks()
 
     # -- indexing ------------------------------------------------------------------------------
@@ -378,11 +376,9 @@ class NotesIndex:
         """Crash-safe replacement of every chunk of `files` (see the manifest protocol);
         `stale_paths` are those of them that may still have chunks from before."""
         self.manifest.mark_pending(files)
-        self.collection  # noqa: B018 - opened and checked first
         self.store.replace(stale_paths, ids, vectors, documents, metadatas)
 
     # -- retrieval -----------------------------------------------------------------------------
 
     def search(self, query_vector: np.ndarray, k: int, with_embeddings: bool = False) -> list[Hit]:
-        self.collection  # noqa: B018 - opened and checked first
         return self.store.search(query_vector, k, with_embeddings)

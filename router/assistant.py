@@ -204,7 +204,7 @@ class Assistant:
         checks it: a damaged one is set aside and said now, not at the first question."""
         if not self.settings.index_dir.exists():
             return (0, 0)
-        self.notes.collection  # noqa: B018
+        self.notes.open()
         return self.notes.totals()
 
     def watch_notes(self, stop: threading.Event, on_reindexed: Callable[[IndexSummary], None] | None = None,

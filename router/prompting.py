@@ -84,6 +84,12 @@ def _cut(model: ChatModel, text: str, tokens: int) -> str:
     return text[:low].rstrip() + TRUNCATION_MARK
 
 
+def _drop_orphaned_answers(turns: list[dict]) -> None:
+    """A history must not start with an answer whose question was left out."""
+    while turns and turns[0]["role"] == "assistant":
+        turns.pop(0)
+
+
 def _from_a_stable_turn(turns: list[dict], kept: list[dict]) -> list[dict]:
     """`kept` (the newest turns that fit, from a question on) cut to start at a stable question
     (see HISTORY_STEP_SHARE)."""
@@ -162,9 +168,7 @@ def plan_prompt(
             break
         kept_turns.insert(0, turn)
         history_allowance -= cost
-    # A history must not start with an orphaned assistant reply.
-    while kept_turns and kept_turns[0]["role"] == "assistant":
-        kept_turns.pop(0)
+    _drop_orphaned_answers(kept_turns)
     if len(kept_turns) < len(turns):
         kept_turns = _from_a_stable_turn(turns, kept_turns)
 
@@ -178,8 +182,7 @@ def plan_prompt(
             chosen.pop()
         elif kept_turns:
             kept_turns.pop(0)
-            while kept_turns and kept_turns[0]["role"] == "assistant":  # its question went: it goes too
-                kept_turns.pop(0)
+            _drop_orphaned_answers(kept_turns)
         elif chosen:
             hit, text = chosen[0]
             keep = model.count_tokens(text) - (len(tokens) - budget) - 16
