@@ -64,7 +64,7 @@ def check_document(suffix: str, data: bytes, doc: Document) -> None:
     if doc.title is not None:
         assert isinstance(doc.title, str) and not FORBIDDEN.search(doc.title), doc.title
     for key, value in doc.metadata.items():
-        assert isinstance(value, (str, bool)), (key, value)
+        assert isinstance(value, str) or (key, value) == ("private", True), (key, value)
         assert not (isinstance(value, str) and FORBIDDEN.search(value)), (key, value)
     if suffix == ".pdf":
         check_pdf_blocks(doc)

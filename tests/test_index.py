@@ -106,6 +106,32 @@ def test_bad_inputs_are_skipped_with_reasons_and_never_abort(assistant, tmp_path
     assert {Path(s["path"]).name: s["reason"] for s in again.skipped} == reasons
 
 
+def test_a_boolean_title_is_text_and_a_chunker_bug_costs_only_its_file(assistant, tmp_path, monkeypatch):
+    # `title: true` in front matter reached the chunker as a bool and aborted a 62,780-file run
+    # at file 23,802 (bench/index_scale.py); found under load, not by the readers' properties.
+    from skiff.local import notes_index
+
+    notes = tmp_path / "titles"
+    notes.mkdir()
+    (notes / "bool title.md").write_text("---\ntitle: true\n---\nMalachite is a green copper carbonate.\n")
+    (notes / "chunker bug.md").write_text("# Bug\n\nThis one meets a bug in the chunker.\n")
+    (notes / "after.md").write_text("# After\n\nAzurite is a deep blue copper mineral.\n")
+    real_chunker = notes_index.chunk_document
+
+    def chunker_with_a_bug(document, title, *args):
+        if title == "Bug":
+            raise TypeError("a bug in the chunker")
+        return real_chunker(document, title, *args)
+
+    monkeypatch.setattr(notes_index, "chunk_document", chunker_with_a_bug)
+    summary = assistant.index([notes])
+    reasons = {Path(s["path"]).name: s["reason"] for s in summary.skipped}
+    assert reasons == {"chunker bug.md": "could not be split into chunks (TypeError: a bug in the chunker)"}
+    assert summary.indexed == 2
+    titles = {meta["title"] for meta in assistant.notes.collection.get(include=["metadatas"])["metadatas"]}
+    assert titles == {"true", "After"}
+
+
 def test_unreadable_file_is_skipped(skiff_home, tmp_path):
     notes = tmp_path / "locked"
     notes.mkdir()

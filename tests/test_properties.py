@@ -50,7 +50,8 @@ line = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=12)), max
 marked_text = st.lists(line, max_size=30).map("\n".join)
 front_matter = st.lists(
     st.sampled_from(["title: T", "tags: [a, 1, 2.5, [x]]", "private: yes", "a: &a [x, y]", "b: *a", "title: *a",
-                     "description: 2024-05-01", "title: {a: b}", "x: [", "private: 1"]), max_size=4,
+                     "description: 2024-05-01", "title: {a: b}", "x: [", "private: 1", "title: true",
+                     "title: no", "tags: [yes, 2]", "description: off", "private: false"]), max_size=4,
 ).map(lambda lines: "---\n" + "\n".join(lines) + "\n---\n")
 documents_bytes = st.one_of(
     st.binary(max_size=1500),
@@ -68,6 +69,7 @@ documents_bytes = st.one_of(
 @example(data=b"[[a\nb|c]]\n")  # a wikilink across lines took the newline with it
 @example(data=b"```\ncode\n\n\n")  # an unclosed fence's blank tail was in its span
 @example(data=b"* H\n:PROPERTIES:\nnever closed\n\nmore text\n")  # an unclosed drawer hid the rest
+@example(data=b"---\ntitle: true\n---\nbody\n")  # a bool title aborted indexing at the chunker
 def test_readers_raise_only_unreadable_and_keep_their_invariants(data):
     # Every supported suffix: only UnreadableDocument escapes; spans, order and text hold.
     check_all_readers(data)

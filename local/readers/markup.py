@@ -97,8 +97,11 @@ def clean_markdown(text: str) -> str:
 def _text(value) -> str | None:
     """A YAML scalar as text, or None. Why not str(): an int of over 4300 digits makes str() raise
     ValueError (which aborted indexing), and str() of a nested list of YAML aliases (a billion
-    laughs) is exponentially long; dates read as text ("2024-05-01"), as written."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float, datetime.date)):
+    laughs) is exponentially long; dates read as text ("2024-05-01"), as written. A boolean is
+    text too: `title: true` read as True aborted a whole indexing run where a title was joined."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if not isinstance(value, (str, int, float, datetime.date)):
         return None
     try:
         return str(value)[:MAX_METADATA_VALUE_CHARS]
@@ -106,9 +109,7 @@ def _text(value) -> str | None:
         return None
 
 
-def _scalar(value) -> str | bool | None:
-    if isinstance(value, bool):
-        return value
+def _scalar(value) -> str | None:
     if isinstance(value, list):
         items = [item for item in map(_text, value[:50]) if item is not None]
         return ", ".join(items)[:MAX_METADATA_VALUE_CHARS] if items else None
