@@ -3,6 +3,7 @@ fallback. Both report the same `Generated`, which the assistant records and retu
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,27 @@ class Source:
         if self.line_start == self.line_end:
             return f"line {self.line_start}"
         return f"lines {self.line_start}-{self.line_end}"
+
+
+# A citation marker: "[3]" after a space or punctuation, not an index like a[1] nor a link [1](…).
+CITATION = re.compile(r"(?<![\w\]])\[(\d{1,3})\](?!\()")
+
+
+def citations_without_a_source(text: str, source_count: int) -> list[int]:
+    """The [n] an answer cites that name none of its sources: a small model invents them, and the
+    person would otherwise look for a source that is not there."""
+    return sorted({int(n) for n in CITATION.findall(text) if not 1 <= int(n) <= source_count})
+
+
+def unknown_citations_notice(text: str, source_count: int) -> str | None:
+    unknown = citations_without_a_source(text, source_count)
+    if not unknown:
+        return None
+    cited = ", ".join(f"[{n}]" for n in unknown)
+    if not source_count:
+        return f"the answer cites {cited}, but it was given no sources"
+    verb = "is" if len(unknown) == 1 else "are"
+    return f"the answer cites {cited}, which {verb} not among its {source_count} source(s)"
 
 
 @dataclass

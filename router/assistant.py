@@ -24,7 +24,8 @@ from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
 from skiff.local.recovery import DiskFullError, disk_full
 from skiff.local.sampling import ParallelSampler
-from skiff.router.answering import Answer, Generated, Source, generate_in_cloud, generate_locally
+from skiff.router.answering import (Answer, Generated, Source, generate_in_cloud, generate_locally,
+                                    unknown_citations_notice)
 from skiff.router.local_plus import spend_local_compute
 from skiff.router.coverage import sift_select
 from skiff.router.escalation import cloud_access
@@ -375,6 +376,8 @@ class Assistant:
             if done.tokens_estimated:
                 tokens["estimated"] = True
             sources = Source.numbered(done.notes)
+            if (unknown := unknown_citations_notice(done.text, len(sources))) is not None:
+                notices.append(unknown)
             cost = done.cost_usd if answered_by == "cloud" else None
             self.records.finish(answer_id, done.text, [s.as_dict() for s in sources], timings, tokens,
                                 done.stop_reason, cost, allocation)
