@@ -151,7 +151,7 @@ def _front_matter(lines: list[str], warnings: list[str]) -> tuple[dict, int]:
         if value not in (None, ""):
             meta[key] = value
     private = parsed.get("private")
-    if private is True or (_text(private) or "").strip().lower() in ("true", "yes", "1"):
+    if (_text(private) or "").strip().lower() in ("true", "yes", "1"):  # YAML's true reads as "true"
         meta["private"] = True
     return meta, end + 1
 
