@@ -194,3 +194,19 @@ def test_every_chunk_is_read_back_page_by_page_in_id_order(assistant, vault, mon
     assert len(got["ids"]) > 7 * 3
     assert [chunk.id for chunk in chunks] == sorted(got["ids"])
     assert {chunk.id: chunk.text for chunk in chunks} == dict(zip(got["ids"], got["documents"]))
+
+
+def test_an_empty_index_and_an_emptied_one_search_to_nothing(assistant, vault):
+    query = assistant.embedder.encode_query("lighthouses")
+    assert assistant.notes.search(query, 5) == []
+    assert assistant.notes.search(query, 5, with_embeddings=True) == []
+
+    assistant.index([vault])
+    hits = assistant.notes.search(query, 5, with_embeddings=True)
+    assert len(hits) == 5 and all(hit.embedding is not None for hit in hits)
+
+    for note in vault.rglob("*.md"):
+        note.unlink()
+    assert assistant.index([vault]).removed == 12
+    assert assistant.notes.search(query, 5) == []
+    assert assistant.retrieve("lighthouses") == []
