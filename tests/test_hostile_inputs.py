@@ -1,5 +1,5 @@
 """Hostile notes folders through real indexing (`skiff index` in a subprocess, the real embedder
-and chromadb): decompression bombs, billion-laughs Markdown, 10,000-level nesting, a 100 MB line,
+and chromadb): zip and PDF decompression bombs, billion-laughs Markdown, 10,000-level nesting, a 100 MB line,
 NUL bytes, invalid UTF-8, escape sequences and file names no tool expects. Every bad file is
 skipped or degraded with a reason, none aborts the run, the good notes beside them are indexed and
 found, and the run's memory and time stay bounded.
@@ -11,12 +11,14 @@ ones.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
 import re
 import subprocess
 import sys
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -92,6 +94,17 @@ GOOD = {
 }
 
 
+def zip_bomb(inflated_bytes: int) -> bytes:
+    """A real zip archive whose one member inflates to `inflated_bytes` of zeros."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        with archive.open("zeros.txt", "w", force_zip64=True) as member:
+            block = bytes(1 << 20)
+            for _ in range(inflated_bytes // len(block)):
+                member.write(block)
+    return buffer.getvalue()
+
+
 def build_folder(notes: Path) -> dict[str, str]:
     """The hostile folder; returns name -> what must become of it ("indexed", or a skip reason's
     start)."""
@@ -116,6 +129,14 @@ def build_folder(notes: Path) -> dict[str, str]:
         pdf([b"BT /F1 12 Tf 72 720 Td (ABC Jade is a name for two minerals, jadeite and nephrite.) Tj ET"],
             font_extra=b" /ToUnicode 4 0 R", extra=[cmap_stream]))
     expect["surrogate font.pdf"] = "indexed"
+    # Zip bombs: 64 MB of zeros deflated to a few KB, renamed to look like notes, and one left as a
+    # .zip, which is no note format: skiff must never inflate any of them.
+    bomb = zip_bomb(64 << 20)
+    (notes / "zip bomb.md").write_bytes(bomb)
+    expect["zip bomb.md"] = "binary"
+    (notes / "zip bomb.pdf").write_bytes(bomb)
+    expect["zip bomb.pdf"] = "not a PDF"
+    (notes / "archive.zip").write_bytes(bomb)
     # A startxref of 30 digits: pypdf's OverflowError aborted the whole run (found by fuzzing).
     valid = pdf([b"BT /F1 12 Tf (x) Tj ET"])
     (notes / "absurd startxref.pdf").write_bytes(valid[: valid.rindex(b"startxref")] + b"startxref\n" + b"9" * 30
