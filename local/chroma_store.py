@@ -178,7 +178,7 @@ class ChromaStore:
 
     def search(self, query_vector: np.ndarray, k: int, with_embeddings: bool = False) -> list[Hit]:
         # No count() guard: chromadb answers an empty collection with no hits, and its count() scans
-        # every row in SQLite (74 of the 85 ms a search took at 1.4M chunks).
+        # every row in SQLite (66 ms at 1.4M chunks, against 1.7 ms for the query; bench/RESULTS.md).
         if k <= 0:
             return []
         include = ["documents", "metadatas", "distances"] + (["embeddings"] if with_embeddings else [])
