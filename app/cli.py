@@ -16,6 +16,7 @@ from skiff.app.terminal_text import terminal_safe
 from skiff.app.render import (LocalWorkBar, allocation_line, index_summary_table, settings_table, source_line,
                               status_table)
 from skiff.app.cloud_cli import cloud_app, show
+from skiff.app.model_cli import model_app
 from skiff.app.router_cli import feedback, router_app
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(router_app, name="router")
 app.add_typer(cloud_app, name="cloud")
+app.add_typer(model_app, name="model")
 app.command()(feedback)
 app.command()(show)
 
@@ -108,7 +110,7 @@ def ask(
     route: Optional[str] = typer.Option(None, help="auto (the router decides), local, local+ or cloud."),
     compare: bool = typer.Option(False, "--compare", help="Answer with both models; judging both teaches the router."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Never contact the cloud for this question."),
-    model: Optional[Path] = typer.Option(None, help="GGUF model file (default: bundled SmolLM2-135M-Instruct)."),
+    model: Optional[Path] = typer.Option(None, help="GGUF model file (default: the one `skiff model list` marks)."),
     top_k: Optional[int] = typer.Option(None, help="Note chunks to give the model."),
     max_tokens: Optional[int] = typer.Option(None, help="Most tokens to generate."),
     n_ctx: Optional[int] = typer.Option(None, help="Context window in tokens."),

@@ -11,7 +11,7 @@ Normalisation, used for every comparison here (answers, references, gold files):
 
 A question's answer is right when, for every group of alternatives it has (one group, or two for
 questions needing two facts), some alternative is contained, and the answer does not abstain.
-An abstention is an answer whose opening says the notes do not hold the answer (see ABSTAINS).
+An abstention is an answer whose first sentence says the notes do not hold the answer (ABSTAINS).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Sequence
 
 _TOKEN = re.compile(r"[^\W\d_]+|\d+")
 
-# Phrasings of "the notes do not say", in the answer's opening (the first line or 240
-# characters). skiff's own wording is the first; the rest are how models say it unprompted.
+# Phrasings of "the notes do not say", in the answer's first sentence. skiff's own wording is the
+# first; the rest are how models say it unprompted.
 ABSTAINS = re.compile(
     r"my notes don.?t say|(notes|sources|context|documents?|provided (text|information))\b[^.\n]{0,40}"
     r"\b(do(es)?n.?t|do(es)? not|never) (say|mention|contain|cover|include|specify|provide|address|answer)"
@@ -49,10 +49,14 @@ def contains(haystack: str, needle: str) -> bool:
     return bool(wanted) and f" {wanted} " in f" {normalise(haystack)} "
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s|\n")
+
+
 def opening(answer: str) -> str:
-    text = answer.strip()
-    first_line = text.split("\n", 1)[0]
-    return first_line if len(first_line) >= 40 else text[:240]
+    """The answer's first sentence (or line), at most 240 characters."""
+    text = answer.strip()[:240]
+    end = _SENTENCE_END.search(text)
+    return text[:end.start()] if end else text
 
 
 def abstains(answer: str) -> bool:

@@ -185,24 +185,50 @@ class ChromaStore:
         result = self.collection.query(
             query_embeddings=[np.asarray(query_vector, dtype=np.float32)], n_results=k, include=include
         )
-        hits = []
         embeddings = result.get("embeddings")
-        for position, chunk_id in enumerate(result["ids"][0]):
-            meta = result["metadatas"][0][position] or {}
-            hits.append(
-                Hit(
-                    id=chunk_id,
-                    text=result["documents"][0][position] or "",
-                    path=str(meta.get("path", "")),
-                    title=str(meta.get("title", "")),
-                    section=str(meta.get("section", "")),
-                    line_start=int(meta.get("line_start", 0)),
-                    line_end=int(meta.get("line_end", 0)),
-                    page=int(meta["page"]) if "page" in meta else None,
-                    private=bool(meta.get("private", False)),
-                    distance=float(result["distances"][0][position]),
-                    embedding=np.asarray(embeddings[0][position], dtype=np.float32)
-                    if embeddings is not None else None,
-                )
-            )
+        return [_hit(chunk_id, result["documents"][0][n], result["metadatas"][0][n], result["distances"][0][n],
+                     embeddings[0][n] if embeddings is not None else None)
+                for n, chunk_id in enumerate(result["ids"][0])]
+
+    def fetch(self, chunk_ids: list[str], query_vector: np.ndarray | None,
+              with_embeddings: bool = False) -> list[Hit]:
+        """These chunks (those that exist, in the order given), with their cosine distance to
+        `query_vector` (computed from the stored vectors; 1.0 when no vector is given)."""
+        if not chunk_ids:
+            return []
+        result = self.collection.get(ids=list(chunk_ids), include=["documents", "metadatas", "embeddings"])
+        found = {chunk_id: n for n, chunk_id in enumerate(result["ids"])}
+        hits = []
+        for chunk_id in chunk_ids:
+            n = found.get(chunk_id)
+            if n is None:
+                continue
+            vector = np.asarray(result["embeddings"][n], dtype=np.float32)
+            distance = 1.0 - float(vector @ np.asarray(query_vector, dtype=np.float32)) if query_vector is not None else 1.0
+            hits.append(_hit(chunk_id, result["documents"][n], result["metadatas"][n], distance,
+                             vector if with_embeddings else None))
         return hits
+
+    def rows(self) -> Iterator[tuple[str, str, dict]]:
+        """(id, text, metadata) of every chunk, paged."""
+        for offset in range(0, self.count(), READ_PAGE):
+            page = self.collection.get(include=["documents", "metadatas"], limit=READ_PAGE, offset=offset)
+            for chunk_id, text, meta in zip(page["ids"], page["documents"], page["metadatas"]):
+                yield chunk_id, text or "", meta or {}
+
+
+def _hit(chunk_id: str, text: str | None, meta: dict | None, distance: float, embedding) -> Hit:
+    meta = meta or {}
+    return Hit(
+        id=chunk_id,
+        text=text or "",
+        path=str(meta.get("path", "")),
+        title=str(meta.get("title", "")),
+        section=str(meta.get("section", "")),
+        line_start=int(meta.get("line_start", 0)),
+        line_end=int(meta.get("line_end", 0)),
+        page=int(meta["page"]) if "page" in meta else None,
+        private=bool(meta.get("private", False)),
+        distance=float(distance),
+        embedding=np.asarray(embedding, dtype=np.float32) if embedding is not None else None,
+    )

@@ -44,8 +44,13 @@ def chunk_document(doc: Document, title: str, counter: TokenCounter, max_tokens:
     return chunks
 
 
+def chunk_header(title: str, section: tuple[str, ...]) -> str:
+    """The note's title and heading path, as a chunk carries them for search: "Title > H1 > H2"."""
+    return SECTION_SEPARATOR.join(part for part in (title, *section) if part)
+
+
 def _header(title: str, section: tuple[str, ...], counter: TokenCounter, max_tokens: int) -> tuple[str, int]:
-    header = SECTION_SEPARATOR.join(part for part in (title, *section) if part)
+    header = chunk_header(title, section)
     tokens = counter.count_tokens(header)
     if tokens > max_tokens // 3:  # an absurd heading must not starve the text
         header = _cut_to_tokens(header, max_tokens // 3, counter)

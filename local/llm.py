@@ -235,17 +235,38 @@ class LocalModel:
                 llama_cpp.llama_adapter_lora_free(handle)
 
     def next_token_logprobs(self, prompt_tokens: Sequence[int]):
-        """Log-probabilities over the vocabulary for the token after `prompt_tokens`."""
+        """Log-probabilities over the vocabulary for the token after `prompt_tokens`. The part of
+        the prompt this context evaluated last time is reused, so a check whose prompt shares its
+        start with the answer's costs only the tokens where they differ (and the answer, after
+        it, only its own)."""
         import numpy as np
 
         with self._lock:
-            self.llama.reset()
-            self.llama.eval(list(prompt_tokens))
+            self._evaluate_reusing(list(prompt_tokens))
             # Without logits_all, llama-cpp-python keeps no scores; the context holds the last row.
             logits = np.ctypeslib.as_array(self.llama._ctx.get_logits(), shape=(self.llama.n_vocab(),))
             logits = logits.astype(np.float64)
         top = logits.max()
         return logits - (top + np.log(np.exp(logits - top).sum()))
+
+    def _evaluate_reusing(self, tokens: list[int]) -> None:
+        cached = self.llama._input_ids[: self.llama.n_tokens].tolist()
+        keep = 0
+        for a, b in zip(cached, tokens[:-1]):  # at least the last token is evaluated: its logits are wanted
+            if a != b:
+                break
+            keep += 1
+        self.llama.n_tokens = keep  # eval() drops the KV cache past n_tokens before it evaluates
+        self.llama.eval(tokens[keep:])
+
+    def token_ids(self, texts: Sequence[str]) -> list[int]:
+        """The first token of each text, as this model's tokenizer splits it (duplicates dropped)."""
+        ids: list[int] = []
+        for text in texts:
+            tokens = self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+            if tokens and tokens[0] not in ids:
+                ids.append(tokens[0])
+        return ids
 
     # -- generation ------------------------------------------------------------------------------
 

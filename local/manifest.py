@@ -14,8 +14,9 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
+from skiff.local import lexical
 from skiff.local.atomic import write_atomically
 from skiff.local.sqlite_store import open_database, transaction
 
@@ -37,6 +38,7 @@ _SCHEMA = [
     CREATE INDEX files_root ON files(root);
     CREATE TABLE roots (path TEXT PRIMARY KEY, added_at REAL NOT NULL);
     """,
+    *lexical.SCHEMA,
 ]
 
 
@@ -121,9 +123,14 @@ class Manifest:
                 [(path, root, now) for path, root in files],
             )
 
-    def commit(self, records: Iterable[FileRecord]) -> None:
+    def commit(self, records: Iterable[FileRecord], lexical_rows: Sequence[lexical.LexicalRow] = ()) -> None:
+        """Record files as done or skipped; their lexical rows are replaced by `lexical_rows` in the
+        same transaction, so the two never disagree after a crash."""
+        records = list(records)
         now = time.time()
         with transaction(self.db):
+            lexical.delete_paths(self.db, [r.path for r in records])
+            lexical.insert_rows(self.db, lexical_rows)
             self.db.executemany(
                 "INSERT OR REPLACE INTO files(path, root, state, sha256, size, mtime_ns, chunks, kind, reason, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -138,8 +145,37 @@ class Manifest:
             self.db.execute("UPDATE files SET mtime_ns=? WHERE path=?", (mtime_ns, path))
 
     def forget(self, paths: Iterable[str]) -> None:
+        paths = list(paths)
         with transaction(self.db):
+            lexical.delete_paths(self.db, paths)
             self.db.executemany("DELETE FROM files WHERE path=?", [(p,) for p in paths])
+
+    # -- the lexical rows (lexical.py) ---------------------------------------------------------
+
+    def lexical_count(self) -> int:
+        return lexical.count(self.db)
+
+    def lexical_search(self, question: str, k: int) -> list[lexical.LexicalHit]:
+        return lexical.search(self.db, question, k)
+
+    def term_stats(self, question: str, chunk_ids: Sequence[str]) -> tuple[int, list[lexical.TermStats]]:
+        return lexical.term_stats(self.db, question, chunk_ids)
+
+    def refill_lexical(self, rows: Iterable[lexical.LexicalRow]) -> int:
+        """Replace every lexical row with `rows` (an index made before the lexical side existed)."""
+        written = 0
+        with transaction(self.db):
+            lexical.clear(self.db)
+            batch: list[lexical.LexicalRow] = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= 1000:
+                    lexical.insert_rows(self.db, batch)
+                    written += len(batch)
+                    batch = []
+            lexical.insert_rows(self.db, batch)
+            written += len(batch)
+        return written
 
     def fingerprint(self) -> str:
         """A hash of what is indexed (each file's path and content hash): it changes exactly when

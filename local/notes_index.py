@@ -17,9 +17,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from skiff.local.chunking import SECTION_SEPARATOR, Chunk, chunk_document
+from skiff.local.chunking import SECTION_SEPARATOR, Chunk, chunk_document, chunk_header
 from skiff.local.embedder import Embedder
 from skiff.local.files import Found, Skipped, printable_path, walk_notes
+from skiff.local.lexical import LexicalHit, LexicalRow, TermStats
 from skiff.local.manifest import FileRecord, Manifest
 from skiff.local.readers import UnreadableDocument, clean_text, read_document
 from skiff.local.chroma_store import ChromaStore, Hit, StoredChunk
@@ -132,6 +133,13 @@ class NotesIndex:
         if held < listed:
             self.manifest.mark_all_pending()
             self._announce(f"it holds {held} of the {listed} chunks its manifest lists", ())
+        elif self.manifest.lexical_count() < listed:
+            # An index written before the lexical side existed: its rows are rebuilt from the
+            # chunks chromadb holds, once, without embedding anything again.
+            self.manifest.refill_lexical(
+                LexicalRow(chunk_id, meta.get("path", ""),
+                           _lexical_text(str(meta.get("title", "")), str(meta.get("section", "")), text))
+                for chunk_id, text, meta in self.store.rows())
 
     def _announce(self, reason: str, backups: tuple[Path, ...]) -> None:
         roots = self.manifest.roots()
@@ -335,6 +343,7 @@ class NotesIndex:
         ids: list[str] = []
         documents: list[str] = []
         metadatas: list[dict] = []
+        lexical_rows: list[LexicalRow] = []
         kept_vectors: list[np.ndarray] = []
         position = 0
         for parsed in batch:
@@ -350,12 +359,14 @@ class NotesIndex:
                 ids.append(_chunk_id(parsed.path, number))
                 documents.append(chunk.text)
                 metadatas.append(self._chunk_metadata(parsed, chunk))
+                lexical_rows.append(LexicalRow(ids[-1], parsed.path, chunk.embed_text))
         vectors = np.concatenate(kept_vectors) if kept_vectors else vectors[:0]
         self._replace_chunks([(p.path, p.root) for p in batch], [p.path for p in batch if p.may_have_chunks],
                              ids, vectors, documents, metadatas)
         self.manifest.commit(
-            FileRecord(p.path, p.root, "done", p.sha256, p.size, p.mtime_ns, len(p.chunks), p.kind, None)
-            for p in batch
+            [FileRecord(p.path, p.root, "done", p.sha256, p.size, p.mtime_ns, len(p.chunks), p.kind, None)
+             for p in batch],
+            lexical_rows,
         )
         summary.indexed += len(batch)
         summary.chunks_added += len(ids)
@@ -387,4 +398,26 @@ class NotesIndex:
     # -- retrieval -----------------------------------------------------------------------------
 
     def search(self, query_vector: np.ndarray, k: int, with_embeddings: bool = False) -> list[Hit]:
+        """The k chunks nearest the query vector (cosine)."""
         return self.store.search(query_vector, k, with_embeddings)
+
+    def lexical_search(self, question: str, k: int) -> list[LexicalHit]:
+        """The k chunks BM25 ranks highest for the question's words (lexical.py)."""
+        self.open()  # an index from before the lexical side is filled in on first open
+        return self.manifest.lexical_search(question, k)
+
+    def term_stats(self, question: str, chunk_ids: list[str]) -> tuple[int, list[TermStats]]:
+        """How rare each of the question's words is in the notes, and whether these chunks hold it."""
+        self.open()
+        return self.manifest.term_stats(question, chunk_ids)
+
+    def fetch(self, chunk_ids: list[str], query_vector: np.ndarray | None = None,
+              with_embeddings: bool = False) -> list[Hit]:
+        """These chunks as hits (those still indexed, in the order asked), their distance to
+        `query_vector` computed here."""
+        return self.store.fetch(chunk_ids, query_vector, with_embeddings)
+
+
+def _lexical_text(title: str, section: str, text: str) -> str:
+    header = chunk_header(title, tuple(section.split(SECTION_SEPARATOR)) if section else ())
+    return f"{header}\n\n{text}" if header else text

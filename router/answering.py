@@ -15,7 +15,8 @@ from skiff.local.llm import GenerationStats, LocalModel
 from skiff.local.notes_index import Hit
 from skiff.router.escalation import cloud_cost, plan_cloud_prompt
 from skiff.router.policy import Decision, Route
-from skiff.router.prompting import plan_prompt
+from skiff.router.abstention import NOTES_DONT_SAY
+from skiff.router.prompting import GENERAL_KNOWLEDGE_PROMPT, PromptPlan, plan_prompt
 from skiff.router.settings import Settings
 
 
@@ -86,6 +87,12 @@ class Answer:
     local_offered: bool = False  # a cloud stream broke mid-answer: the local model can answer instead
     pair_id: str | None = None  # set when a local and a cloud answer to this question both exist
     allocation: dict | None = None  # local+: how much local compute it got (vote, LoRA) and what came of it
+    # "My notes don't say": the check's signals and verdict (router/abstention.py), when it ran.
+    abstention: dict | None = None
+
+    @property
+    def abstained(self) -> bool:
+        return bool(self.abstention and self.abstention.get("abstained"))
 
     @property
     def route(self) -> Route:
@@ -109,6 +116,8 @@ class Answer:
             "local_offered": self.local_offered,
             "pair_id": self.pair_id,
             "allocation": self.allocation,
+            "abstained": self.abstained,
+            "abstention": self.abstention,
         }
 
 
@@ -129,6 +138,7 @@ class Generated:
     notices: list[str] = field(default_factory=list)
     fell_back: bool = False
     local_offered: bool = False
+    abstained: bool = False  # the notes did not hold the answer: said first, then general knowledge
 
 
 def _emit(pieces: list[str], generated: Generated, piece: str, on_token: Callable[[str], None] | None) -> None:
@@ -141,13 +151,37 @@ def _emit(pieces: list[str], generated: Generated, piece: str, on_token: Callabl
 
 def generate_locally(model: LocalModel, settings: Settings, question: str, hits: Sequence[Hit],
                      history: Sequence[dict], on_token: Callable[[str], None] | None,
-                     cancel: threading.Event | None) -> Generated:
+                     cancel: threading.Event | None,
+                     notes_say: Callable[[PromptPlan], bool] | None = None) -> Generated:
+    """The local model's answer from these notes. `notes_say(plan)`, when given, is asked first
+    whether the planned notes hold the answer; when they do not, the answer opens with "My notes
+    don't say." and goes on from general knowledge, without the notes (router/abstention.py)."""
     plan = plan_prompt(model, question, hits, history, max_answer_tokens=settings.max_tokens)
-    generated = Generated(notes=list(plan.notes))
+    if notes_say is not None and plan.notes and not notes_say(plan):
+        return _general_answer(model, settings, question, history, on_token, cancel)
+    return _stream_plan(model, settings, plan, on_token, cancel)
+
+
+def _general_answer(model: LocalModel, settings: Settings, question: str, history: Sequence[dict],
+                    on_token: Callable[[str], None] | None, cancel: threading.Event | None) -> Generated:
+    plan = plan_prompt(model, question, [], history, max_answer_tokens=settings.max_tokens,
+                       system_prompt=GENERAL_KNOWLEDGE_PROMPT)
+    opening = f"{NOTES_DONT_SAY}\n\n"
+    generated = Generated(abstained=True)
+    pieces: list[str] = []
+    _emit(pieces, generated, opening, on_token)
+    return _stream_plan(model, settings, plan, on_token, cancel, generated=generated, pieces=pieces)
+
+
+def _stream_plan(model: LocalModel, settings: Settings, plan: PromptPlan, on_token: Callable[[str], None] | None,
+                 cancel: threading.Event | None, generated: Generated | None = None,
+                 pieces: list[str] | None = None) -> Generated:
+    generated = generated if generated is not None else Generated()
+    generated.notes = list(plan.notes)
     if plan.truncated:
         generated.notices.append(f"trimmed to fit the {model.n_ctx}-token context: {', '.join(plan.truncated)}")
     stats = GenerationStats()
-    pieces: list[str] = []
+    pieces = pieces if pieces is not None else []
     try:
         for piece in model.stream(plan.prompt_tokens, max_tokens=settings.max_tokens, temperature=settings.temperature,
                                   stats=stats, should_stop=cancel.is_set if cancel is not None else None):

@@ -15,23 +15,23 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 
-from skiff.local.assets import default_gguf_path
 from skiff.local.embedder import Embedder
 from skiff.local.llm import LocalModel, read_model_info
 from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
 from skiff.local.recovery import DiskFullError, disk_full
 from skiff.local.sampling import ParallelSampler
+from skiff.router.abstention import NotesCheck
 from skiff.router.answering import (Answer, Generated, Source, generate_in_cloud, generate_locally,
                                     unknown_citations_notice)
 from skiff.router.local_plus import spend_local_compute
-from skiff.router.coverage import sift_select
+from skiff.router.model_choice import current_model
 from skiff.router.escalation import cloud_access
 from skiff.router.feedback import FeedbackResult, give_feedback, sync
 from skiff.router.policy import Decision, Question, Route, RoutePolicy
 from skiff.router.records import AnswerStore, new_answer_id
+from skiff.router.retrieval import RetrievalConfig, retrieve
 from skiff.router.settings import Settings
 from skiff.router.state import RouterState, Thresholds
 from skiff.router.status import describe
@@ -69,7 +69,7 @@ class Assistant:
 
     @property
     def model_path(self) -> Path:
-        return Path(self.settings.model_path).expanduser() if self.settings.model_path else default_gguf_path()
+        return current_model(self.settings).require()
 
     @property
     def embedder(self) -> Embedder:
@@ -229,20 +229,22 @@ class Assistant:
         """The note chunks SIFT selects for `question` (see consult_notes)."""
         return list(self.consult_notes(question, k=k).hits)
 
+    def retrieval_config(self, k: int | None = None) -> RetrievalConfig:
+        s = self.settings
+        return RetrievalConfig(k=s.top_k if k is None else k, dense=s.sift_candidates, lexical=s.lexical_candidates,
+                               pool=s.sift_candidates, selection=s.selection, sift_lambda=s.sift_lambda)
+
     def consult_notes(self, question: str, k: int | None = None, use_notes: bool = True) -> Question:
-        """Embed the question, take the index's top-K candidates, let SIFT pick k of them: relevant
-        and not redundant. The variance left, σ², is the router's coverage signal."""
-        k = self.settings.top_k if k is None else k
+        """Embed the question, gather candidates by vector and by BM25, fuse them, choose k
+        (router/retrieval.py). The variance the chosen chunks leave, σ², is the router's coverage
+        signal."""
         embedding = self.embedder.encode_query(question)
         if not use_notes:
             return Question(question, embedding, [], None)
-        candidates = self.notes.search(embedding, max(k, self.settings.sift_candidates), with_embeddings=True)
-        if not candidates:
+        found = retrieve(self.notes, question, embedding, self.retrieval_config(k))
+        if not found.candidates:
             return Question(question, embedding, [], 1.0)
-        coverage = sift_select(embedding, np.stack([c.embedding for c in candidates]), k,
-                               lam=self.settings.sift_lambda)
-        return Question(question, embedding, [candidates[i] for i in coverage.selected], coverage.variance,
-                        candidates)
+        return Question(question, embedding, found.selected, found.coverage, found.candidates)
 
     def decide(self, question: str, use_notes: bool = True) -> Decision:
         """Where `question` would go and why, without answering it (nothing is recorded)."""
@@ -326,6 +328,7 @@ class Assistant:
 
         generated: Generated | None = None
         allocation: dict | None = None
+        abstention: dict | None = None
         try:
             if access is not None and access.client is not None:
                 generated = generate_in_cloud(access.client, self.settings, question, hits, history, on_token, cancel,
@@ -361,8 +364,15 @@ class Assistant:
                     if on_token is not None:
                         on_token(generated.text)
             elif generated is None:
-                generated = generate_locally(self.model, self.settings, question, hits, history, on_token, cancel)
+                check = NotesCheck(self.notes, self.model, question, consulted.candidates, consulted.coverage,
+                                   self.settings.abstain_threshold) if self.settings.abstain else None
+                generated = generate_locally(self.model, self.settings, question, hits, history, on_token, cancel,
+                                             notes_say=check)
                 notices += generated.notices
+                abstention = check.outcome if check is not None else None
+                if generated.abstained and self.settings.cloud_configured and not self.settings.offline:
+                    notices.append("your notes do not hold this; the cloud model may know: "
+                                   "`skiff ask --route cloud` (or c on the message)")
         finally:
             done = generated or Generated()
             finished = time.perf_counter()
@@ -382,7 +392,8 @@ class Assistant:
             self.records.finish(answer_id, done.text, [s.as_dict() for s in sources], timings, tokens,
                                 done.stop_reason, cost, allocation)
         return Answer(answer_id, question, done.text, decision, sources, timings, tokens, done.stop_reason,
-                      model_name, notices, answered_by, cost, done.local_offered, allocation=allocation)
+                      model_name, notices, answered_by, cost, done.local_offered, allocation=allocation,
+                      abstention=abstention)
 
     # -- learning ------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The whole state of a notes index (every chunk's text, metadata and vector, and the manifest), read
+"""The whole state of a notes index (every chunk's text, metadata and vector, the manifest and the
+lexical rows), read
 the way a fresh skiff process reads it, for comparing an index with a clean run's."""
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ chunks = {
     for i, d, m, v in zip(got["ids"], got["documents"], got["metadatas"], got["embeddings"])
 }
 manifest = {p: [r.state, r.sha256, r.chunks] for p, r in index.manifest.records().items()}
-print(json.dumps({"chunks": chunks, "manifest": manifest}))
+# The lexical side (FTS5, in the manifest's database): every row, and what a search reads back.
+lexical = {chunk_id: [path, text] for chunk_id, path, text in index.manifest.db.execute(
+    "SELECT c.chunk_id, c.path, l.text FROM lexical_chunks c JOIN lexical l ON l.rowid = c.rowid")}
+orphans = index.manifest.db.execute(
+    "SELECT COUNT(*) FROM lexical WHERE rowid NOT IN (SELECT rowid FROM lexical_chunks)").fetchone()[0]
+print(json.dumps({"chunks": chunks, "manifest": manifest, "lexical": lexical, "lexical_orphans": orphans}))
 """
 
 

@@ -210,3 +210,42 @@ def test_an_empty_index_and_an_emptied_one_search_to_nothing(assistant, vault):
     assert assistant.index([vault]).removed == 12
     assert assistant.notes.search(query, 5) == []
     assert assistant.retrieve("lighthouses") == []
+
+
+def test_the_lexical_side_follows_every_change(assistant, vault):
+    """BM25 rows (FTS5) are added, replaced and removed with their files, and carry the note's title
+    and heading path, so a word found only in a heading still finds the chunk."""
+    assistant.index([vault])
+    notes = assistant.notes
+    manifest_chunks = notes.manifest.done_chunks()
+    assert notes.manifest.lexical_count() == manifest_chunks == notes.collection.count()
+    edited = vault / "Plugins" / "Search.md"
+    edited.write_text(edited.read_text() + "\n\n## Quokka settings\n\nTurn the dial twice.\n")
+    (vault / "Plugins" / "Canvas.md").unlink()
+    assistant.index([vault])
+    hits = notes.lexical_search("quokka", 5)
+    assert hits and hits[0].path == str(edited)  # "quokka" is only in the heading
+    assert not notes.lexical_search("canvas JSON Canvas format", 50) or all(
+        not h.path.endswith("Canvas.md") for h in notes.lexical_search("canvas JSON Canvas format", 50))
+    assert notes.manifest.lexical_count() == notes.manifest.done_chunks() == notes.collection.count()
+    fetched = notes.fetch([hits[0].id, "no-such-chunk"])
+    assert [h.id for h in fetched] == [hits[0].id] and "Turn the dial" in fetched[0].text
+
+
+def test_an_index_from_before_the_lexical_side_is_filled_in_on_open(skiff_home, vault):
+    """Upgrading skiff must not cost a re-embedding: the lexical rows are rebuilt from chromadb."""
+    from skiff.router import Assistant, load_settings
+
+    first = Assistant(load_settings())
+    first.index([vault])
+    expected = {h.id for h in first.notes.lexical_search("daily notes template", 20)}
+    with first.notes.manifest.db as db:
+        db.execute("DELETE FROM lexical")
+        db.execute("DELETE FROM lexical_chunks")
+    first.close()
+    reopened = Assistant(load_settings())
+    try:
+        assert {h.id for h in reopened.notes.lexical_search("daily notes template", 20)} == expected
+        assert reopened.notes.manifest.lexical_count() == reopened.notes.manifest.done_chunks()
+    finally:
+        reopened.close()
