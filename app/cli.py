@@ -13,7 +13,7 @@ import typer
 
 from skiff.app.common import assistant_session, dump, err, fail, out
 from skiff.app.terminal_text import terminal_safe
-from skiff.app.render import (LocalWorkBar, allocation_line, index_summary_table, settings_table, source_line,
+from skiff.app.render import (LocalWorkBar, abstention_line, allocation_line, index_summary_table, settings_table, source_line,
                               status_table)
 from skiff.app.cloud_cli import cloud_app, show
 from skiff.app.model_cli import model_app
@@ -193,6 +193,8 @@ def _report(answer) -> None:
     cost = f" · ${answer.cost_usd:.4f}" if answer.cost_usd else ""
     if answer.allocation:
         err.print(f"[dim]local+: {allocation_line(answer.allocation)}[/]", highlight=False)
+    if answer.abstained:
+        err.print(f"[dim]notes check: {abstention_line(answer.abstention)}[/]", highlight=False)
     err.print(
         f"[dim]{by} · {answer.decision.reason} · {answer.tokens['completion']} tokens{cost} · "
         f"first token {timing['first_token_s'] or 0:.2f}s · total {timing['total_s']:.2f}s · id {answer.id}[/]",

@@ -160,6 +160,14 @@ class LocalWorkBar:
             self._progress = None
 
 
+def abstention_line(check: dict) -> str:
+    """The notes check in a line: the verdict, its probability against the threshold, the signals."""
+    verdict = "the notes do not hold the answer" if check.get("abstained") else "the notes hold the answer"
+    signals = ", ".join(f"{name} {check[name]}" for name in
+                        ("best_similarity", "covered", "rarest_missing", "coverage", "model_says_yes") if name in check)
+    return f"{verdict} (p {check.get('probability')} vs threshold {check.get('threshold')}; {signals})"
+
+
 def allocation_line(allocation: dict | None) -> str:
     """local+ in one line: what kind of extra compute, and what came of it."""
     if not allocation:

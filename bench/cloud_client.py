@@ -26,7 +26,7 @@ from common import save  # noqa: E402
 from servers import LlamaServer  # noqa: E402
 
 from skiff.cloud import CloudClient, CloudStats
-from skiff.local.assets import default_gguf_path
+from skiff.local.assets import bundled_gguf_path
 
 PROMPTS = ["Explain what a hash table is.", "Write a haiku about the sea.", "List five uses of a paperclip.",
            "Why is the sky blue?"]
@@ -89,7 +89,7 @@ def main() -> None:
         clients["openai SDK"] = via_openai
     except ImportError:
         print("openai is not installed: comparing with httpx only", file=sys.stderr)
-    server = LlamaServer(default_gguf_path(), api_key="sk-bench-" + secrets.token_hex(8))
+    server = LlamaServer(bundled_gguf_path(), api_key="sk-bench-" + secrets.token_hex(8))
     try:
         for name, run in clients.items():  # warm-up: the server's first prompt is slower
             run(server, [{"role": "user", "content": PROMPTS[0]}], 8)

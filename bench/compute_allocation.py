@@ -89,14 +89,14 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["SKIFF_HOME"] = tempfile.mkdtemp(prefix="skiff-bench-")  # the shipped prior, nothing learned
-    from skiff.local.assets import assemble_strong_gguf
+    from skiff.local.models import install
     from skiff.local.llm import GenerationStats, LocalModel
     from skiff.local.sampling import ParallelSampler, SamplingStats
     from skiff.router import Assistant, load_settings
     from skiff.router.voting import extract_answer, majority_vote
 
     settings = load_settings(n_threads=args.threads)
-    gguf = args.gguf or assemble_strong_gguf(settings.cache_dir / "models")
+    gguf = args.gguf or install("qwen2.5-coder-1.5b", settings.data_dir)
     rng = random.Random(args.seed)
     test = [json.loads(line) for line in (SHARED / "data" / "gsm8k" / "test.jsonl").read_text().splitlines()]
     order = list(range(len(test)))

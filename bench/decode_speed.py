@@ -35,10 +35,10 @@ def main() -> None:
     os.environ["SKIFF_HOME"] = tempfile.mkdtemp(prefix="skiff-bench-")
     from llama_cpp import Llama
 
-    from skiff.local.assets import default_gguf_path
+    from skiff.local.assets import bundled_gguf_path
     from skiff.router import Assistant, load_settings
 
-    model_path = args.model or default_gguf_path()
+    model_path = args.model or bundled_gguf_path()
     settings = load_settings(model_path=model_path, n_threads=args.threads, max_tokens=args.tokens, n_ctx=2048)
     assistant = Assistant(settings)
     prompt_tokens = assistant.model.tokenize_prompt(

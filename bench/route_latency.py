@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/route_latency.py [--folders en de fr es] [--queries 300]
 
-Stages of one decision: embed the question, chromadb top-K with vectors, SIFT selection,
+Stages of one decision: embed the question, candidates (chromadb top-K with vectors, FTS5 BM25
+top-K, fused by reciprocal rank, the lexical-only ones fetched), selection of k (with σ²),
 surrogate (features + posterior mean and std). Baseline, same run and queries: what retrieval
 cost before the router (embed + chromadb top-k without vectors). Also the posterior update
 (one conjugate step, and the atomic write that persists it). Saves bench/out/route_latency.json.
@@ -18,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import VAULT, percentile, save  # noqa: E402
@@ -36,8 +36,8 @@ def main() -> None:
 
     os.environ.setdefault("SKIFF_HOME", tempfile.mkdtemp(prefix="skiff-bench-route-"))
     from skiff.router import Assistant, load_settings
-    from skiff.router.coverage import sift_select
     from skiff.router.policy import Question
+    from skiff.router.retrieval import candidates, select
 
     assistant = Assistant(load_settings())
     summary = assistant.index([VAULT / folder for folder in args.folders])
@@ -53,21 +53,25 @@ def main() -> None:
     queries = [q for q in rng.sample(headings, min(len(headings), args.queries * 2)) if q][: args.queries]
 
     assistant.decide("warm up")  # also sets the thresholds on first use
-    stages: dict[str, list[float]] = {k: [] for k in ("embed", "search_top_k", "sift", "surrogate", "total")}
+    config = assistant.retrieval_config()
+    stages: dict[str, list[float]] = {k: [] for k in ("embed", "candidates", "select", "surrogate", "total")}
+    lexical_alone: list[float] = []
     baseline: list[float] = []
     for query in queries:
         t0 = time.perf_counter()
         vector = embedder.encode_query(query)
         t1 = time.perf_counter()
-        candidates = notes.search(vector, settings.sift_candidates, with_embeddings=True)
+        pool = candidates(notes, query, vector, config)  # dense top-K, BM25 top-K, fused, fetched
         t2 = time.perf_counter()
-        coverage = sift_select(vector, np.stack([c.embedding for c in candidates]), settings.top_k,
-                               lam=settings.sift_lambda)
+        found = select(vector, pool, config)
         t3 = time.perf_counter()
-        policy.decide(Question(query, vector, [candidates[i] for i in coverage.selected], coverage.variance))
+        policy.decide(Question(query, vector, found.selected, found.coverage, found.candidates))
         t4 = time.perf_counter()
         for name, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
             stages[name].append(value * 1000)
+        t6 = time.perf_counter()
+        notes.lexical_search(query, config.lexical)
+        lexical_alone.append((time.perf_counter() - t6) * 1000)
         # The baseline: retrieval as it was before the router (embed + top-k, no vectors).
         t5 = time.perf_counter()
         notes.search(embedder.encode_query(query), settings.top_k)
@@ -91,10 +95,11 @@ def main() -> None:
         "index_chunks": summary.chunks_total,
         "index_files": summary.files_total,
         "queries": len(queries),
-        "sift_candidates": settings.sift_candidates,
-        "top_k": settings.top_k,
+        "retrieval": {"k": config.k, "dense": config.dense, "lexical": config.lexical, "pool": config.pool,
+                      "selection": config.selection},
         "feature_dim": int(len(phi)),
         "decision_stages": {name: summarise(values) for name, values in stages.items()},
+        "lexical_search_alone": summarise(lexical_alone),
         "baseline_plain_top_k_retrieval": summarise(baseline),
         "posterior_update": summarise(updates),
         "posterior_atomic_write": summarise(writes),

@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, SHARED, save  # noqa: E402
 
-from skiff.local.assets import default_gguf_path
+from skiff.local.assets import bundled_gguf_path
 from skiff.local.embedder import Embedder
 from skiff.local.tuning.lora import LoraSpec, LoraTrainer
 from skiff.local.tuning.training_copy import load_training_copy
@@ -126,7 +126,7 @@ def main() -> None:
     print(f"pool of {len(pool)} embedded in {embed_s:.0f}s", file=sys.stderr)
 
     started = time.perf_counter()
-    copy = load_training_copy(default_gguf_path(), settings.cache_dir, threads=args.threads)
+    copy = load_training_copy(bundled_gguf_path(), settings.cache_dir, threads=args.threads)
     load_s = time.perf_counter() - started
 
     # The learning rate, chosen on held-out train items only (mean of the NN and SIFT LoRA bpb).
@@ -155,7 +155,7 @@ def main() -> None:
         "items": len(rows), "steps": args.steps, "candidates": args.candidates, "sift_lambda": args.lam,
         "learning_rate": lr, "learning_rate_search": {f"{k:g}": round(v, 4) for k, v in tuning.items()},
         "lora": {"rank": trainer.spec.rank, "alpha": trainer.spec.alpha, "targets": list(trainer.spec.targets)},
-        "model": default_gguf_path().name, "pool": len(pool), "pool_embed_s": round(embed_s, 1),
+        "model": bundled_gguf_path().name, "pool": len(pool), "pool_embed_s": round(embed_s, 1),
         "training_copy_load_s": round(load_s, 1),
         "bits_per_byte": {m: {"mean": round(float(v.mean()), 4)} for m, v in values.items()},
         "seconds_per_query": {m: round(float(np.mean([r[f"{m}_s"] for r in rows])), 3) for m in METHODS},

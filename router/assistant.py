@@ -26,7 +26,8 @@ from skiff.router.abstention import NotesCheck
 from skiff.router.answering import (Answer, Generated, Source, generate_in_cloud, generate_locally,
                                     unknown_citations_notice)
 from skiff.router.local_plus import spend_local_compute
-from skiff.router.model_choice import current_model
+from skiff.router.model_choice import ModelInstallError, catalog, current_model
+from skiff.router.model_choice import use as use_model
 from skiff.router.escalation import cloud_access
 from skiff.router.feedback import FeedbackResult, give_feedback, sync
 from skiff.router.policy import Decision, Question, Route, RoutePolicy
@@ -130,6 +131,24 @@ class Assistant:
             if self._records is None:
                 self._records = AnswerStore(self.settings.database_path)
             return self._records
+
+    def models(self) -> list[dict]:
+        """The local models skiff can install, which are installed and which answers."""
+        return catalog(self.settings)
+
+    def switch_model(self, name_or_path: str) -> Path:
+        """Answer with another local model from now on (as `skiff model use`); it loads on first use.
+        Not while an answer is being written: the caller waits for it."""
+        if self.settings.model_path:
+            raise ModelInstallError(f"the model_path setting ({self.settings.model_path}) chooses the model; "
+                                    "remove it to switch with `skiff model use`")
+        path = use_model(self.settings, name_or_path).require()
+        with self._load_lock:
+            for part in (self._sampler, self._model):
+                if part is not None:
+                    part.close()
+            self._model = self._sampler = self._tuner = None
+        return path
 
     def close(self) -> None:
         for part in (self._index, self._sampler, self._model, self._records):

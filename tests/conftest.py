@@ -45,7 +45,16 @@ def skiff_home(tmp_path, monkeypatch, shared_cache) -> Path:
     for name in list(os.environ):
         if name.startswith("SKIFF_") and name not in ("SKIFF_HOME", "SKIFF_CACHE_DIR"):
             monkeypatch.delenv(name)
+    # Mechanics run on the fast 135M model; tests/test_default_model.py runs the default one.
+    monkeypatch.setenv("SKIFF_MODEL_PATH", str(fast_model_path()))
     return home
+
+
+def fast_model_path() -> Path:
+    """The bundled SmolLM2-135M: fast, so the tests of mechanics run on it."""
+    from skiff.local.assets import bundled_gguf_path
+
+    return bundled_gguf_path()
 
 
 @pytest.fixture

@@ -36,9 +36,9 @@ def faults():
 
 @pytest.fixture(scope="module")
 def llama_server():
-    from skiff.local.assets import default_gguf_path
+    from skiff.local.assets import bundled_gguf_path
 
-    server = LlamaServer(default_gguf_path(), api_key="sk-test-" + secrets.token_hex(12))
+    server = LlamaServer(bundled_gguf_path(), api_key="sk-test-" + secrets.token_hex(12))
     yield server
     server.stop()
 

@@ -24,7 +24,7 @@ from threading import Lock, Thread
 
 import httpx
 import pytest
-from conftest import SKIFF
+from conftest import SKIFF, fast_model_path
 from servers import LlamaServer
 from skiff.local.notes_index import Hit
 from skiff.router.escalation import WITHHELD_TURN, EstimatedTokens
@@ -127,7 +127,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, shared_cache):
-    from skiff.local.assets import default_gguf_path
+    from skiff.local.assets import bundled_gguf_path
 
     root = tmp_path_factory.mktemp("injection")
     home, vault = root / "home", root / "vault"
@@ -137,9 +137,10 @@ def world(tmp_path_factory, shared_cache):
         (vault / relative).parent.mkdir(parents=True, exist_ok=True)
         (vault / relative).write_text(text, encoding="utf-8")
     key = "sk-inject-" + secrets.token_hex(16)
-    server = LlamaServer(default_gguf_path(), api_key=key)
+    server = LlamaServer(bundled_gguf_path(), api_key=key)
     proxy = RecordingProxy(server.base_url)
     env = {"SKIFF_HOME": str(home), "SKIFF_CACHE_DIR": str(shared_cache), "SKIFF_CLOUD_BASE_URL": proxy.base_url,
+           "SKIFF_MODEL_PATH": str(fast_model_path()),
            "SKIFF_CLOUD_MODEL": "smollm2", "SKIFF_CLOUD_API_KEY": key,
            "SKIFF_PRIVATE_PATHS": json.dumps([str(vault / "health"), "*.secret.md"]), "SKIFF_TOP_K": "6",
            "SKIFF_MAX_TOKENS": "24", "SKIFF_CLOUD_MAX_TOKENS": "16", "SKIFF_N_THREADS": "1",

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from skiff.local.assets import default_gguf_path
+from skiff.local.assets import bundled_gguf_path
 from skiff.local.llm import GenerationStats, LocalModel, read_model_info
 
 
 @pytest.fixture(scope="module")
 def model():
-    instance = LocalModel(default_gguf_path(), n_ctx=1024, n_threads=2)
+    instance = LocalModel(bundled_gguf_path(), n_ctx=1024, n_threads=2)
     yield instance
     instance.close()
 
 
 def test_metadata_without_loading_weights():
-    info = read_model_info(default_gguf_path())
+    info = read_model_info(bundled_gguf_path())
     assert info.architecture == "llama" and info.quantization == "Q4_1"
     assert info.context_length == 8192 and info.has_chat_template
 

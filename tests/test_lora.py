@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from skiff.local.assets import default_gguf_path
+from skiff.local.assets import bundled_gguf_path
 
 NOVEL = "The zeppelin quartermaster keeps the spare templates in the brass cabinet on deck three."
 PROMPT = "The zeppelin quartermaster keeps the spare templates in the"
@@ -23,7 +23,7 @@ def trained(shared_cache, tmp_path_factory):
     from skiff.local.tuning.lora import LoraSpec, LoraTrainer
     from skiff.local.tuning.training_copy import load_training_copy
 
-    copy = load_training_copy(default_gguf_path(), shared_cache)
+    copy = load_training_copy(bundled_gguf_path(), shared_cache)
     spec = LoraSpec(rank=8, alpha=16, learning_rate=1e-3,
                     targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
     trainer = LoraTrainer(copy, spec, "llama")
@@ -37,7 +37,7 @@ def trained(shared_cache, tmp_path_factory):
 def local_model():
     from skiff.local.llm import LocalModel
 
-    model = LocalModel(default_gguf_path(), n_ctx=512)
+    model = LocalModel(bundled_gguf_path(), n_ctx=512)
     yield model
     model.close()
 
@@ -97,8 +97,8 @@ def test_the_adapter_file_follows_llama_cpps_naming(trained):
 def test_the_training_copy_is_cached_once(shared_cache):
     from skiff.local.tuning.training_copy import copy_folder, load_training_copy
 
-    folder = copy_folder(default_gguf_path(), shared_cache)
-    load_training_copy(default_gguf_path(), shared_cache)
+    folder = copy_folder(bundled_gguf_path(), shared_cache)
+    load_training_copy(bundled_gguf_path(), shared_cache)
     assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))
     assert not list(folder.parent.glob("*.tmp*"))  # nothing half-written left behind
 

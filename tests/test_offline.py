@@ -131,6 +131,7 @@ def test_the_tui_starting_offline_opens_no_socket_beyond_loopback(skiff_home, tm
 
     log = tmp_path / "trace"
     settings = {"SKIFF_HOME": os.environ["SKIFF_HOME"], "SKIFF_CACHE_DIR": os.environ["SKIFF_CACHE_DIR"],
+                "SKIFF_MODEL_PATH": os.environ["SKIFF_MODEL_PATH"],
                 "SKIFF_OFFLINE": "true", "SKIFF_CLOUD_BASE_URL": UNROUTABLE_CLOUD, "SKIFF_CLOUD_MODEL": "m"}
     env_args = [arg for name, value in settings.items() for arg in ("-e", f"{name}={value}")]
     session = f"skiff-offline-{os.getpid()}"

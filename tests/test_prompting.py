@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from skiff.local.assets import default_gguf_path
+from skiff.local.assets import bundled_gguf_path
 from skiff.local.llm import GenerationStats, LocalModel
 from skiff.local.notes_index import Hit
 import skiff.router.prompting as prompting
@@ -13,7 +13,7 @@ from skiff.router.prompting import HISTORY_STEP_SHARE, plan_prompt
 
 @pytest.fixture(scope="module")
 def small_model():
-    model = LocalModel(default_gguf_path(), n_ctx=512, n_threads=2)
+    model = LocalModel(bundled_gguf_path(), n_ctx=512, n_threads=2)
     yield model
     model.close()
 

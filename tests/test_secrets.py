@@ -148,9 +148,9 @@ class EchoServer(ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def llama_server():
-    from skiff.local.assets import default_gguf_path
+    from skiff.local.assets import bundled_gguf_path
 
-    server = LlamaServer(default_gguf_path(), api_key=KEY)
+    server = LlamaServer(bundled_gguf_path(), api_key=KEY)
     yield server
     server.stop()
 

@@ -114,7 +114,8 @@ def test_the_real_skiff_binary_in_tmux_streams_an_answer_with_its_badge(skiff_ho
     from conftest import SKIFF
     from tmux import TmuxSession
 
-    with TmuxSession(str(SKIFF), {name: os.environ[name] for name in ("SKIFF_HOME", "SKIFF_CACHE_DIR")}) as tui:
+    with TmuxSession(str(SKIFF), {name: os.environ[name] for name in ("SKIFF_HOME", "SKIFF_CACHE_DIR",
+                                                                       "SKIFF_MODEL_PATH")}) as tui:
         tui.wait_screen("Chats")
         tui.wait_screen("ready")
         tui.type("Name a prime number.")
@@ -166,7 +167,8 @@ def test_a_kill_9_mid_answer_loses_nothing_that_was_shown(skiff_home):
     if not shutil.which("tmux"):
         pytest.skip("tmux not installed")
     session = f"skiff-kill-{os.getpid()}"
-    env_args = [arg for name in ("SKIFF_HOME", "SKIFF_CACHE_DIR") for arg in ("-e", f"{name}={os.environ[name]}")]
+    env_args = [arg for name in ("SKIFF_HOME", "SKIFF_CACHE_DIR", "SKIFF_MODEL_PATH")
+                for arg in ("-e", f"{name}={os.environ[name]}")]
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", *env_args,
                     "-e", "SKIFF_MAX_TOKENS=1024", f"{SKIFF}"], check=True)
 

@@ -391,10 +391,39 @@ class SkiffApp(App):
             self.messages_column.remove_children()
             self.views = []
             self._show_conversations()
+        elif name == "model":
+            self._model_command(argument)
         elif name == "open" and argument.isdigit():
             self._show_source(self._latest_answer(), int(argument))
         else:
             self.notify(HELP, timeout=20)
+
+    @work(thread=True, name="model", exclusive=True, group="model", exit_on_error=False)
+    def _model_command(self, name: str) -> None:
+        """/model lists the local models; /model NAME answers with that one from now on."""
+        if self.assistant is None or not self.opened.is_set():
+            self.call_from_thread(self.notify, "still starting; try /model again in a moment")
+            return
+        if not name:
+            lines = [f"{'▶' if m['in_use'] else ' '} {m['name']}{' (default)' if m['default'] else ''}: "
+                     f"{'installed' if m['installed'] else 'not installed'}" for m in self.assistant.models()]
+            self.call_from_thread(self.notify, "\n".join(lines + ["/model NAME switches; `skiff model install NAME` "
+                                                                  "installs"]), timeout=20, markup=False)
+            return
+        if self.answering:
+            self.call_from_thread(self.notify, "an answer is being written; switch when it is done", severity="warning")
+            return
+        self.ready.clear()
+        self.call_from_thread(self.status_line.set_part, "model", fmt.markup("loading $model", model=name))
+        try:
+            self.assistant.switch_model(name)
+            self.assistant.model  # noqa: B018 - loads it now, off the UI thread
+        except Exception as error:  # noqa: BLE001 - said on screen; the previous choice is kept where it can be
+            self.call_from_thread(self.notify, terminal_safe(str(error)), severity="error", markup=False)
+        self.call_from_thread(self.status_line.set_part, "model",
+                              fmt.markup("$model ready", model=self.assistant.model_path.stem))
+        self.ready.set()
+        self.call_from_thread(self._drain_queue)
 
     def _show_source(self, view: AnswerView | None, number: int | None) -> None:
         """Source [number] of an answer in the side panel, its cited lines selected."""

@@ -15,6 +15,7 @@ HELP = """[b]Commands[/b]
 /tune            train (or resume) the personal adapter on all your notes; Esc stops, /tune resumes
 /new             a new chat        /rename TITLE   rename this chat     /delete   delete this chat
 /open N          show source [N] of the latest answer (e there opens $EDITOR)      /help   this text
+/model [NAME]    list the local models, or answer with NAME from now on
 [b]Keys[/b] Enter send · ctrl+j newline · Esc cancel · ctrl+g good · ctrl+b bad · ctrl+o decision · ctrl+n new chat
 shift+tab moves to the messages; on a message: l/c/+ ask again locally/in the cloud/with more local compute,
 g/b judge, o decision,
@@ -33,6 +34,7 @@ PALETTE = [
     ("Train the personal adapter", "A LoRA over all your notes, under every answer until they change", "/tune"),
     ("Toggle offline mode", "Keep every question on this machine, or not", "/offline"),
     ("Watch notes folders", "Re-index indexed folders as their files change (toggle)", "/watch"),
+    ("Local models", "The installable local models, and which one answers (/model NAME switches)", "/model"),
     ("skiff help", "Keys and slash commands", "/help"),
 ]
 

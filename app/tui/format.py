@@ -7,7 +7,7 @@ import json
 
 from textual.content import Content
 
-from skiff.app.render import STAGE_LABELS, allocation_line
+from skiff.app.render import STAGE_LABELS, abstention_line, allocation_line
 from skiff.app.terminal_text import terminal_safe
 
 __all__ = ["STAGE_LABELS", "badge", "details", "markup", "sources"]
@@ -33,6 +33,8 @@ def badge(answer: dict, status: str) -> str:
         parts.append(f"σ² {signals['sigma2']:.2f}")
     if signals.get("gain_mean") is not None:
         parts.append(f"gain {signals['gain_mean']:+.2f} ± {signals.get('gain_std', 0):.2f}")
+    if answer.get("abstained"):
+        parts.append("[yellow]notes don't say[/]")
     allocation = answer.get("allocation") or {}
     if allocation.get("vote"):
         vote = allocation["vote"]
@@ -72,6 +74,8 @@ def details(answer: dict, record: dict | None) -> Content:
         lines.append(markup("[b]signals[/] $signals", signals=", ".join(f"{k} {v}" for k, v in signals.items())))
     if answer.get("allocation"):
         lines.append(markup("[b]local+[/] $allocation", allocation=allocation_line(answer["allocation"])))
+    if answer.get("abstention"):
+        lines.append(markup("[b]notes check[/] $check", check=abstention_line(answer["abstention"])))
     for notice in answer.get("notices", []):
         lines.append(markup("[yellow]note[/] $notice", notice=notice))
     sent = (record or {}).get("sent")

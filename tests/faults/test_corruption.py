@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_skiff
+from conftest import fast_model_path, run_skiff
 from index_state import index_state
 
 QUESTION = "How do I create a daily note from a template?"
@@ -51,7 +51,8 @@ def healthy(tmp_path_factory, shared_cache):
 
 def environment(home: Path, cache: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKIFF_")}
-    return {**env, "SKIFF_HOME": str(home), "SKIFF_CACHE_DIR": str(cache), "SKIFF_OFFLINE": "true"}
+    return {**env, "SKIFF_HOME": str(home), "SKIFF_CACHE_DIR": str(cache), "SKIFF_OFFLINE": "true",
+            "SKIFF_MODEL_PATH": str(fast_model_path())}
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SKIFF, VAULT, VAULT_SUBSET, run_skiff
+from conftest import SKIFF, VAULT, VAULT_SUBSET, fast_model_path, run_skiff
 from index_state import index_state
 
 SEED = 20261122
@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 
 def environment(home: Path, cache: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKIFF_")}
-    return {**env, "SKIFF_HOME": str(home), "SKIFF_CACHE_DIR": str(cache), "SKIFF_OFFLINE": "true", **extra}
+    return {**env, "SKIFF_HOME": str(home), "SKIFF_CACHE_DIR": str(cache), "SKIFF_OFFLINE": "true",
+            "SKIFF_MODEL_PATH": str(fast_model_path()), **extra}
 
 
 def copy_notes(target: Path, relatives=VAULT_SUBSET) -> Path:
