@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from skiff.app.common import assistant_session, dump, fail, out
+from skiff.app.render import abstention_line
 
 cloud_app = typer.Typer(help="The cloud endpoint: check it, store its API key.", no_args_is_help=True)
 
@@ -67,6 +68,8 @@ def show(
               f"{record['answered_by']} · {escape(record['model'])}[/]", highlight=False)
     out.print(escape(record["answer"]) if record["answer"] else "[dim](no text)[/]", highlight=False)
     out.print(f"\n[dim]reason: {escape(record['reason'])}[/]", highlight=False)
+    if record.get("abstention"):
+        out.print(f"[dim]notes check: {escape(abstention_line(record['abstention']))}[/]", highlight=False)
     sent = record.get("sent")
     if not sent:
         out.print("[dim]nothing left this machine for this answer[/]")

@@ -52,6 +52,9 @@ def status_table(info: dict) -> Table:
     table.add_row("config file", Text(info["config_file"] + exists))
     table.add_row("data dir", Text(info["data_dir"]))
     model = info["model"]
+    choice = info.get("model_choice")
+    if choice:
+        table.add_row("answering", Text(f"{choice['name']} ({choice['why']})"))
     if "error" in model:
         table.add_row("model", Text(model["error"], style="red"))
     else:

@@ -91,15 +91,24 @@ def models_dir(data_dir: Path) -> Path:
     return Path(data_dir) / "models"
 
 
+def user_models_dir() -> Path:
+    """Where models installed for this user live when no other data folder is chosen: a data
+    folder moved elsewhere (SKIFF_HOME, data_dir) still finds them rather than asking for 1 GB again."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("skiff")) / "models"
+
+
 def installed_file(model: CatalogModel, data_dir: Path) -> Path | None:
-    """The model's GGUF if it is installed and whole, else None."""
+    """The model's GGUF if it is installed and whole (in this data folder, else the user's), else None."""
     if model.bundled_file is not None:
         folder = _package_dir(model.modules[0])
         path = folder / model.bundled_file if folder else None
         return path if path is not None and path.is_file() else None
-    path = models_dir(data_dir) / model.file_name
-    if path.is_file() and path.stat().st_size == model.size_bytes:
-        return path
+    for folder in dict.fromkeys((models_dir(data_dir), user_models_dir())):
+        path = folder / model.file_name
+        if path.is_file() and path.stat().st_size == model.size_bytes:
+            return path
     return None
 
 
@@ -219,8 +228,9 @@ def remove(name: str, data_dir: Path) -> bool:
     model = catalog_model(name)
     removed = False
     if model.bundled_file is None:
-        for path in (models_dir(data_dir) / model.file_name, models_dir(data_dir) / (model.file_name + ".partial")):
-            if path.exists():
+        whole = installed_file(model, data_dir)
+        for path in (whole, models_dir(data_dir) / (model.file_name + ".partial")):
+            if path is not None and path.exists():
                 path.unlink()
                 removed = True
     if any(part is not None for part in model.part_paths()) or model.bundled_file is not None and \

@@ -409,7 +409,7 @@ class Assistant:
                 notices.append(unknown)
             cost = done.cost_usd if answered_by == "cloud" else None
             self.records.finish(answer_id, done.text, [s.as_dict() for s in sources], timings, tokens,
-                                done.stop_reason, cost, allocation)
+                                done.stop_reason, cost, allocation, abstention)
         return Answer(answer_id, question, done.text, decision, sources, timings, tokens, done.stop_reason,
                       model_name, notices, answered_by, cost, done.local_offered, allocation=allocation,
                       abstention=abstention)

@@ -16,7 +16,7 @@ from skiff.local import models
 from skiff.local.models import CATALOG, ModelInstallError  # noqa: F401 - the app catches it from here
 from skiff.router.settings import Settings
 
-DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 
 
 @dataclass(frozen=True)

@@ -118,11 +118,11 @@ def plan_prompt(
     hits: Sequence[Hit],
     history: Sequence[dict] = (),
     max_answer_tokens: int = 384,
-    system_prompt: str = SYSTEM_PROMPT,
+    system_prompt: str | None = None,
 ) -> PromptPlan:
     answer_room = min(max_answer_tokens, model.n_ctx // 2)
     budget = model.n_ctx - answer_room
-    system = {"role": "system", "content": system_prompt}
+    system = {"role": "system", "content": SYSTEM_PROMPT if system_prompt is None else system_prompt}
     truncated: list[str] = []
 
     def compose(notes, turns) -> list[dict]:

@@ -79,6 +79,8 @@ _MIGRATIONS = [
     """,
     # How much local compute a local+ answer got: plain, a vote over N samples, or a test-time LoRA.
     "ALTER TABLE answers ADD COLUMN allocation TEXT",
+    # The notes check ("my notes don't say"): its verdict, probability, threshold and signals.
+    "ALTER TABLE answers ADD COLUMN abstention TEXT",
 ]
 
 # One observation the surrogate holds: (answer_id, kind, verdict, answered_by, target).
@@ -118,12 +120,14 @@ class AnswerStore:
             )
 
     def finish(self, answer_id: str, answer: str, sources: list, timings: dict, tokens: dict, stop_reason: str,
-               cost_usd: float | None = None, allocation: dict | None = None) -> None:
+               cost_usd: float | None = None, allocation: dict | None = None,
+               abstention: dict | None = None) -> None:
         self.db.execute(
             "UPDATE answers SET finished_at=?, answer=?, sources=?, timings=?, tokens=?, stop_reason=?, cost_usd=?, "
-            "allocation=? WHERE id=?",
+            "allocation=?, abstention=? WHERE id=?",
             (time.time(), answer, json.dumps(sources), json.dumps(timings), json.dumps(tokens), stop_reason,
-             cost_usd, json.dumps(allocation) if allocation else None, answer_id),
+             cost_usd, json.dumps(allocation) if allocation else None,
+             json.dumps(abstention) if abstention else None, answer_id),
         )
 
     def set_answered_by(self, answer_id: str, answered_by: str, model: str) -> None:
@@ -187,8 +191,9 @@ class AnswerStore:
         if row is None:
             return None
         record = dict(zip([c[0] for c in cursor.description], row))
-        for key in ("signals", "sources", "timings", "tokens", "sent", "allocation"):
-            record[key] = json.loads(record[key]) if record.get(key) else ({} if key not in ("sent", "allocation") else None)
+        for key in ("signals", "sources", "timings", "tokens", "sent", "allocation", "abstention"):
+            record[key] = json.loads(record[key]) if record.get(key) else (
+                {} if key not in ("sent", "allocation", "abstention") else None)
         return record
 
     def count(self) -> int:

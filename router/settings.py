@@ -181,21 +181,22 @@ class Settings(BaseSettings):
 
     # Embedder and retrieval.
     embedder_backend: str = Field(default="onnx", pattern="^(onnx|torch)$")
-    top_k: int = Field(default=3, ge=0, le=1000, description="note chunks given to the model")
+    top_k: int = Field(default=5, ge=0, le=1000, description="note chunks given to the model")
     # all-MiniLM-L6-v2 was trained on 128-token inputs; longer chunks embed worse and slower.
     chunk_tokens: int = Field(default=128, ge=32, le=256, description="chunk size bound, embedder tokens")
 
     # Retrieval (router/retrieval.py): dense and BM25 candidates, fused by rank, then k selected.
     sift_candidates: int = Field(default=50, ge=1, le=1000, description="nearest chunks by vector, and the fused pool")
     lexical_candidates: int = Field(default=50, ge=0, le=1000, description="best chunks by BM25; 0 turns it off")
-    selection: str = Field(default="sift", pattern="^(sift|rank)$",
+    selection: str = Field(default="rank", pattern="^(sift|rank)$",
                            description="how k chunks are chosen from the pool: SIFT, or the fused rank")
     sift_lambda: float = Field(default=0.01, gt=0, description="SIFT's λ′; larger tolerates near-repeats")
 
     # "My notes don't say" (router/abstention.py): said when the fitted probability that the notes
     # do not hold the answer passes this.
-    abstain: bool = Field(default=False, description="say when the notes do not hold the answer")
-    abstain_threshold: float = Field(default=0.5, ge=0, le=1, description="probability the notes lack the answer")
+    abstain: bool = Field(default=True, description="say when the notes do not hold the answer")
+    abstain_threshold: float = Field(default=0.3636, ge=0, le=1,
+                                     description="probability the notes lack the answer (fitted, router/abstention.py)")
 
     # Routing (router/uncertainty.py, router/coverage.py).
     router_prior: Path | None = Field(default=None, description="surrogate prior (.npz); empty = the shipped one")

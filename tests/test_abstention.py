@@ -86,3 +86,10 @@ def test_under_the_threshold_the_notes_answer_and_the_check_is_recorded(skiff_ho
     assert not answer["abstained"] and answer["sources"]
     assert set(answer["abstention"]) >= {"probability", "threshold", "covered", "model_says_yes"}
     assert not answer["answer"].startswith("My notes don't say.")
+
+
+def test_the_shipped_threshold_is_the_fitted_one():
+    from skiff.router.abstention import DEFAULT_THRESHOLD
+    from skiff.router.settings import Settings
+
+    assert Settings.model_fields["abstain_threshold"].default == DEFAULT_THRESHOLD

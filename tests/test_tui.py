@@ -248,3 +248,31 @@ async def test_damaged_files_are_said_and_the_index_rebuilds_itself(skiff_home, 
         assert hits and any("links" in hit.path.lower() for hit in hits)
     assert any(p.name.startswith("chats.sqlite3.damaged-") for p in data.iterdir())
     assert any(p.name.startswith("chroma.damaged-") for p in (data / "index").iterdir())
+
+
+async def test_model_lists_the_models_and_switches_the_one_that_answers(skiff_home, monkeypatch, tmp_path):
+    """With no model_path setting the default model answers; /model lists the catalog, refuses an
+    unknown name on screen, and /model PATH switches: the next question is answered by it."""
+    from conftest import fast_model_path
+
+    from skiff.router.model_choice import DEFAULT_MODEL
+
+    monkeypatch.delenv("SKIFF_MODEL_PATH")
+    app = SkiffApp(max_tokens=8)
+    notices: list[str] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        original_notify = app.notify
+        monkeypatch.setattr(app, "notify", lambda message, **kw: (notices.append(str(message)),
+                                                                  original_notify(message, **kw)))
+        await wait_for(pilot, lambda: app.opened.is_set() and str(app.status_line.parts["model"]))
+        await ask(pilot, app, "/model")
+        await wait_for(pilot, lambda: any("/model NAME switches" in n for n in notices))
+        assert f"{DEFAULT_MODEL} (default)" in notices[-1]
+        await ask(pilot, app, "/model no-such-model")
+        await wait_for(pilot, lambda: any("neither a model" in n for n in notices))
+        await ask(pilot, app, f"/model {fast_model_path()}")
+        await wait_for(pilot, lambda: app.ready.is_set() and "ready" in str(app.status_line.parts["model"]))
+        assert fast_model_path().stem in str(app.status_line.parts["model"])
+        await ask(pilot, app, "Say hello.")
+        await wait_for(pilot, lambda: not app.answering and app.views and app.views[-1].answer_id)
+        assert app.assistant.answer_record(app.views[-1].answer_id)["model"] == fast_model_path().name
