@@ -45,6 +45,13 @@ BIAS = -2.4419
 # The threshold that abstains on 5% of dev's answerable questions (7 of 149), saying so for 7 of
 # its 22 unanswerable ones; at 2% it said so for only 2.
 DEFAULT_THRESHOLD = 0.3636
+# The model whose yes/no the weights were fitted on (its GGUF file name).
+FITTED_FOR = "qwen2.5-coder-1.5b-instruct.gguf"
+
+
+def check_applies(setting: bool | None, model_file: str) -> bool:
+    """Whether to run the notes check: as set, or when unset, with the model it was fitted for."""
+    return setting if setting is not None else model_file == FITTED_FOR
 
 NOTES_DONT_SAY = "My notes don't say."
 

@@ -22,7 +22,7 @@ from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
 from skiff.local.recovery import DiskFullError, disk_full
 from skiff.local.sampling import ParallelSampler
-from skiff.router.abstention import NotesCheck
+from skiff.router.abstention import NotesCheck, check_applies
 from skiff.router.answering import (Answer, Generated, Source, generate_in_cloud, generate_locally,
                                     unknown_citations_notice)
 from skiff.router.local_plus import spend_local_compute
@@ -384,7 +384,8 @@ class Assistant:
                         on_token(generated.text)
             elif generated is None:
                 check = NotesCheck(self.notes, self.model, question, consulted.candidates, consulted.coverage,
-                                   self.settings.abstain_threshold) if self.settings.abstain else None
+                                   self.settings.abstain_threshold) \
+                    if check_applies(self.settings.abstain, self.model_path.name) else None
                 generated = generate_locally(self.model, self.settings, question, hits, history, on_token, cancel,
                                              notes_say=check)
                 notices += generated.notices

@@ -194,7 +194,9 @@ class Settings(BaseSettings):
 
     # "My notes don't say" (router/abstention.py): said when the fitted probability that the notes
     # do not hold the answer passes this.
-    abstain: bool = Field(default=True, description="say when the notes do not hold the answer")
+    # None: on with the model the check was fitted for (the default model), off with others,
+    # whose own yes/no sits on another scale.
+    abstain: bool | None = Field(default=None, description="say when the notes do not hold the answer")
     abstain_threshold: float = Field(default=0.3636, ge=0, le=1,
                                      description="probability the notes lack the answer (fitted, router/abstention.py)")
 

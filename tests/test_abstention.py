@@ -93,3 +93,13 @@ def test_the_shipped_threshold_is_the_fitted_one():
     from skiff.router.settings import Settings
 
     assert Settings.model_fields["abstain_threshold"].default == DEFAULT_THRESHOLD
+
+
+def test_by_default_the_check_runs_with_the_model_it_was_fitted_for_only():
+    from skiff.local.models import CATALOG
+    from skiff.router.abstention import FITTED_FOR, check_applies
+    from skiff.router.model_choice import DEFAULT_MODEL
+
+    assert CATALOG[DEFAULT_MODEL].file_name == FITTED_FOR
+    assert check_applies(None, FITTED_FOR) and not check_applies(None, "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert check_applies(True, "other.gguf") and not check_applies(False, FITTED_FOR)
