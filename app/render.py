@@ -65,7 +65,10 @@ def status_table(info: dict) -> Table:
                  f"{model['size_bytes'] / 1e6:.0f} MB · trained context {model['context_length']}"),
         )
     index = info["index"]
-    table.add_row("index", f"{index['files']} files, {index['chunks']} chunks")
+    if index.get("error"):
+        table.add_row("index", Text(index["error"], style="red"))
+    else:
+        table.add_row("index", f"{index['files']} files, {index['chunks']} chunks")
     for root in index["roots"]:
         table.add_row("", Text(short_path(root)))
     table.add_row("personal adapter", info["personal_adapter"]["note"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from skiff.local.llm import read_model_info
+from skiff.local.recovery import disk_full
 from skiff.router.model_choice import current_model
 from skiff.router.settings import config_file_path
 
@@ -15,7 +16,13 @@ def describe(assistant) -> dict:
         model = read_model_info(model_path).as_dict() if model_path.is_file() else {"error": f"not found: {model_path}"}
     except Exception as error:  # noqa: BLE001 - status must report, not crash
         model = {"error": str(error)}
-    files, chunks = assistant.index_size()
+    index_error = None
+    try:
+        files, chunks = assistant.index_size()
+    except Exception as error:  # noqa: BLE001 - a full disk can keep chromadb from opening: said, not raised
+        files = chunks = 0
+        full = disk_full(error, settings.index_dir)
+        index_error = f"cannot be opened: {full or str(error).strip().splitlines()[0]}"
     indexed = settings.index_dir.exists()
     cloud = "none"
     if settings.cloud_configured:
@@ -33,7 +40,8 @@ def describe(assistant) -> dict:
         "cache_dir": str(settings.cache_dir),
         "model": model,
         "model_choice": {"name": choice.name, "why": choice.why},
-        "index": {"files": files, "chunks": chunks, "roots": assistant.notes.roots() if indexed else []},
+        "index": {"files": files, "chunks": chunks, "roots": assistant.notes.roots() if indexed else [],
+                  **({"error": index_error} if index_error else {})},
         "personal_adapter": adapter,
         "answers": assistant.records.count() if settings.database_path.exists() else 0,
         "cloud": cloud,
