@@ -151,19 +151,16 @@ def _emit(pieces: list[str], generated: Generated, piece: str, on_token: Callabl
 
 def generate_locally(model: LocalModel, settings: Settings, question: str, hits: Sequence[Hit],
                      history: Sequence[dict], on_token: Callable[[str], None] | None,
-                     cancel: threading.Event | None,
-                     notes_say: Callable[[PromptPlan], bool] | None = None) -> Generated:
-    """The local model's answer from these notes. `notes_say(plan)`, when given, is asked first
-    whether the planned notes hold the answer; when they do not, the answer opens with "My notes
-    don't say." and goes on from general knowledge, without the notes (router/abstention.py)."""
+                     cancel: threading.Event | None) -> Generated:
+    """The local model's answer from these notes."""
     plan = plan_prompt(model, question, hits, history, max_answer_tokens=settings.max_tokens)
-    if notes_say is not None and plan.notes and not notes_say(plan):
-        return _general_answer(model, settings, question, history, on_token, cancel)
     return _stream_plan(model, settings, plan, on_token, cancel)
 
 
-def _general_answer(model: LocalModel, settings: Settings, question: str, history: Sequence[dict],
-                    on_token: Callable[[str], None] | None, cancel: threading.Event | None) -> Generated:
+def general_answer(model: LocalModel, settings: Settings, question: str, history: Sequence[dict],
+                   on_token: Callable[[str], None] | None, cancel: threading.Event | None) -> Generated:
+    """The notes do not hold the answer (router/abstention.py): the answer's first line says so,
+    then the model answers briefly from general knowledge, without the notes."""
     plan = plan_prompt(model, question, [], history, max_answer_tokens=settings.max_tokens,
                        system_prompt=GENERAL_KNOWLEDGE_PROMPT)
     opening = f"{NOTES_DONT_SAY}\n\n"

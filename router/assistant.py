@@ -23,7 +23,8 @@ from skiff.local.readers import source_lines
 from skiff.local.recovery import DiskFullError, disk_full
 from skiff.local.sampling import ParallelSampler
 from skiff.router.abstention import NotesCheck, check_applies
-from skiff.router.answering import (Answer, Generated, Source, generate_in_cloud, generate_locally,
+from skiff.router.prompting import plan_prompt
+from skiff.router.answering import (Answer, Generated, Source, general_answer, generate_in_cloud, generate_locally,
                                     unknown_citations_notice)
 from skiff.router.local_plus import spend_local_compute
 from skiff.router.model_choice import ModelInstallError, catalog, current_model
@@ -359,6 +360,10 @@ class Assistant:
                     generated = None
             if generated is None:
                 notices += self._use_personal_adapter()
+                generated, abstention = self._unless_the_notes_say(consulted, history, on_token, cancel)
+                if generated is not None and self.settings.cloud_configured and not self.settings.offline:
+                    notices.append("your notes do not hold this; the cloud model may know: "
+                                   "`skiff ask --route cloud` (or c on the message)")
             if generated is None and decision.route in ("local+", "cloud"):
                 # More local compute: asked for (local+), or a cloud question that stays here.
                 generated, allocation, escalate = spend_local_compute(
@@ -383,16 +388,8 @@ class Assistant:
                     if on_token is not None:
                         on_token(generated.text)
             elif generated is None:
-                check = NotesCheck(self.notes, self.model, question, consulted.candidates, consulted.coverage,
-                                   self.settings.abstain_threshold) \
-                    if check_applies(self.settings.abstain, self.model_path.name) else None
-                generated = generate_locally(self.model, self.settings, question, hits, history, on_token, cancel,
-                                             notes_say=check)
+                generated = generate_locally(self.model, self.settings, question, hits, history, on_token, cancel)
                 notices += generated.notices
-                abstention = check.outcome if check is not None else None
-                if generated.abstained and self.settings.cloud_configured and not self.settings.offline:
-                    notices.append("your notes do not hold this; the cloud model may know: "
-                                   "`skiff ask --route cloud` (or c on the message)")
         finally:
             done = generated or Generated()
             finished = time.perf_counter()
@@ -414,6 +411,22 @@ class Assistant:
         return Answer(answer_id, question, done.text, decision, sources, timings, tokens, done.stop_reason,
                       model_name, notices, answered_by, cost, done.local_offered, allocation=allocation,
                       abstention=abstention)
+
+    def _unless_the_notes_say(self, consulted: Question, history: Sequence[dict],
+                              on_token: Callable[[str], None] | None,
+                              cancel: threading.Event | None) -> tuple[Generated | None, dict | None]:
+        """Before any local answer: when the notes check applies and finds that the notes do not
+        hold the answer, the answer that says so (router/abstention.py); else None. Its record
+        either way. The check evaluates the answer's own prompt, so a plain local answer after it
+        reuses that evaluation."""
+        if not consulted.hits or not check_applies(self.settings.abstain, self.model_path.name):
+            return None, None
+        check = NotesCheck(self.notes, self.model, consulted.text, consulted.candidates, consulted.coverage,
+                           self.settings.abstain_threshold)
+        plan = plan_prompt(self.model, consulted.text, consulted.hits, history, max_answer_tokens=self.settings.max_tokens)
+        if not plan.notes or check(plan):
+            return None, check.outcome
+        return general_answer(self.model, self.settings, consulted.text, history, on_token, cancel), check.outcome
 
     # -- learning ------------------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ def add_fact(vault):
 
 
 def test_answer_cites_the_only_note_that_holds_the_fact(assistant, vault):
+    # The 135M test model copes with three chunks; the default model reads five (bench/RESULTS.md).
+    assistant.settings.top_k = 3
     note = add_fact(vault)
     assistant.index([vault])
     streamed: list[str] = []
