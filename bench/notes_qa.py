@@ -9,6 +9,8 @@
         flushed as they come: stop it any time and run it again, it carries on
     .venv/bin/python bench/notes_qa.py report RUN [RUN ...] [--split S]
         the table: each run beside the first (the baseline), paired bootstrap intervals
+    .venv/bin/python bench/notes_qa.py signals --model NAME / fit-abstention SIGNALS
+        the notes check's signals per question, and its fit (bench/notes_qa_abstention.py)
 
 Questions: bench/data/notes_qa_dev.jsonl (split "dev" to tune on, "test" to report on; see
 bench/check_notes_qa.py). Grading: bench/qa_grading.py (normalised containment of reference

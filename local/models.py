@@ -233,8 +233,11 @@ def remove(name: str, data_dir: Path) -> bool:
             if path is not None and path.exists():
                 path.unlink()
                 removed = True
-    if any(part is not None for part in model.part_paths()) or model.bundled_file is not None and \
-            installed_file(model, data_dir) is not None:
+    if model.bundled_file is not None:
+        packages_installed = installed_file(model, data_dir) is not None
+    else:
+        packages_installed = any(part is not None for part in model.part_paths())
+    if packages_installed:
         pip_uninstall(list(model.packages))
         removed = True
     return removed
