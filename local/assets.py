@@ -20,7 +20,9 @@ class MissingAssetError(RuntimeError):
     """A bundled model is not installed; the message says how to get it."""
 
 
-def _package_dir(name: str) -> Path | None:
+def package_dir(name: str) -> Path | None:
+    """The folder of an installed package, found without importing it."""
+    importlib.invalidate_caches()  # a package pip installed a moment ago (skiff model install)
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -28,7 +30,7 @@ def _package_dir(name: str) -> Path | None:
 
 
 def bundled_gguf_path() -> Path:
-    folder = _package_dir(BUNDLED_GGUF_PACKAGE)
+    folder = package_dir(BUNDLED_GGUF_PACKAGE)
     path = folder / BUNDLED_GGUF_NAME if folder else None
     if path is None or not path.is_file():
         raise MissingAssetError(
@@ -39,7 +41,7 @@ def bundled_gguf_path() -> Path:
 
 
 def embedder_model_dir() -> Path:
-    folder = _package_dir(EMBEDDER_PACKAGE)
+    folder = package_dir(EMBEDDER_PACKAGE)
     path = folder / "model" if folder else None
     if path is None or not (path / "config.json").is_file():
         raise MissingAssetError(

@@ -10,8 +10,6 @@ already installed and starts the assembly afresh.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from skiff.local.assets import MissingAssetError
+from skiff.local.assets import MissingAssetError, package_dir
 from skiff.local.atomic import write_atomically
 
 GGUF_MAGIC = b"GGUF"
@@ -51,7 +49,7 @@ class CatalogModel:
         """Each part's file where it is installed, None where it is not."""
         found: list[Path | None] = []
         for number, module in enumerate(self.modules, start=1):
-            folder = _package_dir(module)
+            folder = package_dir(module)
             part = folder / "data" / f"part{number:02d}.bin" if folder else None
             found.append(part if part is not None and part.is_file() else None)
         return found
@@ -69,14 +67,6 @@ CATALOG: dict[str, CatalogModel] = {
                      "qwen2.5-coder-1.5b-instruct.gguf"),
     )
 }
-
-
-def _package_dir(module: str) -> Path | None:
-    importlib.invalidate_caches()  # a package pip installed a moment ago
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def catalog_model(name: str) -> CatalogModel:
@@ -102,7 +92,7 @@ def user_models_dir() -> Path:
 def installed_file(model: CatalogModel, data_dir: Path) -> Path | None:
     """The model's GGUF if it is installed and whole (in this data folder, else the user's), else None."""
     if model.bundled_file is not None:
-        folder = _package_dir(model.modules[0])
+        folder = package_dir(model.modules[0])
         path = folder / model.bundled_file if folder else None
         return path if path is not None and path.is_file() else None
     for folder in dict.fromkeys((models_dir(data_dir), user_models_dir())):

@@ -151,10 +151,10 @@ def _emit(pieces: list[str], generated: Generated, piece: str, on_token: Callabl
 
 def generate_locally(model: LocalModel, settings: Settings, question: str, hits: Sequence[Hit],
                      history: Sequence[dict], on_token: Callable[[str], None] | None,
-                     cancel: threading.Event | None) -> Generated:
-    """The local model's answer from these notes."""
-    plan = plan_prompt(model, question, hits, history, max_answer_tokens=settings.max_tokens)
-    return _stream_plan(model, settings, plan, on_token, cancel)
+                     cancel: threading.Event | None, plan: PromptPlan | None = None) -> Generated:
+    """The local model's answer from these notes (`plan`: their prompt, when already planned)."""
+    plan = plan or plan_prompt(model, question, hits, history, max_answer_tokens=settings.max_tokens)
+    return stream_plan(model, settings, plan, on_token, cancel)
 
 
 def general_answer(model: LocalModel, settings: Settings, question: str, history: Sequence[dict],
@@ -167,10 +167,10 @@ def general_answer(model: LocalModel, settings: Settings, question: str, history
     generated = Generated(abstained=True)
     pieces: list[str] = []
     _emit(pieces, generated, opening, on_token)
-    return _stream_plan(model, settings, plan, on_token, cancel, generated=generated, pieces=pieces)
+    return stream_plan(model, settings, plan, on_token, cancel, generated=generated, pieces=pieces)
 
 
-def _stream_plan(model: LocalModel, settings: Settings, plan: PromptPlan, on_token: Callable[[str], None] | None,
+def stream_plan(model: LocalModel, settings: Settings, plan: PromptPlan, on_token: Callable[[str], None] | None,
                  cancel: threading.Event | None, generated: Generated | None = None,
                  pieces: list[str] | None = None) -> Generated:
     generated = generated if generated is not None else Generated()

@@ -23,7 +23,7 @@ from skiff.local.readers import source_lines
 from skiff.local.recovery import DiskFullError, disk_full
 from skiff.local.sampling import ParallelSampler
 from skiff.router.abstention import NotesCheck, check_applies
-from skiff.router.prompting import plan_prompt
+from skiff.router.prompting import PromptPlan, plan_prompt
 from skiff.router.answering import (Answer, Generated, Source, general_answer, generate_in_cloud, generate_locally,
                                     unknown_citations_notice)
 from skiff.router.local_plus import spend_local_compute
@@ -360,7 +360,7 @@ class Assistant:
                     generated = None
             if generated is None:
                 notices += self._use_personal_adapter()
-                generated, abstention = self._unless_the_notes_say(consulted, history, on_token, cancel)
+                generated, abstention, planned = self._unless_the_notes_say(consulted, history, on_token, cancel)
                 if generated is not None and self.settings.cloud_configured and not self.settings.offline:
                     notices.append("your notes do not hold this; the cloud model may know: "
                                    "`skiff ask --route cloud` (or c on the message)")
@@ -388,7 +388,8 @@ class Assistant:
                     if on_token is not None:
                         on_token(generated.text)
             elif generated is None:
-                generated = generate_locally(self.model, self.settings, question, hits, history, on_token, cancel)
+                generated = generate_locally(self.model, self.settings, question, hits, history, on_token, cancel,
+                                             plan=planned)
                 notices += generated.notices
         finally:
             done = generated or Generated()
@@ -414,19 +415,19 @@ class Assistant:
 
     def _unless_the_notes_say(self, consulted: Question, history: Sequence[dict],
                               on_token: Callable[[str], None] | None,
-                              cancel: threading.Event | None) -> tuple[Generated | None, dict | None]:
+                              cancel: threading.Event | None) -> tuple[Generated | None, dict | None, PromptPlan | None]:
         """Before any local answer: when the notes check applies and finds that the notes do not
         hold the answer, the answer that says so (router/abstention.py); else None. Its record
-        either way. The check evaluates the answer's own prompt, so a plain local answer after it
-        reuses that evaluation."""
+        either way, and the answer's prompt it planned: a plain local answer after it uses that
+        prompt, whose evaluation llama.cpp already holds."""
         if not consulted.hits or not check_applies(self.settings.abstain, self.model_path.name):
-            return None, None
+            return None, None, None
         check = NotesCheck(self.notes, self.model, consulted.text, consulted.candidates, consulted.coverage,
                            self.settings.abstain_threshold)
         plan = plan_prompt(self.model, consulted.text, consulted.hits, history, max_answer_tokens=self.settings.max_tokens)
         if not plan.notes or check(plan):
-            return None, check.outcome
-        return general_answer(self.model, self.settings, consulted.text, history, on_token, cancel), check.outcome
+            return None, check.outcome, plan
+        return general_answer(self.model, self.settings, consulted.text, history, on_token, cancel), check.outcome, None
 
     # -- learning ------------------------------------------------------------------------------
 
