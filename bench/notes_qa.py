@@ -337,6 +337,10 @@ def main() -> None:
     fit = commands.add_parser("fit-abstention")
     fit.add_argument("signals", type=Path)
     fit.add_argument("--false-abstention", type=float, default=0.02, help="on dev's answerable questions")
+    fit.add_argument("--answers", nargs=2, metavar=("DEV_RUN", "TEST_RUN"),
+                     help="runs without the check: pick the threshold by the accuracy it costs on dev instead")
+    fit.add_argument("--accuracy-drop", type=float, default=0.015,
+                     help="with --answers: the most of dev's answerable accuracy the check may cost")
     fit.add_argument("--l2", type=float, default=1.0)
     args = parser.parse_args()
     if args.command in ("signals", "fit-abstention"):

@@ -4,8 +4,10 @@
     signals: each question's support features under one retrieval configuration, and with
         --model the model's own yes/no check (rows on disk, resumable)
     fit-abstention: an L2-regularised logistic regression on the dev split's rows; the threshold
-        is the one that keeps false abstention on dev's answerable questions within the budget;
-        both splits are reported, and the constants to ship are printed
+        is the one that keeps false abstention on dev's answerable questions within the budget,
+        or with --answers the accuracy the check costs on dev (abstaining on a question the model
+        answered wrongly costs nothing); both splits are reported, and the constants to ship are
+        printed
 """
 
 from __future__ import annotations
@@ -70,6 +72,38 @@ def fit_logistic(x, y, l2: float = 1.0, steps: int = 50):
     return w[:-1], float(w[-1])
 
 
+def threshold_by_false_abstention(answerable_p, budget: float) -> float:
+    """The lowest threshold that abstains on at most `budget` of the answerable questions."""
+    import numpy as np
+
+    ordered = np.sort(answerable_p)[::-1]
+    allowed = int(np.floor(budget * len(ordered)))
+    return float(ordered[allowed]) + 1e-6 if allowed < len(ordered) else 0.0
+
+
+def threshold_by_accuracy(dev_p, rows, right: dict[str, bool], budget: float) -> float:
+    """The threshold that says so for as many of dev's unanswerable questions as abstaining can
+    while costing at most `budget` of dev's answerable accuracy (only questions the model answered
+    right count against it), placed as high as that catch allows, so that it abstains no more
+    than it must."""
+    dev = list(zip([r for r in rows if r["split"] == "dev"], map(float, dev_p)))
+    answerable = sum(1 for r, _ in dev if r["answerable"])
+    lost_at = sorted((q for r, q in dev if r["answerable"] and right.get(r["id"])), reverse=True)
+    allowed = int(budget * answerable)
+    lowest = lost_at[allowed] + 1e-6 if allowed < len(lost_at) else 0.0
+    caught = [q for r, q in dev if not r["answerable"] and q > lowest]
+    return min(caught) - 1e-6 if caught else lowest
+
+
+def answered_right(runs) -> dict[str, bool]:
+    """Question id → whether the run (without the check) answered it right."""
+    from notes_qa import read_rows
+    from qa_grading import grade
+
+    items = {item.id: item for item in load()}
+    return {key: grade(items[key], row["answer"]).right for run in runs for key, row in read_rows(run).items()}
+
+
 def run_fit_abstention(args) -> None:
     """Fit the abstention model on the dev split's signals; pick the threshold on dev (false
     abstention on answerable questions ≤ the budget); report both splits."""
@@ -89,15 +123,20 @@ def run_fit_abstention(args) -> None:
         return 1 / (1 + np.exp(-(((features(split) - means) / scales) @ weights + bias)))
 
     dev_p = probabilities("dev")
-    answerable_p = np.sort(dev_p[y == 0])[::-1]
-    allowed = int(np.floor(args.false_abstention * len(answerable_p)))
-    threshold = float(answerable_p[allowed]) + 1e-6 if allowed < len(answerable_p) else 0.0
+    right = answered_right(args.answers) if args.answers else None
+    threshold = (threshold_by_accuracy(dev_p, rows, right, args.accuracy_drop) if right is not None
+                 else threshold_by_false_abstention(dev_p[y == 0], args.false_abstention))
     for split in ("dev", "test"):
         p, truth = probabilities(split), labels(split)
         said = int(((p > threshold) & (truth == 1)).sum())
         false = int(((p > threshold) & (truth == 0)).sum())
-        print(f"{split}: unanswerable said {said} of {int(truth.sum())}; answerable abstained {false} of "
-              f"{int((truth == 0).sum())}")
+        line = (f"{split}: unanswerable said {said} of {int(truth.sum())}; answerable abstained {false} of "
+                f"{int((truth == 0).sum())}")
+        if right is not None:
+            ids = [r["id"] for r in rows if r["split"] == split]
+            lost = sum(1 for i, q in zip(ids, p) if right.get(i) and q > threshold)
+            line += f"; answered right before, abstained now {lost} ({100 * lost / int((truth == 0).sum()):.1f} points)"
+        print(line)
     print(f"FEATURES = {tuple(features_used)}\nMEANS = np.array({np.round(means, 4).tolist()})\n"
           f"SCALES = np.array({np.round(scales, 4).tolist()})\nWEIGHTS = np.array({np.round(weights, 4).tolist()})\n"
           f"BIAS = {bias:.4f}\nthreshold = {threshold:.4f}")

@@ -197,7 +197,7 @@ class Settings(BaseSettings):
     # None: on with the model the check was fitted for (the default model), off with others,
     # whose own yes/no sits on another scale.
     abstain: bool | None = Field(default=None, description="say when the notes do not hold the answer")
-    abstain_threshold: float = Field(default=0.3636, ge=0, le=1,
+    abstain_threshold: float = Field(default=0.2575, ge=0, le=1,
                                      description="probability the notes lack the answer (fitted, router/abstention.py)")
 
     # Routing (router/uncertainty.py, router/coverage.py).
