@@ -71,7 +71,7 @@ def index(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from skiff.local.assets import MissingAssetError
-    from skiff.router import DiskFullError
+    from skiff.assistant import DiskFullError
 
     cancel = threading.Event()
     show_bar = err.is_terminal and not as_json
@@ -251,7 +251,7 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 @app.command()
 def config(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Print the effective settings (file < SKIFF_* environment < flags), secrets masked."""
-    from skiff.router.settings import config_file_path, load_settings
+    from skiff.config.settings import config_file_path, load_settings
 
     try:
         settings = load_settings()

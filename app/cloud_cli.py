@@ -35,7 +35,7 @@ def check(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
 def key(remove: bool = typer.Option(False, "--remove", help="Delete the stored key.")) -> None:
     """Store the endpoint's API key in a file only you can read (mode 600). Reads it from stdin,
     or asks for it without echoing; it is never printed."""
-    from skiff.router.settings import load_settings, write_key_file
+    from skiff.config.settings import load_settings, write_key_file
 
     try:
         path = load_settings().cloud_api_key_file.expanduser()

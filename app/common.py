@@ -27,7 +27,8 @@ def dump(obj) -> None:
 
 def assistant_or_fail(**overrides):
     # Heavy imports stay out of `skiff --version` and `skiff --help`.
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     try:
         settings = load_settings(**overrides)
@@ -39,7 +40,7 @@ def assistant_or_fail(**overrides):
 
 def _say_recoveries() -> None:
     """A damaged file skiff found and set aside is said on stderr the moment it happens."""
-    from skiff.router import on_recovery
+    from skiff.assistant import on_recovery
 
     on_recovery(lambda recovery: err.print(Text.assemble(("skiff:", "bold yellow"), " ", recovery.message()),
                                            highlight=False), replay=False)

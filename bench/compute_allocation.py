@@ -42,7 +42,7 @@ PROMPT = "{question}\nSolve it step by step, then give the final number after ##
 
 
 def gold(answer: str) -> str:
-    from skiff.router.voting import extract_answer
+    from skiff.assistant.voting import extract_answer
 
     return extract_answer("#### " + answer.split("####")[-1].strip())
 
@@ -92,8 +92,9 @@ def main() -> None:
     from skiff.local.models import install
     from skiff.local.llm import GenerationStats, LocalModel
     from skiff.local.sampling import ParallelSampler, SamplingStats
-    from skiff.router import Assistant, load_settings
-    from skiff.router.voting import extract_answer, majority_vote
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
+    from skiff.assistant.voting import extract_answer, majority_vote
 
     settings = load_settings(n_threads=args.threads)
     gguf = args.gguf or install("qwen2.5-coder-1.5b", settings.data_dir)

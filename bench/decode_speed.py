@@ -36,7 +36,8 @@ def main() -> None:
     from llama_cpp import Llama
 
     from skiff.local.assets import bundled_gguf_path
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     model_path = args.model or bundled_gguf_path()
     settings = load_settings(model_path=model_path, n_threads=args.threads, max_tokens=args.tokens, n_ctx=2048)

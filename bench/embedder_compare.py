@@ -61,8 +61,9 @@ def main() -> None:
     parser.add_argument("--split", default="dev", choices=["dev", "test", "all"])
     args = parser.parse_args()
     os.environ.setdefault("SKIFF_HOME", str(Path(__file__).parent / "out" / "notes_qa" / "home"))
-    from skiff.router import Assistant, load_settings
-    from skiff.router.retrieval import fuse
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
+    from skiff.assistant.retrieval import fuse
 
     assistant = Assistant(load_settings())
     notes = assistant.notes

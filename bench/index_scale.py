@@ -137,7 +137,7 @@ def serving_memory_mb(env: dict, queries: list[str]) -> tuple[float, list[float]
     """The baseline: a fresh process that opens the finished index and answers queries, its peak
     memory and its retrieval latencies (ms)."""
     code = ("import json, resource, sys, time\n"
-            "from skiff.router import Assistant, load_settings\n"
+            "from skiff.assistant import Assistant, load_settings\n"
             "assistant = Assistant(load_settings())\n"
             "latencies = []\n"
             "for query in json.loads(sys.argv[1]):\n"

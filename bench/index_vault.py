@@ -55,7 +55,8 @@ def main() -> None:
     from skiff.local.embedder import Embedder
     from skiff.local.files import Found, walk_notes
     from skiff.local.readers import read_document
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     # The baselines encode a seeded sample of the very chunks skiff will index (same reader, same
     # chunker), drawn from files across the whole folder. This machine shares its cores with

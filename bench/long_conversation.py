@@ -57,7 +57,8 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="skiff-bench-chat-")
     os.environ.update(SKIFF_HOME=home, SKIFF_OFFLINE="true")
     from skiff.app.history import DONE, ChatHistory
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     settings = load_settings(max_tokens=args.max_tokens)
     assistant = Assistant(settings)
@@ -75,7 +76,7 @@ def main() -> None:
         return real_count(text)
 
     assistant.model.count_tokens = counting
-    import skiff.router.prompting as prompting
+    import skiff.assistant.prompting as prompting
 
     rows = []
     for turn in range(args.turns + args.exact_fit_turns):

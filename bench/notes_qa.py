@@ -39,7 +39,7 @@ from qa_grading import QAItem, gold_in, grade, mentions_references, reciprocal_r
 HOME = Path(os.environ.get("SKIFF_BENCH_HOME", OUT / "notes_qa" / "home"))
 ANSWERS = OUT / "notes_qa" / "answers"
 SEED = 20261129
-# System prompts tried against skiff's own (router/prompting.py) on the dev split.
+# System prompts tried against skiff's own (assistant/prompting.py) on the dev split.
 PROMPTS = {
     "short": (
         "You are skiff, a concise assistant that answers questions about the user's notes. Reply in one or "
@@ -53,7 +53,7 @@ BOOTSTRAP = 2000
 
 def retrieval_configs():
     """The ablation's rows, named. "today" is what skiff shipped before this benchmark."""
-    from skiff.router.retrieval import RetrievalConfig
+    from skiff.assistant.retrieval import RetrievalConfig
 
     today = RetrievalConfig(k=3, dense=50, lexical=0, pool=50, selection="sift", sift_lambda=0.01)
     rows = {
@@ -82,7 +82,8 @@ def retrieval_configs():
 def open_assistant(**overrides):
     os.environ["SKIFF_HOME"] = str(HOME)
     os.environ.setdefault("SKIFF_OFFLINE", "true")
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     assistant = Assistant(load_settings(**overrides))
     summary = assistant.index([NOTES])
@@ -123,7 +124,7 @@ def interval(low: float, high: float) -> str:
 # -- retrieval ----------------------------------------------------------------------------------
 
 def run_retrieval(args) -> None:
-    from skiff.router.retrieval import retrieve
+    from skiff.assistant.retrieval import retrieve
 
     items = [item for item in choose(load(args.questions), args.split) if item.answerable]
     assistant = open_assistant()
@@ -187,7 +188,7 @@ def run_answers(args) -> None:
     config = retrieval_configs()[args.retrieval].but(k=args.k)
     model_path = resolve_model(args.model)
     if args.system_prompt:  # a prompt experiment: the run's name should say so
-        from skiff.router import prompting
+        from skiff.assistant import prompting
 
         prompting.SYSTEM_PROMPT = PROMPTS[args.system_prompt]
     assistant = open_assistant(model_path=str(model_path), top_k=config.k, sift_candidates=config.pool,

@@ -1,4 +1,4 @@
-"""The abstention model of router/abstention.py, measured and fitted on the notes question set
+"""The abstention model of assistant/abstention.py, measured and fitted on the notes question set
 (run through bench/notes_qa.py: `signals`, then `fit-abstention`).
 
     signals: each question's support features under one retrieval configuration, and with
@@ -22,13 +22,13 @@ from notes_qa import open_assistant, resolve_model, retrieval_configs
 
 
 def run_signals(args) -> None:
-    """Each question's support features (router/abstention.py) under one retrieval configuration."""
+    """Each question's support features (assistant/abstention.py) under one retrieval configuration."""
     from dataclasses import replace
 
     from skiff.local.llm import LocalModel
-    from skiff.router.abstention import measure_support, model_says_yes
-    from skiff.router.prompting import plan_prompt
-    from skiff.router.retrieval import retrieve
+    from skiff.assistant.abstention import measure_support, model_says_yes
+    from skiff.assistant.prompting import plan_prompt
+    from skiff.assistant.retrieval import retrieve
 
     items = load(args.questions)
     config = retrieval_configs()[args.retrieval].but(k=args.k)
@@ -109,7 +109,7 @@ def run_fit_abstention(args) -> None:
     abstention on answerable questions ≤ the budget); report both splits."""
     import numpy as np
 
-    from skiff.router.abstention import FEATURES
+    from skiff.assistant.abstention import FEATURES
 
     rows = [json.loads(line) for line in args.signals.read_text().splitlines() if line.strip()]
     features_used = [f for f in FEATURES if any(r.get(f) for r in rows)]

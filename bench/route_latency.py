@@ -35,9 +35,10 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("SKIFF_HOME", tempfile.mkdtemp(prefix="skiff-bench-route-"))
-    from skiff.router import Assistant, load_settings
-    from skiff.router.policy import Question
-    from skiff.router.retrieval import candidates, select
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
+    from skiff.router.policy import QuestionWithNotes
+    from skiff.assistant.retrieval import candidates, select
 
     assistant = Assistant(load_settings())
     summary = assistant.index([VAULT / folder for folder in args.folders])
@@ -65,7 +66,7 @@ def main() -> None:
         t2 = time.perf_counter()
         found = select(vector, pool, config)
         t3 = time.perf_counter()
-        policy.decide(Question(query, vector, found.selected, found.coverage, found.candidates))
+        policy.decide(QuestionWithNotes(query, vector, found.selected, found.coverage, found.candidates))
         t4 = time.perf_counter()
         for name, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
             stages[name].append(value * 1000)

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 from skiff.local.embedder import Embedder
-from skiff.router.embed_cache import EmbeddingCache
+from skiff.router.research.embed_cache import EmbeddingCache
 from skiff.router.features import FeatureMap
-from skiff.router.fitting import fit_blr
-from skiff.router.metrics import router_curve
-from skiff.router.routing_data import load_routing_data
-from skiff.router.settings import Settings
+from skiff.router.research.fitting import fit_blr
+from skiff.router.research.metrics import router_curve
+from skiff.router.research.routing_data import load_routing_data
+from skiff.config.settings import Settings
 
 
 def hidden_states(gguf: Path, prompts: list[str], cache: Path) -> np.ndarray:

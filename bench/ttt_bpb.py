@@ -32,11 +32,11 @@ from common import OUT, SHARED, save  # noqa: E402
 
 from skiff.local.assets import bundled_gguf_path
 from skiff.local.embedder import Embedder
-from skiff.local.tuning.lora import LoraSpec, LoraTrainer
-from skiff.local.tuning.training_copy import load_training_copy
+from skiff.local.lora.lora import LoraSpec, LoraTrainer
+from skiff.local.lora.training_copy import load_training_copy
 from skiff.router.coverage import sift_select
-from skiff.router.embed_cache import EmbeddingCache
-from skiff.router.settings import Settings
+from skiff.router.research.embed_cache import EmbeddingCache
+from skiff.config.settings import Settings
 
 METHODS = ("base", "nn_lora", "sift_lora", "sift_in_context")
 

@@ -3,7 +3,7 @@ and heading path, in the manifest's own database.
 
 Dense vectors find paraphrases; BM25 finds the rare exact word a question shares with its note (a
 setting's name, `private`, an error message) that a 384-d MiniLM vector blurs. The two are fused
-by the retrieval pipeline (skiff.router.retrieval).
+by the retrieval pipeline (skiff.assistant.retrieval).
 
 Crash safety comes free from where the table lives: a file's rows change in the same SQLite
 transaction that marks it done in the manifest (see manifest.py), so after a kill -9 the lexical

@@ -1,27 +1,19 @@
-"""skiff.router: the answer pipeline (retrieve -> decide -> generate -> record), its settings and
-the decision seam. Usable as a library without a terminal:
+"""skiff.router: where a question is answered, and how that choice learns.
 
-    from skiff.router import Assistant
-
-The names below load on first use, so `skiff.router.settings` alone stays cheap to import (the
-TUI reads its settings before the heavy parts of the pipeline have loaded).
+The decision seam (policy.py: a question with its retrieved notes in, a route and its reasons
+out), the uncertainty router behind it (a Bayesian linear surrogate over question features and
+the notes' coverage σ², with a prior fitted on public routing data), its persisted posterior
+(state.py), what it learns from (records.py, feedback.py) and the calibration of its thresholds
+(calibration.py). Offline evaluation and the fitting of the shipped prior are in
+skiff.router.research, which the runtime never imports.
 """
 
 from importlib import import_module
 
 _HOMES = {
-    "Answer": "skiff.router.assistant",
-    "Assistant": "skiff.router.assistant",
-    "Source": "skiff.router.assistant",
     "AlwaysLocal": "skiff.router.policy",
     "Decision": "skiff.router.policy",
     "RoutePolicy": "skiff.router.policy",
-    "DiskFullError": "skiff.local.recovery",
-    "Recovery": "skiff.local.recovery",
-    "on_recovery": "skiff.local.recovery",
-    "recoveries": "skiff.local.recovery",
-    "Settings": "skiff.router.settings",
-    "load_settings": "skiff.router.settings",
 }
 
 __all__ = list(_HOMES)

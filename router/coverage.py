@@ -1,4 +1,4 @@
-"""Signal 1, note coverage: SIFT selection and the posterior variance it leaves (GUIDE §3).
+"""Signal 1, note coverage: SIFT selection and the posterior variance it leaves (SIFT, arXiv 2410.08020).
 
 With a linear kernel on unit vectors, k(a, b) = aᵀb, the uncertainty about the query x* after
 observing note chunks S (each with noise λ′) is

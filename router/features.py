@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\$?\d[\d,]*(?:\.\d+)?%?")
+NUMBER = re.compile(r"(?<![\w.])[-+]?\$?\d[\d,]*(?:\.\d+)?%?")
 _SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 _OPTION = re.compile(r"^\s*[A-H][.)]\s", re.MULTILINE)
 _MATH = re.compile(r"[=+*/^<>√∑∫π×÷]|\\frac|\\sqrt")
@@ -57,7 +57,7 @@ TEXT_FEATURES = (
 
 def text_features(text: str) -> np.ndarray:
     words = text.split()
-    numbers = _NUMBER.findall(text)
+    numbers = NUMBER.findall(text)
     options = _OPTION.findall(text)
     option_chars = 0
     if options:
@@ -141,38 +141,3 @@ class FeatureMap:
         if list(meta.get("text_features", [])) != list(TEXT_FEATURES):
             raise ValueError("the surrogate was fitted with other text features; refit the prior")
         return cls(np.asarray(meta["text_mean"]), np.asarray(meta["text_scale"]), int(meta["embedding_dim"]))
-
-
-# -- the local draft (cascade ablation) --------------------------------------------------------------
-
-_EQUATION = re.compile(r"(-?\d[\d,]*\.?\d*)\s*([-+*/x×])\s*(-?\d[\d,]*\.?\d*)\s*=\s*\$?(-?\d[\d,]*\.?\d*)")
-_FINAL_MARKER = re.compile(r"(?i)(answer is|final answer|####|\\boxed)")
-_SECOND_THOUGHTS = re.compile(r"(?i)(however|but wait|let me|re-?calculat|mistake|assum)")
-_OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-               "x": lambda a, b: a * b, "×": lambda a, b: a * b, "/": lambda a, b: a / b if b else math.nan}
-
-DRAFT_FEATURES = ("log_length", "log_equations", "wrong_equations", "any_wrong_equation", "log_numbers",
-                  "final_answer_marker", "second_thoughts")
-
-
-def draft_features(draft: str) -> np.ndarray:
-    """What a local model's own answer says about whether it is right: does it show its working,
-    is its arithmetic right, does it commit to a final answer, does it hedge."""
-    equations = _EQUATION.findall(draft)
-    wrong = 0
-    for left, op, right, result in equations:
-        try:
-            value = _OPERATIONS[op](float(left.replace(",", "")), float(right.replace(",", "")))
-            if not math.isclose(value, float(result.replace(",", "")), rel_tol=1e-3, abs_tol=1e-2):
-                wrong += 1
-        except ValueError:
-            continue
-    return np.asarray([
-        math.log1p(len(draft)),
-        math.log1p(len(equations)),
-        float(wrong),
-        1.0 if wrong else 0.0,
-        math.log1p(len(_NUMBER.findall(draft))),
-        1.0 if _FINAL_MARKER.search(draft) else 0.0,
-        1.0 if _SECOND_THOUGHTS.search(draft) else 0.0,
-    ], dtype=np.float64)

@@ -18,7 +18,9 @@ ROUTES: tuple[Route, ...] = ("local", "local+", "cloud")
 
 
 @dataclass(frozen=True)
-class Question:
+class QuestionWithNotes:
+    """A question with the notes retrieved for it: what the router decides from."""
+
     text: str
     embedding: np.ndarray | None  # unit vector; None when the embedder was not needed
     hits: Sequence[Hit]  # the context SIFT selected, in the order it picked them
@@ -46,13 +48,13 @@ class Decision:
 
 
 class RoutePolicy(Protocol):
-    def decide(self, question: Question) -> Decision: ...
+    def decide(self, consulted: QuestionWithNotes) -> Decision: ...
 
 
 class AlwaysLocal:
     """Everything answered by the local model (for a library user who wants no routing)."""
 
-    def decide(self, question: Question) -> Decision:
-        hits = question.hits
+    def decide(self, consulted: QuestionWithNotes) -> Decision:
+        hits = consulted.hits
         coverage = f"{len(hits)} note chunk{'s' if len(hits) != 1 else ''} retrieved" if hits else "no notes used"
         return Decision("local", f"local model ({coverage}; routing turned off)", {"notes": len(hits)})

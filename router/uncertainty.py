@@ -6,7 +6,7 @@
     local   otherwise
 
 τ_cloud and τ_local+ are quantiles of recent scores, so a target share of questions goes to the
-cloud (`skiff router calibrate --cloud-share 0.2`; router/tuning.py keeps them following that
+cloud (`skiff router calibrate --cloud-share 0.2`; router/calibration.py keeps them following that
 share as the surrogate learns). Before a person has asked enough questions, the quantiles come
 from a shipped set of everyday questions (router/priors/calibration_questions.txt).
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skiff.router.policy import Decision, Question, Route
+from skiff.router.policy import Decision, QuestionWithNotes, Route
 from skiff.router.state import RouterState, Thresholds
 
 # Fewer recent questions than this and calibration uses the shipped everyday questions.
@@ -88,23 +88,23 @@ class UncertaintyRouter:
         prediction = self.state.surrogate().predict(features)
         return prediction.mean, prediction.std, prediction.upper(self.beta)
 
-    def decide(self, question: Question) -> Decision:
-        if question.embedding is None:
+    def decide(self, consulted: QuestionWithNotes) -> Decision:
+        if consulted.embedding is None:
             raise ValueError("the uncertainty router needs the question's embedding")
-        sigma2 = 1.0 if question.coverage is None else question.coverage
-        features = self.state.feature_map()(question.text, question.embedding, sigma2)
+        sigma2 = 1.0 if consulted.coverage is None else consulted.coverage
+        features = self.state.feature_map()(consulted.text, consulted.embedding, sigma2)
         mean, std, score = self.score(features)
         thresholds = self.thresholds()
         route: Route = "cloud" if score > thresholds.cloud else "local+" if score > thresholds.local_plus else "local"
-        reason = f"{coverage_phrase(question.coverage)}; {surrogate_phrase(route, mean, std, thresholds)}"
+        reason = f"{coverage_phrase(consulted.coverage)}; {surrogate_phrase(route, mean, std, thresholds)}"
         signals = {
-            "sigma2": None if question.coverage is None else round(question.coverage, 4),
+            "sigma2": None if consulted.coverage is None else round(consulted.coverage, 4),
             "gain_mean": round(mean, 4),
             "gain_std": round(std, 4),
             "score": round(score, 4),
             "beta": self.beta,
             "threshold_cloud": round(thresholds.cloud, 4),
             "threshold_local_plus": round(thresholds.local_plus, 4),
-            "notes": len(question.hits),
+            "notes": len(consulted.hits),
         }
         return Decision(route, reason, signals, features=features)

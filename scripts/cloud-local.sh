@@ -18,10 +18,10 @@ py=.venv/bin/python
 .venv/bin/skiff model install qwen2.5-coder-1.5b >&2
 gguf=$("$py" -c "
 from skiff.local.models import installed_path
-from skiff.router.settings import Settings
+from skiff.config.settings import Settings
 print(installed_path('qwen2.5-coder-1.5b', Settings().data_dir))")
 # One key per machine: generated once, kept by skiff in its key file (mode 600), never on a command line.
-key_file=$("$py" -c "from skiff.router.settings import Settings; print(Settings().cloud_api_key_file.expanduser())")
+key_file=$("$py" -c "from skiff.config.settings import Settings; print(Settings().cloud_api_key_file.expanduser())")
 if [ ! -s "$key_file" ]; then
     "$py" -c "import secrets; print(secrets.token_urlsafe(32))" | .venv/bin/skiff cloud key >/dev/null
 fi

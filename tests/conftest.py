@@ -73,7 +73,8 @@ def vault(tmp_path) -> Path:
 
 @pytest.fixture
 def assistant(skiff_home):
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     instance = Assistant(load_settings())
     yield instance

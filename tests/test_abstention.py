@@ -9,7 +9,7 @@ import numpy as np
 
 from skiff.local.lexical import TermStats
 from skiff.local.notes_index import Hit
-from skiff.router.abstention import Support, idf, measure_support, model_says_yes, probability_unsupported
+from skiff.assistant.abstention import Support, idf, measure_support, model_says_yes, probability_unsupported
 
 
 def hit(chunk_id: str, distance: float) -> Hit:
@@ -89,16 +89,16 @@ def test_under_the_threshold_the_notes_answer_and_the_check_is_recorded(skiff_ho
 
 
 def test_the_shipped_threshold_is_the_fitted_one():
-    from skiff.router.abstention import DEFAULT_THRESHOLD
-    from skiff.router.settings import Settings
+    from skiff.assistant.abstention import DEFAULT_THRESHOLD
+    from skiff.config.settings import Settings
 
     assert Settings.model_fields["abstain_threshold"].default == DEFAULT_THRESHOLD
 
 
 def test_by_default_the_check_runs_with_the_model_it_was_fitted_for_only():
     from skiff.local.models import CATALOG
-    from skiff.router.abstention import FITTED_FOR, check_applies
-    from skiff.router.model_choice import DEFAULT_MODEL
+    from skiff.assistant.abstention import FITTED_FOR, check_applies
+    from skiff.assistant.model_choice import DEFAULT_MODEL
 
     assert CATALOG[DEFAULT_MODEL].file_name == FITTED_FOR
     assert check_applies(None, FITTED_FOR) and not check_applies(None, "SmolLM2-135M-Instruct.Q4_1.gguf")

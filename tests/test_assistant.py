@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from skiff.router import Assistant, Decision, load_settings
+from skiff.assistant import Assistant
+from skiff.config import load_settings
+from skiff.router import Decision
 
 FACT_NOTE = """---
 title: Boathouse
@@ -113,7 +115,7 @@ def test_library_use_without_a_terminal(skiff_home, vault):
 
 def test_a_citation_that_names_no_source_is_said():
     # Seen from the README's first command: three sources, and the small model wrote "[4] The config file."
-    from skiff.router.answering import citations_without_a_source, unknown_citations_notice
+    from skiff.assistant.answering import citations_without_a_source, unknown_citations_notice
 
     assert citations_without_a_source("[4] The config file. See [1] and [2].", 3) == [4]
     assert citations_without_a_source("Both [1], [3] and [0].", 3) == [0]

@@ -153,7 +153,8 @@ def test_llama_server_streams_and_checks(llama_server):
 
 
 def cloud_assistant(skiff_home, base_url: str, **settings):
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     return Assistant(load_settings(cloud_base_url=base_url, cloud_model=settings.pop("cloud_model", "smollm2"),
                                    max_tokens=24, cloud_max_tokens=24, **settings))
@@ -235,7 +236,7 @@ def test_offline_answers_locally_with_a_notice(skiff_home, faults):
 
 def test_private_notes_by_front_matter_folder_or_glob(tmp_path):
     from skiff.local.notes_index import Hit
-    from skiff.router.escalation import is_private
+    from skiff.assistant.privacy import is_private
 
     def hit(path: str, private: bool = False) -> Hit:
         return Hit("id", "text", path, "t", "", 1, 1, None, private, 0.1)
@@ -312,7 +313,7 @@ def test_calibrating_by_budget_uses_the_recorded_cost_and_question_rate(skiff_ho
 
 
 def test_key_file_is_private_and_an_open_one_is_refused(skiff_home):
-    from skiff.router.settings import KeyFileError, load_settings, write_key_file
+    from skiff.config.settings import KeyFileError, load_settings, write_key_file
 
     settings = load_settings()
     path = write_key_file(settings.cloud_api_key_file, "sk-file-" + secrets.token_hex(8))

@@ -17,7 +17,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import SecretStr
-from skiff.router.settings import ConfigError, Settings, load_settings
+from skiff.config.settings import ConfigError, Settings, load_settings
 
 from conftest import deterministic
 

@@ -17,8 +17,8 @@ DEMO = "How do I keep a note from ever being sent to the cloud?"
 @pytest.fixture(scope="module")
 def default_model():
     from skiff.local.models import CATALOG, installed_file
-    from skiff.router.model_choice import DEFAULT_MODEL
-    from skiff.router.settings import default_data_dir
+    from skiff.assistant.model_choice import DEFAULT_MODEL
+    from skiff.config.settings import default_data_dir
 
     saved = os.environ.pop("SKIFF_HOME", None)  # where README command 1 installed it
     try:

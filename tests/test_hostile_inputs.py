@@ -240,7 +240,8 @@ def test_a_hostile_folder_is_indexed_with_reasons_and_bounded_memory(skiff_home,
 
     # The index is whole: every chunk clean and of a file that is there, the manifest agrees with
     # chromadb, each good note is found by a question its text answers, and a re-run has nothing to do.
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     assistant = Assistant(load_settings())
     try:

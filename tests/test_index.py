@@ -234,7 +234,8 @@ def test_the_lexical_side_follows_every_change(assistant, vault):
 
 def test_an_index_from_before_the_lexical_side_is_filled_in_on_open(skiff_home, vault):
     """Upgrading skiff must not cost a re-embedding: the lexical rows are rebuilt from chromadb."""
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     first = Assistant(load_settings())
     first.index([vault])

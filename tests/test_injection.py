@@ -27,8 +27,9 @@ import pytest
 from conftest import SKIFF, fast_model_path
 from servers import LlamaServer
 from skiff.local.notes_index import Hit
-from skiff.router.escalation import WITHHELD_TURN, EstimatedTokens
-from skiff.router.prompting import plan_prompt
+from skiff.assistant.cloud_prompt import EstimatedTokens
+from skiff.assistant.privacy import WITHHELD_TURN
+from skiff.assistant.prompting import plan_prompt
 from test_secrets import find_leaks
 
 HOSTILE = (
@@ -161,7 +162,8 @@ def world(tmp_path_factory, shared_cache):
 
 
 def open_assistant():
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     return Assistant(load_settings())
 
@@ -197,8 +199,8 @@ def test_notes_are_framed_as_quoted_material_not_instructions():
 def test_a_chat_turn_drawn_from_a_private_note_is_withheld_from_the_cloud_prompt(tmp_path):
     """Without the model: the history the TUI passes carries each answer's sources; an answer that
     drew on a note private by front matter or by `private_paths` goes as a placeholder."""
-    from skiff.router.escalation import plan_cloud_prompt
-    from skiff.router.settings import load_settings
+    from skiff.assistant.cloud_prompt import plan_cloud_prompt
+    from skiff.config.settings import load_settings
 
     settings = load_settings(data_dir=tmp_path, private_paths=[str(tmp_path / "health")])
     source = {"number": 1, "path": "/notes/journal/diary.md", "private": True}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from skiff.local.notes_index import Hit
-from skiff.router.allocation import allocate, difficulty
-from skiff.router.test_time import select_training_chunks
-from skiff.router.voting import extract_answer, has_extractable_answer, majority_vote
+from skiff.assistant.allocation import allocate, difficulty
+from skiff.assistant.question_adapter import select_training_chunks
+from skiff.assistant.voting import extract_answer, has_extractable_answer, majority_vote
 
 
 def _hit(i: int, vector: np.ndarray) -> Hit:
@@ -71,7 +71,7 @@ def test_extracting_a_choice_and_voting():
 def test_vote_sample_bounds_must_be_in_order():
     from pydantic import ValidationError
 
-    from skiff.router.settings import Settings
+    from skiff.config.settings import Settings
 
     with pytest.raises(ValidationError, match="vote_min_samples"):
         Settings(vote_min_samples=10, vote_max_samples=8)
@@ -80,7 +80,7 @@ def test_vote_sample_bounds_must_be_in_order():
 def test_a_personal_adapter_for_other_notes_or_another_model_is_stale(tmp_path):
     import json
 
-    from skiff.router.personal import PersonalAdapter
+    from skiff.assistant.personal_adapter import PersonalAdapter
 
     personal = PersonalAdapter(tmp_path)
     assert personal.status("notes-1", "model-a").state == "none"

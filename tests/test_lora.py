@@ -20,8 +20,8 @@ def kl(p: np.ndarray, q: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def trained(shared_cache, tmp_path_factory):
     """A strong adapter (8 steps at a high learning rate on one sentence), so its effect is large."""
-    from skiff.local.tuning.lora import LoraSpec, LoraTrainer
-    from skiff.local.tuning.training_copy import load_training_copy
+    from skiff.local.lora.lora import LoraSpec, LoraTrainer
+    from skiff.local.lora.training_copy import load_training_copy
 
     copy = load_training_copy(bundled_gguf_path(), shared_cache)
     spec = LoraSpec(rank=8, alpha=16, learning_rate=1e-3,
@@ -95,7 +95,7 @@ def test_the_adapter_file_follows_llama_cpps_naming(trained):
 
 
 def test_the_training_copy_is_cached_once(shared_cache):
-    from skiff.local.tuning.training_copy import copy_folder, load_training_copy
+    from skiff.local.lora.training_copy import copy_folder, load_training_copy
 
     folder = copy_folder(bundled_gguf_path(), shared_cache)
     load_training_copy(bundled_gguf_path(), shared_cache)
@@ -104,7 +104,7 @@ def test_the_training_copy_is_cached_once(shared_cache):
 
 
 def test_an_unknown_architecture_is_refused_with_a_reason(trained):
-    from skiff.local.tuning.lora import LoraTrainer
+    from skiff.local.lora.lora import LoraTrainer
 
     trainer, _, _ = trained
     with pytest.raises(ValueError, match="supports llama, qwen2"):

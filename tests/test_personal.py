@@ -20,7 +20,7 @@ def small_vault(vault):
 
 
 def test_a_cancelled_tune_resumes_to_exactly_the_uninterrupted_adapter(assistant, small_vault, tmp_path):
-    from skiff.router.personal import PersonalAdapter
+    from skiff.assistant.personal_adapter import PersonalAdapter
 
     assistant.index([small_vault])
     cancel = threading.Event()
@@ -42,9 +42,9 @@ def test_a_cancelled_tune_resumes_to_exactly_the_uninterrupted_adapter(assistant
 
     # The same training in one go, into another folder, gives the same adapter.
     straight = PersonalAdapter(tmp_path / "straight")
-    from skiff.local.tuning.lora import LoraTrainer
-    from skiff.local.tuning.training_copy import load_training_copy
-    from skiff.router.test_time import lora_spec
+    from skiff.local.lora.lora import LoraTrainer
+    from skiff.local.lora.training_copy import load_training_copy
+    from skiff.assistant.adapter_spec import lora_spec
 
     trainer = LoraTrainer(load_training_copy(assistant.model_path, assistant.settings.cache_dir),
                           lora_spec(assistant.settings), "llama")

@@ -7,8 +7,8 @@ import pytest
 from skiff.local.assets import bundled_gguf_path
 from skiff.local.llm import GenerationStats, LocalModel
 from skiff.local.notes_index import Hit
-import skiff.router.prompting as prompting
-from skiff.router.prompting import HISTORY_STEP_SHARE, plan_prompt
+import skiff.assistant.prompting as prompting
+from skiff.assistant.prompting import HISTORY_STEP_SHARE, plan_prompt
 
 
 # The planner's bounds below were measured in a 512-token window with this system prompt; the

@@ -1,4 +1,4 @@
-"""Retrieval for answers (router/retrieval.py): reciprocal rank fusion, the candidate pool, the
+"""Retrieval for answers (assistant/retrieval.py): reciprocal rank fusion, the candidate pool, the
 selection, and, on the real index, a note only BM25 can find reaching the model's context."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 from skiff.local.lexical import LexicalHit
 from skiff.local.notes_index import Hit
 from skiff.router.coverage import posterior_variance
-from skiff.router.retrieval import RetrievalConfig, candidates, few_per_note, fuse, retrieve, select
+from skiff.assistant.retrieval import RetrievalConfig, candidates, few_per_note, fuse, retrieve, select
 
 
 def unit(seed: int, dim: int = 8) -> np.ndarray:

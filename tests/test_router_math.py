@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from skiff.router.coverage import posterior_variance, sift_select
-from skiff.router.fitting import best_evidence
-from skiff.router.metrics import oracle_curve, random_curve, router_curve
+from skiff.router.research.fitting import best_evidence
+from skiff.router.research.metrics import oracle_curve, random_curve, router_curve
 from skiff.router.surrogate import BayesianLinearRegression
 from skiff.router.uncertainty import thresholds_from_scores
 

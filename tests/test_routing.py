@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import SHARED, run_skiff
-from skiff.router import Assistant, load_settings
+from skiff.assistant import Assistant
+from skiff.config import load_settings
 from skiff.router.records import new_answer_id
 from skiff.router.state import Thresholds
 
@@ -247,7 +248,7 @@ def test_router_eval_cascade_row_only_where_drafts_exist(skiff_home, small_routi
 
 
 def test_draft_features_check_the_drafts_arithmetic():
-    from skiff.router.features import DRAFT_FEATURES, draft_features
+    from skiff.router.research.draft_features import DRAFT_FEATURES, draft_features
 
     right = dict(zip(DRAFT_FEATURES, draft_features("She has 16 - 3 = 13 eggs, 13 * 2 = 26. The answer is 26.")))
     wrong = dict(zip(DRAFT_FEATURES, draft_features("She has 16 - 3 = 12 eggs, 12 * 2 = 24. Let me check.")))
@@ -281,8 +282,8 @@ def test_router_eval_rejects_bad_tables_with_a_clear_error(skiff_home, tmp_path)
 
 def test_the_shipped_prior_matches_its_recipe():
     """router/priors/README.md says how the prior was made; its data digests prove it."""
-    from skiff.router.prior import prompts_digest
-    from skiff.router.routing_data import load_routing_data
+    from skiff.router.research.prior import prompts_digest
+    from skiff.router.research.routing_data import load_routing_data
     from skiff.router.state import RouterState, shipped_prior_path
 
     if not ROUTING.is_dir():

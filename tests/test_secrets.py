@@ -232,8 +232,8 @@ def test_the_search_finds_a_key_that_skiff_itself_was_given_to_store(skiff_home,
 
 def test_a_key_echoed_back_is_hidden_even_cut_short_or_split_over_the_answer(echo, tmp_path):
     from skiff.cloud import CloudClient, CloudError
-    from skiff.router.answering import generate_in_cloud
-    from skiff.router.settings import load_settings
+    from skiff.assistant.answering import generate_in_cloud
+    from skiff.config.settings import load_settings
 
     key = canary("echoed")
     question = [{"role": "user", "content": "What is six times seven?"}]

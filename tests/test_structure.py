@@ -1,4 +1,4 @@
-"""The layout of GUIDE §2: app -> router -> {local, cloud}, Textual only in app/, one `skiff` namespace."""
+"""The layout: app -> assistant -> router -> {local, cloud, config}, Textual only in app/, one `skiff` namespace."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 
-LAYERS = ("app", "router", "local", "cloud")
+LAYERS = ("app", "assistant", "router", "local", "cloud", "config")
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +60,14 @@ def _lint(tree: Path) -> subprocess.CompletedProcess:
 def test_import_contracts_hold(installed_tree):
     result = _lint(installed_tree)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Contracts: 3 kept, 0 broken" in result.stdout
+    assert "Contracts: 4 kept, 0 broken" in result.stdout
 
 
-@pytest.mark.parametrize("folder, line", [("local", "import skiff.router.assistant"),  # upward
-                                          ("app", "import httpx"),  # the app around the router
+@pytest.mark.parametrize("folder, line", [("local", "import skiff.assistant.pipeline"),  # upward
+                                          ("router", "import skiff.assistant.pipeline"),  # upward
+                                          ("config", "import skiff.local.models"),  # config imports no skiff
+                                          ("assistant", "import skiff.router.research.evaluation"),  # research
+                                          ("app", "import httpx"),  # the app around the assistant
                                           ("app", "from llama_cpp import Llama")])
 def test_import_contracts_catch_a_forbidden_import(installed_tree, folder, line):
     probe = installed_tree / "site" / "skiff" / folder / "_forbidden_probe.py"
@@ -86,14 +89,16 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("folder", ["router", "local", "cloud"])
+@pytest.mark.parametrize("folder", ["assistant", "router", "local", "cloud", "config"])
 def test_textual_stays_in_the_app(folder):
     for path in (REPO / folder).rglob("*.py"):
         assert not any(n == "textual" or n.startswith("textual.") for n in _imports(path)), path
 
 
-def test_local_and_cloud_never_import_upward_or_each_other():
-    rules = {"local": ("skiff.app", "skiff.router", "skiff.cloud"), "cloud": ("skiff.app", "skiff.router", "skiff.local")}
+def test_local_cloud_and_config_never_import_upward_or_each_other():
+    above = ("skiff.app", "skiff.assistant", "skiff.router")
+    rules = {"local": (*above, "skiff.cloud", "skiff.config"), "cloud": (*above, "skiff.local", "skiff.config"),
+             "config": (*above, "skiff.local", "skiff.cloud")}
     for folder, forbidden in rules.items():
         for path in (REPO / folder).rglob("*.py"):
             bad = [n for n in _imports(path) if n.startswith(forbidden)]
@@ -106,16 +111,17 @@ def test_no_bare_top_level_modules_are_installed(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe, *LAYERS], cwd=tmp_path, capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
     result = subprocess.run(
-        [sys.executable, "-c", "import skiff.app, skiff.router, skiff.local, skiff.cloud; from skiff.router import Assistant"],
+        [sys.executable, "-c", "import skiff.app, skiff.assistant, skiff.router, skiff.local, skiff.cloud, skiff.config; "
+         "from skiff.assistant import Assistant"],
         cwd=tmp_path, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
 
 
 def test_library_import_stays_light(tmp_path):
-    """`from skiff.router import Assistant` must not drag in torch, chromadb, llama_cpp or textual."""
+    """`from skiff.assistant import Assistant` must not drag in torch, chromadb, llama_cpp or textual."""
     probe = (
-        "import sys; from skiff.router import Assistant; "
+        "import sys; from skiff.assistant import Assistant; "
         "print(sorted(m for m in ('torch', 'chromadb', 'llama_cpp', 'textual', 'sentence_transformers') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)

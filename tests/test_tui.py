@@ -255,7 +255,7 @@ async def test_model_lists_the_models_and_switches_the_one_that_answers(skiff_ho
     unknown name on screen, and /model PATH switches: the next question is answered by it."""
     from conftest import fast_model_path
 
-    from skiff.router.model_choice import DEFAULT_MODEL
+    from skiff.assistant.model_choice import DEFAULT_MODEL
 
     monkeypatch.delenv("SKIFF_MODEL_PATH")
     app = SkiffApp(max_tokens=8)

@@ -98,10 +98,10 @@ class SkiffApp(App):
     @work(thread=True, name="warm-up", exit_on_error=False)
     def warm_up(self) -> None:
         from skiff.app.history import ChatHistory
-        from skiff.router.settings import load_settings
+        from skiff.config.settings import load_settings
 
         settings = load_settings(**self.settings_overrides)
-        from skiff.router import on_recovery
+        from skiff.assistant import on_recovery
 
         # From here on: what came before in this process was not this app's (tests run several).
         self._stop_recoveries = on_recovery(self._recovered, replay=False)
@@ -112,7 +112,7 @@ class SkiffApp(App):
         if theme:
             self.call_from_thread(self._apply_theme, theme)
 
-        from skiff.router import Assistant  # the heavy import (numpy, chromadb's client, llama_cpp)
+        from skiff.assistant import Assistant  # the heavy import (numpy, chromadb's client, llama_cpp)
 
         self.assistant = Assistant(settings)
         self.notes_bar.attach(self.assistant)

@@ -318,7 +318,8 @@ def test_any_event_stream_raises_nothing_but_cloud_errors(faults, events, cuts):
 
 
 def cloud_assistant(skiff_home, base_url: str, **settings):
-    from skiff.router import Assistant, load_settings
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
     return Assistant(load_settings(cloud_base_url=base_url, cloud_model="fault-model", max_tokens=24,
                                    cloud_max_tokens=24, **settings))

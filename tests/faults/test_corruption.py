@@ -181,7 +181,7 @@ def test_damaged_answer_records_start_afresh_and_the_router_keeps_learning(healt
 
 def test_damaged_chat_history_starts_afresh_with_a_backup(tmp_path):
     from skiff.app.history import ChatHistory
-    from skiff.router import recoveries
+    from skiff.assistant import recoveries
 
     path = tmp_path / "chats.sqlite3"
     history = ChatHistory(path)

@@ -101,7 +101,8 @@ def test_kill_9_during_indexing(tmp_path, shared_cache):
 _ANSWER_WORKER = r"""
 import json, sys
 from skiff.app.history import ChatHistory
-from skiff.router import Assistant, load_settings
+from skiff.assistant import Assistant
+from skiff.config import load_settings
 
 settings = load_settings()
 assistant = Assistant(settings)
@@ -169,7 +170,7 @@ def test_kill_9_during_an_answer_keeps_everything_shown(tmp_path, shared_cache):
 
 _FEEDBACK_WORKER = r"""
 import sys
-from skiff.router import load_settings
+from skiff.config import load_settings
 from skiff.router.feedback import give_feedback
 from skiff.router.records import AnswerStore
 from skiff.router.state import RouterState
@@ -252,7 +253,7 @@ def test_kill_9_during_router_updates_keeps_the_last_committed_posterior(tmp_pat
 
 
 def adapter_tensors(home: Path) -> dict:
-    from skiff.router.personal import PersonalAdapter
+    from skiff.assistant.personal_adapter import PersonalAdapter
 
     finished = PersonalAdapter(home / "data" / "personal-adapter").lora_tensors()
     assert finished is not None, "the adapter did not finish"

@@ -14,7 +14,7 @@ from typing import Callable
 
 from skiff.local import models
 from skiff.local.models import CATALOG, ModelInstallError  # noqa: F401 - the app catches it from here
-from skiff.router.settings import Settings
+from skiff.config.settings import Settings
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
 

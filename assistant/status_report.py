@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from skiff.local.llm import read_model_info
 from skiff.local.recovery import disk_full
-from skiff.router.model_choice import current_model
-from skiff.router.settings import config_file_path
+from skiff.assistant.model_choice import current_model
+from skiff.config.settings import config_file_path
 
 
 def describe(assistant) -> dict:

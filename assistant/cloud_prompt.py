@@ -1,42 +1,17 @@
-"""Sending a question to the cloud: whether we may, what leaves the machine, and what it cost.
-
-What is sent is the question, the trimmed chat history and the selected note chunks, minus every
-chunk of a private note: `private: true` front matter, or a path under a folder or matching a
-glob in `private_paths`. Privacy is decided when the question is asked, not when the notes were
-indexed, so adding a folder to `private_paths` takes effect at once. An earlier answer in the chat
-that drew on a private note (its recorded sources say so) is replaced by a placeholder: it may
-quote the note.
-"""
+"""Sending a question to the cloud: whether we may, what leaves the machine (the question, the
+trimmed chat history and the selected note chunks, minus what privacy.py keeps here), and what
+it cost."""
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from skiff.cloud import CloudClient, CloudTimeouts, estimate_tokens
 from skiff.local.notes_index import Hit
-from skiff.router.prompting import PromptPlan, plan_prompt
-from skiff.router.settings import KeyFileError, Settings
-
-WITHHELD_TURN = "(an earlier answer that drew on private notes; withheld)"
-
-
-def is_private(hit: Hit, private_paths: Sequence[str]) -> bool:
-    return hit.private or is_private_path(hit.path, private_paths)
-
-
-def is_private_path(where: str, private_paths: Sequence[str]) -> bool:
-    path = Path(where)
-    for entry in private_paths:
-        pattern = str(Path(entry).expanduser())
-        if fnmatch.fnmatch(str(path), pattern) or fnmatch.fnmatch(path.name, entry):
-            return True
-        folder = Path(pattern)
-        if not any(ch in pattern for ch in "*?[") and (path == folder or folder in path.parents):
-            return True
-    return False
+from skiff.assistant.prompting import PromptPlan, plan_prompt
+from skiff.assistant.privacy import WITHHELD_TURN, drew_on_private_notes, is_private
+from skiff.config.settings import KeyFileError, Settings
 
 
 @dataclass(frozen=True)
@@ -95,13 +70,6 @@ class CloudPrompt:
         return {"endpoint": base_url, "model": model, "messages": self.plan.messages,
                 "notes": [hit.path for hit in self.plan.notes], "private_notes_withheld": self.withheld,
                 "history_turns_withheld": self.turns_withheld}
-
-
-def drew_on_private_notes(turn: dict, private_paths: Sequence[str]) -> bool:
-    """A chat turn whose answer was written from a private note (`sources` as Answer.as_dict has them)."""
-    return any(isinstance(source, dict) and (source.get("private") or is_private_path(str(source.get("path", "")),
-                                                                                    private_paths))
-               for source in turn.get("sources") or ())
 
 
 def plan_cloud_prompt(settings: Settings, question: str, hits: Sequence[Hit], history: Sequence[dict]) -> CloudPrompt:

@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 
 from skiff.router.features import FeatureMap
-from skiff.router.fitting import fit_blr
-from skiff.router.routing_data import RoutingData
+from skiff.router.research.fitting import fit_blr
+from skiff.router.research.routing_data import RoutingData
 from skiff.router.surrogate import BayesianLinearRegression
 
 ATTRIBUTION = (

@@ -19,12 +19,13 @@ from typing import Callable
 
 import numpy as np
 
-from skiff.router.embed_cache import EmbeddingCache
-from skiff.router.features import TEXT_CLIP, FeatureMap, draft_features
-from skiff.router.fitting import fit_blr
-from skiff.router.metrics import oracle_curve, random_curve, router_curve
-from skiff.router.prior import DEFAULT_EFFECTIVE_QUESTIONS, temper
-from skiff.router.routing_data import DEFAULT_STRONG, DEFAULT_WEAK, RoutingData, load_routing_data
+from skiff.router.research.embed_cache import EmbeddingCache
+from skiff.router.features import TEXT_CLIP, FeatureMap
+from skiff.router.research.draft_features import draft_features
+from skiff.router.research.fitting import fit_blr
+from skiff.router.research.metrics import oracle_curve, random_curve, router_curve
+from skiff.router.research.prior import DEFAULT_EFFECTIVE_QUESTIONS, temper
+from skiff.router.research.routing_data import DEFAULT_STRONG, DEFAULT_WEAK, RoutingData, load_routing_data
 from skiff.router.surrogate import BayesianLinearRegression
 
 # Turns a dataset into its feature matrix; `fitted_on` is the training data, whose statistics
@@ -112,7 +113,7 @@ def transfer(spec: RouterSpec, train: RoutingData, test: RoutingData) -> np.ndar
 def online(spec: RouterSpec, prior_data: RoutingData, test: RoutingData, seed: int = 0,
            effective_questions: int = DEFAULT_EFFECTIVE_QUESTIONS) -> np.ndarray:
     """Scores given before each label is seen, in a seeded arrival order, starting from a prior
-    made as the shipped one is (fitted, then tempered; router/prior.py)."""
+    made as the shipped one is (fitted, then tempered; router/research/prior.py)."""
     model = temper(fit_blr(spec.features(prior_data, prior_data), prior_data.gain), len(prior_data),
                    effective_questions)
     features = spec.features(test, prior_data)
@@ -161,7 +162,7 @@ def evaluate(protocol: str, specs: list[RouterSpec], datasets: list[RoutingData]
     return blocks
 
 
-# RouteLLM's best published CPT(50%) (arXiv 2406.18665, Tables) and GUIDE §6's MiniLM + BLR anchor.
+# RouteLLM's best published CPT(50%) (arXiv 2406.18665, Tables) and the MiniLM-embedding + Bayesian linear regression anchor (skiff's baseline router).
 PUBLISHED = {
     "gsm8k": {"routellm_best_cpt50": 0.336},
     "mmlu": {"routellm_best_cpt50": 0.354},
@@ -173,7 +174,7 @@ def router_specs(embed: Callable[[list[str]], np.ndarray], beta: float, ablation
     skiff = RouterSpec("skiff", surrogate_features(embed), beta=beta)
     specs = [skiff]
     if ablation:
-        specs = [RouterSpec("MiniLM + BLR (GUIDE §6 baseline)", embedding_features(embed)),
+        specs = [RouterSpec("MiniLM + BLR (baseline)", embedding_features(embed)),
                  RouterSpec("+ text features", surrogate_features(embed)), skiff]
     if cascade:
         specs.append(RouterSpec("skiff + local draft (cascade)", cascade_features(embed), beta=beta))

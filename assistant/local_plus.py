@@ -8,21 +8,22 @@ from typing import Callable, Protocol, Sequence
 
 from skiff.local.llm import LocalModel
 from skiff.local.sampling import ParallelSampler, SamplingStats
-from skiff.router.allocation import allocate
-from skiff.router.answering import Generated, generate_locally
-from skiff.router.policy import Decision, Question
-from skiff.router.prompting import plan_prompt
-from skiff.router.settings import Settings
-from skiff.router.test_time import TestTimeTuner, TuningProgress, select_training_chunks
-from skiff.router.voting import Vote, lettered_options, majority_vote
+from skiff.assistant.allocation import allocate
+from skiff.assistant.answering import Generated, generate_locally
+from skiff.router.policy import Decision, QuestionWithNotes
+from skiff.assistant.prompting import plan_prompt
+from skiff.config.settings import Settings
+from skiff.assistant.adapter_spec import TuningProgress
+from skiff.assistant.question_adapter import QuestionTuner, select_training_chunks
+from skiff.assistant.voting import Vote, lettered_options, majority_vote
 
 
-def sample_and_vote(model: LocalModel, sampler: ParallelSampler, settings: Settings, question: Question,
+def sample_and_vote(model: LocalModel, sampler: ParallelSampler, settings: Settings, consulted: QuestionWithNotes,
                     history: Sequence[dict], samples: int, cancel: threading.Event | None,
                     progress: TuningProgress | None) -> tuple[Generated, Vote]:
     """`samples` answers decoded together, then a majority vote. Nothing is shown yet: the caller
     decides whether the vote is confident enough to keep (see Assistant)."""
-    plan = plan_prompt(model, question.text, question.hits, history, max_answer_tokens=settings.max_tokens)
+    plan = plan_prompt(model, consulted.text, consulted.hits, history, max_answer_tokens=settings.max_tokens)
     generated = Generated(notes=list(plan.notes))
     if plan.truncated:
         generated.notices.append(f"trimmed to fit the {model.n_ctx}-token context: {', '.join(plan.truncated)}")
@@ -33,7 +34,7 @@ def sample_and_vote(model: LocalModel, sampler: ParallelSampler, settings: Setti
                             stats=stats)
     if stats.capped_to is not None:
         generated.notices.append(f"the context held only {stats.capped_to} tokens per sample")
-    vote = majority_vote([draft.text for draft in drafts], lettered_options(question.text))
+    vote = majority_vote([draft.text for draft in drafts], lettered_options(consulted.text))
     chosen = drafts[vote.chosen]
     generated.text = chosen.text
     generated.stop_reason = chosen.stop_reason
@@ -42,24 +43,24 @@ def sample_and_vote(model: LocalModel, sampler: ParallelSampler, settings: Setti
     return generated, vote
 
 
-def answer_with_adapter(model: LocalModel, tuner: TestTimeTuner, settings: Settings, question: Question,
+def answer_with_adapter(model: LocalModel, tuner: QuestionTuner, settings: Settings, consulted: QuestionWithNotes,
                         history: Sequence[dict], on_token: Callable[[str], None] | None,
                         cancel: threading.Event | None, progress: TuningProgress | None) -> tuple[Generated, dict]:
     """Train a fresh LoRA on the chunks SIFT selects for the question, answer with it attached,
     then detach it (the next question sees the untouched model) and delete its file."""
-    selection = select_training_chunks(question.embedding, question.candidates, settings.ttt_alpha,
+    selection = select_training_chunks(consulted.embedding, consulted.candidates, settings.ttt_alpha,
                                        settings.ttt_max_steps, settings.sift_lambda)
     tuned = tuner.adapt(selection, progress, cancel, base=model.base_adapter)
     detail = tuned.as_dict()
     if tuned.cancelled:
         return Generated(stop_reason="cancelled", notices=["cancelled while training the adapter"]), detail
     if tuned.path is None:
-        generated = generate_locally(model, settings, question.text, question.hits, history, on_token, cancel)
+        generated = generate_locally(model, settings, consulted.text, consulted.hits, history, on_token, cancel)
         generated.notices.append("no note chunks to train on: answered without an adapter")
         return generated, detail
     try:
         with model.adapter(tuned.path):
-            return generate_locally(model, settings, question.text, question.hits, history, on_token, cancel), detail
+            return generate_locally(model, settings, consulted.text, consulted.hits, history, on_token, cancel), detail
     finally:
         tuned.path.unlink(missing_ok=True)
 
@@ -69,10 +70,10 @@ class LocalParts(Protocol):
 
     model: LocalModel
     sampler: ParallelSampler
-    tuner: TestTimeTuner
+    tuner: QuestionTuner
 
 
-def spend_local_compute(parts: LocalParts, settings: Settings, consulted: Question, decision: Decision,
+def spend_local_compute(parts: LocalParts, settings: Settings, consulted: QuestionWithNotes, decision: Decision,
                         history: Sequence[dict], on_token: Callable[[str], None] | None,
                         cancel: threading.Event | None, on_progress: TuningProgress | None,
                         cloud_unavailable: bool) -> tuple[Generated, dict, str | None]:

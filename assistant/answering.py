@@ -13,11 +13,11 @@ from skiff.cloud import CloudClient, CloudError, CloudStats, CloudStreamBroken
 from skiff.cloud.errors import REDACTED, redact
 from skiff.local.llm import GenerationStats, LocalModel
 from skiff.local.notes_index import Hit
-from skiff.router.escalation import cloud_cost, plan_cloud_prompt
+from skiff.assistant.cloud_prompt import cloud_cost, plan_cloud_prompt
 from skiff.router.policy import Decision, Route
-from skiff.router.abstention import NOTES_DONT_SAY
-from skiff.router.prompting import GENERAL_KNOWLEDGE_PROMPT, PromptPlan, plan_prompt
-from skiff.router.settings import Settings
+from skiff.assistant.abstention import NOTES_DONT_SAY
+from skiff.assistant.prompting import GENERAL_KNOWLEDGE_PROMPT, PromptPlan, plan_prompt
+from skiff.config.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class Answer:
     local_offered: bool = False  # a cloud stream broke mid-answer: the local model can answer instead
     pair_id: str | None = None  # set when a local and a cloud answer to this question both exist
     allocation: dict | None = None  # local+: how much local compute it got (vote, LoRA) and what came of it
-    # "My notes don't say": the check's signals and verdict (router/abstention.py), when it ran.
+    # "My notes don't say": the check's signals and verdict (assistant/abstention.py), when it ran.
     abstention: dict | None = None
 
     @property
@@ -159,7 +159,7 @@ def generate_locally(model: LocalModel, settings: Settings, question: str, hits:
 
 def general_answer(model: LocalModel, settings: Settings, question: str, history: Sequence[dict],
                    on_token: Callable[[str], None] | None, cancel: threading.Event | None) -> Generated:
-    """The notes do not hold the answer (router/abstention.py): the answer's first line says so,
+    """The notes do not hold the answer (assistant/abstention.py): the answer's first line says so,
     then the model answers briefly from general knowledge, without the notes."""
     plan = plan_prompt(model, question, [], history, max_answer_tokens=settings.max_tokens,
                        system_prompt=GENERAL_KNOWLEDGE_PROMPT)

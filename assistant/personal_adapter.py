@@ -147,10 +147,10 @@ def tune_on_notes(notes, personal: PersonalAdapter, gguf: Path, architecture: st
     from a private note. Private notes are left out because what the adapter learns shows up in
     answers that cite no private source, and such an answer may later go to the cloud as chat
     history. `model_key` must name `settings.private_paths`, so changing them makes the adapter stale."""
-    from skiff.local.tuning.lora import LoraTrainer
-    from skiff.local.tuning.training_copy import load_training_copy
-    from skiff.router.escalation import is_private_path
-    from skiff.router.test_time import lora_spec
+    from skiff.local.lora.lora import LoraTrainer
+    from skiff.local.lora.training_copy import load_training_copy
+    from skiff.assistant.privacy import is_private_path
+    from skiff.assistant.adapter_spec import lora_spec
 
     chunks, private_left_out = [], 0
     for chunk in notes.chunk_texts():

@@ -1,4 +1,4 @@
-"""Test-time LoRA for one question (the local+ route's heaviest tool, GUIDE §3).
+"""Test-time LoRA for one question: the local+ route's heaviest tool (SIFT, arXiv 2410.08020).
 
 SIFT picks note chunks from the question's candidates one at a time; the local model's LoRA takes
 one optimizer step per pick; selection stops by the adaptive SIFT rule, once n·σ_n ≥ 1/α (σ_n is
@@ -17,10 +17,12 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from skiff.assistant.adapter_spec import TuningProgress
+from skiff.assistant.personal_adapter import PersonalAdapter
 from skiff.local.notes_index import Hit
 from skiff.router.coverage import sift_select
 
@@ -85,19 +87,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def lora_spec(settings):
-    """The LoRA the settings ask for (question adapters and the personal adapter alike)."""
-    from skiff.local.tuning.lora import LoraSpec
-
-    return LoraSpec(rank=settings.lora_rank, alpha=settings.lora_alpha, targets=tuple(settings.lora_targets),
-                    learning_rate=settings.lora_learning_rate)
-
-
-# (stage, done, total): "load" while the training copy loads, "step" after each optimizer step.
-TuningProgress = Callable[[str, int, int], None]
-
-
-class TestTimeTuner:
+class QuestionTuner:
     """Holds the torch training copy (loaded on first use, cached on disk) and trains one fresh
     adapter per question."""
 
@@ -110,9 +100,8 @@ class TestTimeTuner:
     def trainer(self, base: Path | None = None):
         """The trainer over the training copy, with the personal adapter `base` folded into its
         weights when one is in use (so a question's adapter is trained on top of it, as it runs)."""
-        from skiff.local.tuning.lora import LoraTrainer, merge_lora
-        from skiff.local.tuning.training_copy import load_training_copy
-        from skiff.router.personal import PersonalAdapter
+        from skiff.local.lora.lora import LoraTrainer, merge_lora
+        from skiff.local.lora.training_copy import load_training_copy
 
         key = (str(base), base.stat().st_mtime_ns) if base is not None and base.is_file() else None
         with self._lock:

@@ -1,6 +1,6 @@
 """The answer pipeline: retrieve -> decide -> generate -> record. The library face of skiff:
 
-    from skiff.router import Assistant
+    from skiff.assistant import Assistant
     assistant = Assistant()
     assistant.index(["~/notes"])
     answer = assistant.ask("How do I link notes?", on_token=print)
@@ -22,24 +22,25 @@ from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
 from skiff.local.recovery import DiskFullError, disk_full
 from skiff.local.sampling import ParallelSampler
-from skiff.router.abstention import NotesCheck, check_applies
-from skiff.router.prompting import PromptPlan, plan_prompt
-from skiff.router.answering import (Answer, Generated, Source, general_answer, generate_in_cloud, generate_locally,
+from skiff.assistant.abstention import NotesCheck, check_applies
+from skiff.assistant.prompting import PromptPlan, plan_prompt
+from skiff.assistant.answering import (Answer, Generated, Source, general_answer, generate_in_cloud, generate_locally,
                                     unknown_citations_notice)
-from skiff.router.local_plus import spend_local_compute
-from skiff.router.model_choice import ModelInstallError, catalog, current_model
-from skiff.router.model_choice import use as use_model
-from skiff.router.escalation import cloud_access
+from skiff.assistant.local_plus import spend_local_compute
+from skiff.assistant.model_choice import ModelInstallError, catalog, current_model
+from skiff.assistant.model_choice import use as use_model
+from skiff.assistant.cloud_prompt import cloud_access
 from skiff.router.feedback import FeedbackResult, give_feedback, sync
-from skiff.router.policy import Decision, Question, Route, RoutePolicy
+from skiff.router.policy import Decision, QuestionWithNotes, Route, RoutePolicy
 from skiff.router.records import AnswerStore, new_answer_id
-from skiff.router.retrieval import RetrievalConfig, retrieve
-from skiff.router.settings import Settings
+from skiff.assistant.retrieval import RetrievalConfig, retrieve
+from skiff.config.settings import Settings
 from skiff.router.state import RouterState, Thresholds
-from skiff.router.status import describe
-from skiff.router.personal import PersonalAdapter, PersonalStatus, tune_on_notes
-from skiff.router.test_time import TestTimeTuner, TuningProgress, lora_spec
-from skiff.router.tuning import calibrate, keep_calibrated, router_stats, share_for_budget
+from skiff.assistant.status_report import describe
+from skiff.assistant.personal_adapter import PersonalAdapter, PersonalStatus, tune_on_notes
+from skiff.assistant.adapter_spec import TuningProgress, lora_spec
+from skiff.assistant.question_adapter import QuestionTuner
+from skiff.router.calibration import calibrate, keep_calibrated, router_stats, share_for_budget
 from skiff.router.uncertainty import UncertaintyRouter
 
 
@@ -63,7 +64,7 @@ class Assistant:
         self._model: LocalModel | None = None
         self._records: AnswerStore | None = None
         self._sampler: ParallelSampler | None = None
-        self._tuner: TestTimeTuner | None = None
+        self._tuner: QuestionTuner | None = None
         self._load_lock = threading.Lock()
         self._index_lock = threading.Lock()
 
@@ -118,11 +119,11 @@ class Assistant:
             return self._sampler
 
     @property
-    def tuner(self) -> TestTimeTuner:
+    def tuner(self) -> QuestionTuner:
         model = self.model
         with self._load_lock:
             if self._tuner is None:
-                self._tuner = TestTimeTuner(self.model_path, model.info.architecture, self.settings.cache_dir,
+                self._tuner = QuestionTuner(self.model_path, model.info.architecture, self.settings.cache_dir,
                                             lora_spec(self.settings), threads=self.settings.n_threads)
             return self._tuner
 
@@ -213,7 +214,7 @@ class Assistant:
         return []
 
     def _personal_key(self) -> str:
-        from skiff.local.tuning.training_copy import cache_key
+        from skiff.local.lora.training_copy import cache_key
 
         spec = lora_spec(self.settings)
         # private_paths decide which notes it may learn from: changing them makes it stale
@@ -254,17 +255,17 @@ class Assistant:
         return RetrievalConfig(k=s.top_k if k is None else k, dense=s.sift_candidates, lexical=s.lexical_candidates,
                                pool=s.sift_candidates, selection=s.selection, sift_lambda=s.sift_lambda)
 
-    def consult_notes(self, question: str, k: int | None = None, use_notes: bool = True) -> Question:
+    def consult_notes(self, question: str, k: int | None = None, use_notes: bool = True) -> QuestionWithNotes:
         """Embed the question, gather candidates by vector and by BM25, fuse them, choose k
-        (router/retrieval.py). The variance the chosen chunks leave, σ², is the router's coverage
+        (assistant/retrieval.py). The variance the chosen chunks leave, σ², is the router's coverage
         signal."""
         embedding = self.embedder.encode_query(question)
         if not use_notes:
-            return Question(question, embedding, [], None)
+            return QuestionWithNotes(question, embedding, [], None)
         found = retrieve(self.notes, question, embedding, self.retrieval_config(k))
         if not found.candidates:
-            return Question(question, embedding, [], 1.0)
-        return Question(question, embedding, found.selected, found.coverage, found.candidates)
+            return QuestionWithNotes(question, embedding, [], 1.0)
+        return QuestionWithNotes(question, embedding, found.selected, found.coverage, found.candidates)
 
     def decide(self, question: str, use_notes: bool = True) -> Decision:
         """Where `question` would go and why, without answering it (nothing is recorded)."""
@@ -333,7 +334,7 @@ class Assistant:
         timings = {"retrieve_s": round(retrieved_at - started, 4), "decide_s": round(time.perf_counter() - retrieved_at, 4)}
         return question, consulted, decision, timings
 
-    def _answer(self, consulted: Question, decision: Decision, history: Sequence[dict],
+    def _answer(self, consulted: QuestionWithNotes, decision: Decision, history: Sequence[dict],
                 on_token: Callable[[str], None] | None, cancel: threading.Event | None, started: float,
                 timings: dict, on_progress: TuningProgress | None = None) -> Answer:
         question, hits = consulted.text, consulted.hits
@@ -413,11 +414,11 @@ class Assistant:
                       model_name, notices, answered_by, cost, done.local_offered, allocation=allocation,
                       abstention=abstention)
 
-    def _unless_the_notes_say(self, consulted: Question, history: Sequence[dict],
+    def _unless_the_notes_say(self, consulted: QuestionWithNotes, history: Sequence[dict],
                               on_token: Callable[[str], None] | None,
                               cancel: threading.Event | None) -> tuple[Generated | None, dict | None, PromptPlan | None]:
         """Before any local answer: when the notes check applies and finds that the notes do not
-        hold the answer, the answer that says so (router/abstention.py); else None. Its record
+        hold the answer, the answer that says so (assistant/abstention.py); else None. Its record
         either way, and the answer's prompt it planned: a plain local answer after it uses that
         prompt, whose evaluation llama.cpp already holds."""
         if not consulted.hits or not check_applies(self.settings.abstain, self.model_path.name):
@@ -442,7 +443,7 @@ class Assistant:
     def calibrate(self, cloud_share: float | None = None, local_plus_share: float | None = None,
                   budget_usd: float | None = None) -> Thresholds:
         """Thresholds that send `cloud_share` of recent questions to the cloud, or the share a monthly
-        `budget_usd` affords at this person's question rate and cloud cost (router/tuning.py)."""
+        `budget_usd` affords at this person's question rate and cloud cost (router/calibration.py)."""
         if budget_usd is not None:
             cloud_share, _ = share_for_budget(self.records, budget_usd)
             if local_plus_share is not None:
@@ -490,5 +491,5 @@ class Assistant:
     # -- status --------------------------------------------------------------------------------
 
     def status(self) -> dict:
-        """Where things live, the model, the index, the personal adapter, the cloud (router/status.py)."""
+        """Where things live, the model, the index, the personal adapter, the cloud (assistant/status_report.py)."""
         return describe(self)

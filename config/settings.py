@@ -185,20 +185,20 @@ class Settings(BaseSettings):
     # all-MiniLM-L6-v2 was trained on 128-token inputs; longer chunks embed worse and slower.
     chunk_tokens: int = Field(default=128, ge=32, le=256, description="chunk size bound, embedder tokens")
 
-    # Retrieval (router/retrieval.py): dense and BM25 candidates, fused by rank, then k selected.
+    # Retrieval (assistant/retrieval.py): dense and BM25 candidates, fused by rank, then k selected.
     sift_candidates: int = Field(default=50, ge=1, le=1000, description="nearest chunks by vector, and the fused pool")
     lexical_candidates: int = Field(default=50, ge=0, le=1000, description="best chunks by BM25; 0 turns it off")
     selection: str = Field(default="rank", pattern="^(sift|rank)$",
                            description="how k chunks are chosen from the pool: SIFT, or the fused rank")
     sift_lambda: float = Field(default=0.01, gt=0, description="SIFT's λ′; larger tolerates near-repeats")
 
-    # "My notes don't say" (router/abstention.py): said when the fitted probability that the notes
+    # "My notes don't say" (assistant/abstention.py): said when the fitted probability that the notes
     # do not hold the answer passes this.
     # None: on with the model the check was fitted for (the default model), off with others,
     # whose own yes/no sits on another scale.
     abstain: bool | None = Field(default=None, description="say when the notes do not hold the answer")
     abstain_threshold: float = Field(default=0.2575, ge=0, le=1,
-                                     description="probability the notes lack the answer (fitted, router/abstention.py)")
+                                     description="probability the notes lack the answer (fitted, assistant/abstention.py)")
 
     # Routing (router/uncertainty.py, router/coverage.py).
     router_prior: Path | None = Field(default=None, description="surrogate prior (.npz); empty = the shipped one")
@@ -206,7 +206,7 @@ class Settings(BaseSettings):
     cloud_share: float = Field(default=0.2, ge=0, le=1, description="share of questions meant for the cloud")
     local_plus_share: float = Field(default=0.2, ge=0, le=1, description="share meant for more local compute")
 
-    # The local+ route (router/allocation.py): a vote over samples, or a test-time LoRA.
+    # The local+ route (assistant/allocation.py): a vote over samples, or a test-time LoRA.
     vote_min_samples: int = Field(default=3, ge=1, le=16, description="samples for the easiest local+ question")
     vote_max_samples: int = Field(default=8, ge=1, le=16, description="samples for the hardest")
     vote_temperature: float = Field(default=0.7, gt=0, le=2.0)
@@ -232,7 +232,7 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(default=20.0, gt=0, le=1_000_000, description="larger files are skipped")
     index_batch_chunks: int = Field(default=256, ge=1)
 
-    # Cloud (router/escalation.py, cloud/client.py). The key is never printed or stored in history.
+    # Cloud (assistant/cloud_prompt.py, cloud/client.py). The key is never printed or stored in history.
     cloud_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, ending in /v1")
     cloud_model: str | None = Field(default=None, description="model name the endpoint serves")
     cloud_api_key: SecretStr | None = Field(default=None, description="prefer SKIFF_CLOUD_API_KEY or the key file")

@@ -1,5 +1,6 @@
-"""How much local compute a question gets (the local+ route, GUIDE §1): plain, voting over N
-samples with N scaled by difficulty, or a test-time LoRA on notes SIFT selects for it.
+"""How much local compute a question gets on the local+ route: plain, voting over N samples with
+N scaled by difficulty, or a test-time LoRA on notes SIFT selects for it. Compute follows
+difficulty, as in Snell et al. (arXiv 2408.03314).
 
 Difficulty is where the router's score sits between the local+ threshold and the cloud one (0 at
 τ_local+, 1 at τ_cloud and beyond); a question the router sent to the cloud that has to stay on
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from skiff.router.voting import has_extractable_answer
+from skiff.assistant.voting import has_extractable_answer
 
 Kind = Literal["plain", "vote", "lora"]
 
