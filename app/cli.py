@@ -13,8 +13,15 @@ import typer
 
 from skiff.app.common import assistant_session, dump, err, fail, out
 from skiff.app.terminal_text import terminal_safe
-from skiff.app.render import (LocalWorkBar, abstention_line, allocation_line, index_summary_table, settings_table, source_line,
-                              status_table)
+from skiff.app.render import (
+    LocalWorkBar,
+    abstention_line,
+    allocation_line,
+    index_summary_table,
+    settings_table,
+    source_line,
+    status_table,
+)
 from skiff.app.cloud_cli import cloud_app, show
 from skiff.app.model_cli import model_app
 from skiff.app.router_cli import feedback, router_app
@@ -62,7 +69,9 @@ def main_options(
 
 @app.command()
 def index(
-    paths: Optional[list[Path]] = typer.Argument(None, help="Folders or files; none re-indexes every folder indexed before."),
+    paths: Optional[list[Path]] = typer.Argument(
+        None, help="Folders or files; none re-indexes every folder indexed before."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a table."),
     max_file_mb: Optional[float] = typer.Option(None, help="Skip files larger than this."),
     chunk_tokens: Optional[int] = typer.Option(None, help="Chunk size bound in embedder tokens."),
@@ -79,8 +88,14 @@ def index(
         try:
             if show_bar:
                 with Progress(
-                    TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[chunks]} chunks"),
-                    TimeElapsedColumn(), TextColumn("{task.fields[current]}", style="dim", markup=False), console=err, transient=True,
+                    TextColumn("[bold]indexing"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[chunks]} chunks"),
+                    TimeElapsedColumn(),
+                    TextColumn("{task.fields[current]}", style="dim", markup=False),
+                    console=err,
+                    transient=True,
                 ) as bar:
                     task = bar.add_task("index", total=None, chunks=0, current="")
 
@@ -105,11 +120,15 @@ def index(
 @app.command()
 def ask(
     question: str = typer.Argument(..., help="The question."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: answer, route, sources, timings, tokens."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object: answer, route, sources, timings, tokens."
+    ),
     no_notes: bool = typer.Option(False, "--no-notes", help="Do not retrieve notes."),
     route: Optional[str] = typer.Option(None, help="auto (the router decides), local, local+ or cloud."),
     compare: bool = typer.Option(False, "--compare", help="Answer with both models; judging both teaches the router."),
-    offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Never contact the cloud for this question."),
+    offline: Optional[bool] = typer.Option(
+        None, "--offline/--online", help="Never contact the cloud for this question."
+    ),
     model: Optional[Path] = typer.Option(None, help="GGUF model file (default: the one `skiff model list` marks)."),
     top_k: Optional[int] = typer.Option(None, help="Note chunks to give the model."),
     max_tokens: Optional[int] = typer.Option(None, help="Most tokens to generate."),
@@ -120,9 +139,10 @@ def ask(
     """Answer a question, grounded in your notes, streaming as it writes: locally, or from the cloud
     when the router judges it hard."""
     from skiff.local.assets import MissingAssetError
+    from skiff.router.policy import ROUTES
 
-    if route not in (None, "auto", "local", "local+", "cloud"):
-        fail(f"unknown route {route!r}; use local, local+, cloud or auto")
+    if route not in (None, "auto", *ROUTES):
+        fail(f"unknown route {route!r}; use {', '.join(ROUTES)} or auto")
     if compare and route not in (None, "auto"):
         fail("--compare answers with both models; leave out --route")
     streamed = not as_json
@@ -209,7 +229,14 @@ def tune(
 ) -> None:
     """Train a personal adapter: a LoRA over all your indexed notes, used under every answer until
     the notes change. Resumable: ctrl+c (or a kill) keeps a checkpoint, and the next run goes on."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     cancel = threading.Event()
     with assistant_session() as assistant:
@@ -255,7 +282,7 @@ def config(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
     try:
         settings = load_settings()
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - pydantic's ValidationError names the bad key and value
         fail(f"invalid configuration: {error}")
     values = settings.redacted()
     if as_json:

@@ -32,7 +32,7 @@ def assistant_or_fail(**overrides):
 
     try:
         settings = load_settings(**overrides)
-    except Exception as error:  # pydantic's ValidationError names the bad key and value
+    except Exception as error:  # noqa: BLE001 - pydantic's ValidationError names the bad key and value
         fail(f"invalid configuration: {error}")
     _say_recoveries()
     return Assistant(settings)

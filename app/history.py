@@ -107,7 +107,9 @@ class ChatHistory:
                 (pattern, pattern),
             ).fetchall()
         else:
-            rows = self.db.execute("SELECT id, title, updated_at FROM conversations ORDER BY updated_at DESC").fetchall()
+            rows = self.db.execute(
+                "SELECT id, title, updated_at FROM conversations ORDER BY updated_at DESC"
+            ).fetchall()
         return [Conversation(*row) for row in rows]
 
     def rename(self, conversation_id: str, title: str) -> None:

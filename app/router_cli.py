@@ -19,16 +19,22 @@ router_app = typer.Typer(help="Evaluate, calibrate and inspect the router.", no_
 
 @router_app.command("eval")
 def evaluate(
-    data: list[Path] = typer.Option(..., "--data", help="RouteLLM-format CSV file or folder; repeat for more datasets."),
+    data: list[Path] = typer.Option(
+        ..., "--data", help="RouteLLM-format CSV file or folder; repeat for more datasets."
+    ),
     protocol: str = typer.Option("cv", help="cv, transfer or online."),
-    train: Optional[list[Path]] = typer.Option(None, "--train", help="Training data for transfer/online (default: the other --data sets)."),
+    train: Optional[list[Path]] = typer.Option(
+        None, "--train", help="Training data for transfer/online (default: the other --data sets)."
+    ),
     test: Optional[list[Path]] = typer.Option(None, "--test", help="Evaluate only these (default: every --data set)."),
     weak_col: str = typer.Option(WEAK_COLUMN, help="Column of the weak (local) model's correctness."),
     strong_col: str = typer.Option(STRONG_COLUMN, help="Column of the strong (cloud) model's correctness."),
     folds: int = typer.Option(5, help="Folds for cv."),
     seed: int = typer.Option(0, help="Seed for folds and the online order."),
     ablation: bool = typer.Option(False, help="Also evaluate the simpler routers skiff's is built from."),
-    draft_col: Optional[str] = typer.Option(None, help="The weak model's response column: adds a cascade router that also reads the local draft."),
+    draft_col: Optional[str] = typer.Option(
+        None, help="The weak model's response column: adds a cascade router that also reads the local draft."
+    ),
     plot: Optional[Path] = typer.Option(None, help="Write the accuracy-vs-strong-share curves to this PNG."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -63,9 +69,14 @@ def evaluate(
 @router_app.command()
 def calibrate(
     cloud_share: Optional[float] = typer.Option(None, help="Share of questions to send to the cloud, 0..1."),
-    budget: Optional[float] = typer.Option(None, help="Monthly cloud budget in USD: the share it affords, from your "
-                                                      "question rate and the recorded cost of your cloud answers."),
-    local_plus_share: Optional[float] = typer.Option(None, help="Share to give more local compute (default from config)."),
+    budget: Optional[float] = typer.Option(
+        None,
+        help="Monthly cloud budget in USD: the share it affords, from your "
+        "question rate and the recorded cost of your cloud answers.",
+    ),
+    local_plus_share: Optional[float] = typer.Option(
+        None, help="Share to give more local compute (default from config)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Set the escalation threshold so that a target share of recent questions goes to the cloud,
@@ -136,7 +147,9 @@ def fit_prior(
     out_path: Path = typer.Option(..., "--out", help="Where to write the prior (.npz); point router_prior at it."),
     weak_col: str = typer.Option(WEAK_COLUMN, help="Weak (local) model's column."),
     strong_col: str = typer.Option(STRONG_COLUMN, help="Strong (cloud) model's column."),
-    effective_questions: Optional[int] = typer.Option(None, help="Temper the prior to weigh as much as this many questions (default: as the shipped prior, 1000)."),
+    effective_questions: Optional[int] = typer.Option(
+        None, help="Temper the prior to weigh as much as this many questions (default: as the shipped prior, 1000)."
+    ),
 ) -> None:
     """Fit the router's prior on per-query correctness data (how the shipped prior was made)."""
     from skiff.router.research.embed_cache import EmbeddingCache

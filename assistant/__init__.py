@@ -14,9 +14,9 @@ load on first use, so importing this package stays cheap.
 from importlib import import_module
 
 _HOMES = {
-    "Answer": "skiff.assistant.answering",
+    "Answer": "skiff.assistant.answer",
     "Assistant": "skiff.assistant.pipeline",
-    "Source": "skiff.assistant.answering",
+    "Source": "skiff.assistant.answer",
     "DiskFullError": "skiff.local.recovery",
     "Recovery": "skiff.local.recovery",
     "on_recovery": "skiff.local.recovery",

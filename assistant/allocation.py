@@ -29,24 +29,20 @@ class Allocation:
                 "reason": self.reason}
 
 
-def difficulty(signals: dict, cloud_unavailable: bool = False) -> float:
-    if cloud_unavailable:
-        return 1.0
-    score, low, high = (signals.get(k) for k in ("score", "threshold_local_plus", "threshold_cloud"))
-    if score is None or low is None or high is None:
-        return 0.5
-    if high <= low:
-        return 1.0 if score > low else 0.0
-    return min(1.0, max(0.0, (score - low) / (high - low)))
+# A policy that does not grade difficulty (Decision.difficulty is None) gets the middle of the range.
+UNGRADED = 0.5
 
 
-def allocate(question: str, signals: dict, has_notes: bool, min_samples: int, max_samples: int,
+def allocate(question: str, difficulty: float | None, has_notes: bool, min_samples: int, max_samples: int,
              cloud_unavailable: bool = False) -> Allocation:
-    level = difficulty(signals, cloud_unavailable)
+    level = 1.0 if cloud_unavailable else UNGRADED if difficulty is None else difficulty
     if has_extractable_answer(question):
         samples = min_samples + round(level * (max_samples - min_samples))
+        graded = ("hardest: the cloud cannot take it" if cloud_unavailable
+                  else "the routing policy grades no difficulty; the middle assumed" if difficulty is None
+                  else "between τ_local+ and τ_cloud")
         return Allocation("vote", samples, level, f"an answer that can be voted on: {samples} samples "
-                                                  f"(difficulty {level:.2f} between τ_local+ and τ_cloud)")
+                                                  f"(difficulty {level:.2f}, {graded})")
     if has_notes:
         return Allocation("lora", 1, level, "notes cover it: a LoRA trained on the chunks SIFT selects")
     return Allocation("plain", 1, level, "no notes to train on and no answer to vote on")

@@ -14,29 +14,26 @@ from skiff.assistant.privacy import WITHHELD_TURN, drew_on_private_notes, is_pri
 from skiff.config.settings import KeyFileError, Settings
 
 
-@dataclass(frozen=True)
-class CloudAccess:
-    """A client to use, or the reason there is none (said to the person as a notice)."""
-
-    client: CloudClient | None
-    why_not: str = ""
-    offline: bool = False
-
-
-def cloud_access(settings: Settings) -> CloudAccess:
+def why_no_cloud(settings: Settings) -> str | None:
+    """Why the cloud cannot be asked now (said to the person as a notice), or None when it can."""
     if settings.offline:
-        return CloudAccess(None, "offline mode: this question would have gone to the cloud; answered locally",
-                           offline=True)
+        return "offline mode: this question would have gone to the cloud; answered locally"
     if not settings.cloud_configured:
-        return CloudAccess(None, "no cloud endpoint is configured (cloud_base_url, cloud_model); answered locally")
+        return "no cloud endpoint is configured (cloud_base_url, cloud_model); answered locally"
     try:
-        key = settings.cloud_key()
+        settings.cloud_key()
     except KeyFileError as error:
-        return CloudAccess(None, f"{error}; answered locally")
+        return f"{error}; answered locally"
+    return None
+
+
+def open_cloud_client(settings: Settings) -> CloudClient:
+    """A client for the configured endpoint (why_no_cloud says whether there is one); its user
+    closes it."""
     timeouts = CloudTimeouts(settings.cloud_connect_timeout_s, settings.cloud_first_token_timeout_s,
                              settings.cloud_total_timeout_s)
-    return CloudAccess(CloudClient(settings.cloud_base_url or "", settings.cloud_model or "", key, timeouts,
-                                   retries=settings.cloud_retries))
+    return CloudClient(settings.cloud_base_url or "", settings.cloud_model or "", settings.cloud_key(), timeouts,
+                       retries=settings.cloud_retries)
 
 
 class EstimatedTokens:

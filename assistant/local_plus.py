@@ -25,8 +25,8 @@ def sample_and_vote(model: LocalModel, sampler: ParallelSampler, settings: Setti
     decides whether the vote is confident enough to keep (see Assistant)."""
     plan = plan_prompt(model, consulted.text, consulted.hits, history, max_answer_tokens=settings.max_tokens)
     generated = Generated(notes=list(plan.notes))
-    if plan.truncated:
-        generated.notices.append(f"trimmed to fit the {model.n_ctx}-token context: {', '.join(plan.truncated)}")
+    if (trimmed := plan.trimmed_notice(model.n_ctx)) is not None:
+        generated.notices.append(trimmed)
     stats = SamplingStats()
     drafts = sampler.sample(plan.prompt_tokens, samples, settings.max_tokens, temperature=settings.vote_temperature,
                             seed=settings.seed, should_stop=cancel.is_set if cancel is not None else None,
@@ -80,7 +80,7 @@ def spend_local_compute(parts: LocalParts, settings: Settings, consulted: Questi
     """Allocate by difficulty and run it. Returns the answer, the allocation as recorded, and a
     reason to escalate to the cloud instead (a vote whose samples disagree), or None. A vote's
     answer is not shown yet (the caller shows it or escalates); a LoRA answer streams as usual."""
-    allocation = allocate(consulted.text, decision.signals, bool(consulted.candidates), settings.vote_min_samples,
+    allocation = allocate(consulted.text, decision.difficulty, bool(consulted.candidates), settings.vote_min_samples,
                           settings.vote_max_samples, cloud_unavailable)
     record = allocation.as_dict()
     if allocation.kind == "vote":
@@ -90,7 +90,9 @@ def spend_local_compute(parts: LocalParts, settings: Settings, consulted: Questi
         record["vote"] = vote.as_dict()
         escalate = None
         if vote.agreement < settings.vote_escalate_below and not cloud_unavailable and not decision.overridden:
-            escalate = f"the {vote.samples} local samples agreed only {vote.count}/{vote.samples}: asked the cloud instead"
+            escalate = (
+                f"the {vote.samples} local samples agreed only {vote.count}/{vote.samples}: asked the cloud instead"
+            )
         return generated, record, escalate
     if allocation.kind == "lora":
         generated, record["training"] = answer_with_adapter(parts.model, parts.tuner, settings, consulted, history,

@@ -16,42 +16,46 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 
+from skiff.assistant.adapter_spec import TuningProgress, lora_spec
+from skiff.assistant.answer import Answer, Source, unknown_citations_notice
+from skiff.assistant.answering import Generated
+from skiff.assistant.attempts import Attempted, Turn, chain_for, run_attempts
+from skiff.assistant.cloud_prompt import open_cloud_client, why_no_cloud
+from skiff.assistant.model_choice import ModelInstallError, catalog, current_model
+from skiff.assistant.model_choice import use as use_model
+from skiff.assistant.personal_adapter import PersonalAdapter, PersonalStatus, tune_on_notes
+from skiff.assistant.question_adapter import QuestionTuner
+from skiff.assistant.retrieval import RetrievalConfig, retrieve
+from skiff.assistant.status_report import describe
+from skiff.cloud import CloudClient
+from skiff.config.settings import Settings
 from skiff.local.embedder import Embedder
 from skiff.local.llm import LocalModel, read_model_info
 from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
 from skiff.local.recovery import DiskFullError, disk_full
 from skiff.local.sampling import ParallelSampler
-from skiff.assistant.abstention import NotesCheck, check_applies
-from skiff.assistant.prompting import PromptPlan, plan_prompt
-from skiff.assistant.answering import (Answer, Generated, Source, general_answer, generate_in_cloud, generate_locally,
-                                    unknown_citations_notice)
-from skiff.assistant.local_plus import spend_local_compute
-from skiff.assistant.model_choice import ModelInstallError, catalog, current_model
-from skiff.assistant.model_choice import use as use_model
-from skiff.assistant.cloud_prompt import cloud_access
+from skiff.router.calibration import calibrate, keep_calibrated, router_stats, share_for_budget
 from skiff.router.feedback import FeedbackResult, give_feedback, sync
 from skiff.router.policy import Decision, QuestionWithNotes, Route, RoutePolicy
 from skiff.router.records import AnswerStore, new_answer_id
-from skiff.assistant.retrieval import RetrievalConfig, retrieve
-from skiff.config.settings import Settings
 from skiff.router.state import RouterState, Thresholds
-from skiff.assistant.status_report import describe
-from skiff.assistant.personal_adapter import PersonalAdapter, PersonalStatus, tune_on_notes
-from skiff.assistant.adapter_spec import TuningProgress, lora_spec
-from skiff.assistant.question_adapter import QuestionTuner
-from skiff.router.calibration import calibrate, keep_calibrated, router_stats, share_for_budget
 from skiff.router.uncertainty import UncertaintyRouter
-
 
 # A question asked again on the other model within this window pairs with the earlier answer.
 PAIR_WINDOW_S = 24 * 3600.0
 
 
 class Assistant:
-    """Owns the heavy parts and loads each on first use, so opening it is instant."""
+    """Owns the heavy parts and loads each on first use, so opening it is instant.
 
-    def __init__(self, settings: Settings | None = None, policy: RoutePolicy | None = None) -> None:
+    Each part may be given instead (a library user's own, or a test's scripted stand-in): the
+    local model (anything with LocalModel's methods), the embedder, the notes index, and the
+    function that opens a cloud client."""
+
+    def __init__(self, settings: Settings | None = None, policy: RoutePolicy | None = None, *,
+                 model: LocalModel | None = None, embedder: Embedder | None = None, notes: NotesIndex | None = None,
+                 open_cloud_client: Callable[[Settings], CloudClient] = open_cloud_client) -> None:
         self.settings = settings or Settings()
         self.router_state = RouterState(self.settings.router_dir, self.settings.router_prior)
         self.policy = policy or UncertaintyRouter(
@@ -59,9 +63,11 @@ class Assistant:
             local_plus_share=self.settings.local_plus_share,
         )
         self._router_prepared = False
-        self._embedder: Embedder | None = None
-        self._index: NotesIndex | None = None
-        self._model: LocalModel | None = None
+        self._embedder: Embedder | None = embedder
+        self._index: NotesIndex | None = notes
+        self._model: LocalModel | None = model
+        self._model_given = model is not None
+        self.open_cloud_client = open_cloud_client
         self._records: AnswerStore | None = None
         self._sampler: ParallelSampler | None = None
         self._tuner: QuestionTuner | None = None
@@ -72,6 +78,8 @@ class Assistant:
 
     @property
     def model_path(self) -> Path:
+        if self._model_given and self._model is not None:
+            return Path(self._model.path)
         return current_model(self.settings).require()
 
     @property
@@ -92,7 +100,7 @@ class Assistant:
                     self.settings.index_dir,
                     embedder,
                     chunk_tokens=self.settings.chunk_tokens,
-                    max_file_bytes=int(self.settings.max_file_mb * 1024 * 1024),
+                    max_file_bytes=self.settings.max_file_bytes,
                     batch_chunks=self.settings.index_batch_chunks,
                 )
             return self._index
@@ -102,7 +110,10 @@ class Assistant:
         with self._load_lock:
             if self._model is None:
                 self._model = LocalModel(
-                    self.model_path, n_ctx=self.settings.n_ctx, n_threads=self.settings.n_threads, seed=self.settings.seed
+                    self.model_path,
+                    n_ctx=self.settings.n_ctx,
+                    n_threads=self.settings.n_threads,
+                    seed=self.settings.seed,
                 )
             return self._model
 
@@ -150,6 +161,7 @@ class Assistant:
                 if part is not None:
                     part.close()
             self._model = self._sampler = self._tuner = None
+            self._model_given = False
         return path
 
     def close(self) -> None:
@@ -331,104 +343,60 @@ class Assistant:
         retrieved_at = time.perf_counter()
         self._prepare_router()
         decision = self.policy.decide(consulted)
-        timings = {"retrieve_s": round(retrieved_at - started, 4), "decide_s": round(time.perf_counter() - retrieved_at, 4)}
+        timings = {
+            "retrieve_s": round(retrieved_at - started, 4),
+            "decide_s": round(time.perf_counter() - retrieved_at, 4),
+        }
         return question, consulted, decision, timings
 
     def _answer(self, consulted: QuestionWithNotes, decision: Decision, history: Sequence[dict],
                 on_token: Callable[[str], None] | None, cancel: threading.Event | None, started: float,
                 timings: dict, on_progress: TuningProgress | None = None) -> Answer:
-        question, hits = consulted.text, consulted.hits
-        notices: list[str] = []
-        access = cloud_access(self.settings) if decision.route == "cloud" else None
-        answered_by: Route = "cloud" if access is not None and access.client is not None else "local"
-        if access is not None and access.client is None:
-            notices.append(access.why_not)
+        """Run the route's chain of attempts (assistant/attempts.py) and record what it came to."""
+        why_not = why_no_cloud(self.settings) if decision.route != "local" else None
+        attempts, notices = chain_for(decision.route, why_not, self, self.settings, self.open_cloud_client)
         answer_id = new_answer_id()
-        model_name = (self.settings.cloud_model or "") if answered_by == "cloud" else self.model_path.name
-        self.records.start(answer_id, question, decision, answered_by, model_name)
-
-        generated: Generated | None = None
-        allocation: dict | None = None
-        abstention: dict | None = None
+        self.records.start(answer_id, consulted.text, decision, attempts[0].answered_by, attempts[0].model)
+        turn = Turn(consulted, decision, history, on_token, cancel, on_progress,
+                    lambda sent: self.records.set_sent(answer_id, sent))
         try:
-            if access is not None and access.client is not None:
-                generated = generate_in_cloud(access.client, self.settings, question, hits, history, on_token, cancel,
-                                              lambda sent: self.records.set_sent(answer_id, sent))
-                notices += generated.notices
-                if generated.fell_back:
-                    answered_by, model_name = "local", self.model_path.name
-                    self.records.set_answered_by(answer_id, answered_by, model_name)
-                    generated = None
-            if generated is None:
-                notices += self._use_personal_adapter()
-                generated, abstention, planned = self._unless_the_notes_say(consulted, history, on_token, cancel)
-                if generated is not None and self.settings.cloud_configured and not self.settings.offline:
-                    notices.append("your notes do not hold this; the cloud model may know: "
-                                   "`skiff ask --route cloud` (or c on the message)")
-            if generated is None and decision.route in ("local+", "cloud"):
-                # More local compute: asked for (local+), or a cloud question that stays here.
-                generated, allocation, escalate = spend_local_compute(
-                    self, self.settings, consulted, decision, history, on_token, cancel, on_progress,
-                    cloud_unavailable=decision.route == "cloud")
-                notices += generated.notices
-                if escalate is not None:
-                    access = cloud_access(self.settings)
-                    if access.client is not None and not (cancel is not None and cancel.is_set()):
-                        self.records.set_answered_by(answer_id, "cloud", self.settings.cloud_model or "")
-                        cloud = generate_in_cloud(access.client, self.settings, question, hits, history, on_token,
-                                                  cancel, lambda sent: self.records.set_sent(answer_id, sent))
-                        if cloud.fell_back:
-                            self.records.set_answered_by(answer_id, "local", model_name)
-                            notices += cloud.notices
-                        else:
-                            notices += [escalate] + cloud.notices
-                            generated, answered_by = cloud, "cloud"
-                            model_name = self.settings.cloud_model or ""
-                if answered_by == "local" and generated.first_piece_at is None and generated.text:
-                    generated.first_piece_at = time.perf_counter()  # a vote's answer is shown whole
-                    if on_token is not None:
-                        on_token(generated.text)
-            elif generated is None:
-                generated = generate_locally(self.model, self.settings, question, hits, history, on_token, cancel,
-                                             plan=planned)
-                notices += generated.notices
-        finally:
-            done = generated or Generated()
-            finished = time.perf_counter()
-            timings = {
-                **timings,
-                "first_token_s": round(done.first_piece_at - started, 4) if done.first_piece_at is not None else None,
-                "total_s": round(finished - started, 4),
-                "decode_tokens_per_s": round(done.decode_tokens_per_s, 2) if done.decode_tokens_per_s else None,
-            }
-            tokens = {"prompt": done.prompt_tokens, "completion": done.completion_tokens}
-            if done.tokens_estimated:
-                tokens["estimated"] = True
-            sources = Source.numbered(done.notes)
-            if (unknown := unknown_citations_notice(done.text, len(sources))) is not None:
-                notices.append(unknown)
-            cost = done.cost_usd if answered_by == "cloud" else None
-            self.records.finish(answer_id, done.text, [s.as_dict() for s in sources], timings, tokens,
-                                done.stop_reason, cost, allocation, abstention)
-        return Answer(answer_id, question, done.text, decision, sources, timings, tokens, done.stop_reason,
-                      model_name, notices, answered_by, cost, done.local_offered, allocation=allocation,
-                      abstention=abstention)
+            attempted = run_attempts(attempts, turn, notices)
+        except BaseException:
+            self._record(answer_id, consulted.text, decision, started, timings,
+                         Attempted(Generated(), attempts[0].answered_by, attempts[0].model, notices))
+            raise
+        return self._record(answer_id, consulted.text, decision, started, timings, attempted)
 
-    def _unless_the_notes_say(self, consulted: QuestionWithNotes, history: Sequence[dict],
-                              on_token: Callable[[str], None] | None,
-                              cancel: threading.Event | None) -> tuple[Generated | None, dict | None, PromptPlan | None]:
-        """Before any local answer: when the notes check applies and finds that the notes do not
-        hold the answer, the answer that says so (assistant/abstention.py); else None. Its record
-        either way, and the answer's prompt it planned: a plain local answer after it uses that
-        prompt, whose evaluation llama.cpp already holds."""
-        if not consulted.hits or not check_applies(self.settings.abstain, self.model_path.name):
-            return None, None, None
-        check = NotesCheck(self.notes, self.model, consulted.text, consulted.candidates, consulted.coverage,
-                           self.settings.abstain_threshold)
-        plan = plan_prompt(self.model, consulted.text, consulted.hits, history, max_answer_tokens=self.settings.max_tokens)
-        if not plan.notes or check(plan):
-            return None, check.outcome, plan
-        return general_answer(self.model, self.settings, consulted.text, history, on_token, cancel), check.outcome, None
+    def _record(self, answer_id: str, question: str, decision: Decision, started: float, timings: dict,
+                attempted: Attempted) -> Answer:
+        done, answered_by = attempted.generated, attempted.answered_by
+        timings = {
+            **timings,
+            "first_token_s": round(done.first_piece_at - started, 4) if done.first_piece_at is not None else None,
+            "total_s": round(time.perf_counter() - started, 4),
+            "decode_tokens_per_s": round(done.decode_tokens_per_s, 2) if done.decode_tokens_per_s else None,
+        }
+        tokens = {"prompt": done.prompt_tokens, "completion": done.completion_tokens}
+        if done.tokens_estimated:
+            tokens["estimated"] = True
+        sources = Source.numbered(done.notes)
+        notices = list(attempted.notices)
+        if (unknown := unknown_citations_notice(done.text, len(sources))) is not None:
+            notices.append(unknown)
+        cost = done.cost_usd if answered_by == "cloud" else None
+        self.records.finish(answer_id, done.text, [s.as_dict() for s in sources], timings, tokens, done.stop_reason,
+                            answered_by, attempted.model, cost, attempted.allocation, attempted.abstention)
+        return Answer(answer_id, question, done.text, decision, sources, timings, tokens, done.stop_reason,
+                      attempted.model, notices, answered_by, cost, done.local_offered,
+                      allocation=attempted.allocation, abstention=attempted.abstention)
+
+    @property
+    def model_name(self) -> str:
+        return self.model_path.name
+
+    def prepare_local(self) -> list[str]:
+        """Before a local answer: the personal adapter goes under the model while it matches."""
+        return self._use_personal_adapter()
 
     # -- learning ------------------------------------------------------------------------------
 
@@ -473,10 +441,10 @@ class Assistant:
 
     def cloud_check(self) -> dict:
         """Reachability of the configured endpoint (never contacted in offline mode)."""
-        access = cloud_access(self.settings)
-        if access.client is None:
-            return {"ok": False, "base_url": self.settings.cloud_base_url, "message": access.why_not.split(";")[0]}
-        with access.client as client:
+        why_not = why_no_cloud(self.settings)
+        if why_not is not None:
+            return {"ok": False, "base_url": self.settings.cloud_base_url, "message": why_not.split(";")[0]}
+        with self.open_cloud_client(self.settings) as client:
             return client.check().as_dict()
 
     def answer_record(self, answer_id: str | None = None) -> dict | None:
@@ -486,7 +454,7 @@ class Assistant:
 
     def source_lines(self, source: dict) -> list[str]:
         """The cited note's lines, numbered as the source's line_start and line_end count them."""
-        return source_lines(Path(source["path"]), source.get("page"), int(self.settings.max_file_mb * 1024 * 1024))
+        return source_lines(Path(source["path"]), source.get("page"), self.settings.max_file_bytes)
 
     # -- status --------------------------------------------------------------------------------
 

@@ -58,6 +58,12 @@ class PromptPlan:
     truncated: list[str] = field(default_factory=list)  # what had to be cut short
     answer_room: int = 0
 
+    def trimmed_notice(self, context_tokens: int) -> str | None:
+        """What the person is told when something had to be cut to fit the model's context."""
+        if not self.truncated:
+            return None
+        return f"trimmed to fit the {context_tokens}-token context: {', '.join(self.truncated)}"
+
 
 def note_label(hit: Hit) -> str:
     where = " > ".join(part for part in (hit.title, hit.section) if part)

@@ -92,7 +92,13 @@ class QuestionTuner:
     adapter per question."""
 
     def __init__(self, gguf: Path, architecture: str, cache_dir: Path, spec, threads: int | None = None) -> None:
-        self.gguf, self.architecture, self.cache_dir, self.spec, self.threads = gguf, architecture, cache_dir, spec, threads
+        self.gguf, self.architecture, self.cache_dir, self.spec, self.threads = (
+            gguf,
+            architecture,
+            cache_dir,
+            spec,
+            threads,
+        )
         self._trainer = None
         self._base_key: tuple | None = None  # the personal adapter the training copy carries
         self._lock = threading.Lock()

@@ -24,7 +24,9 @@ MIN_QUESTIONS, MIN_NOTES, MIN_UNANSWERABLE = 200, 100, 25
 
 
 def load(path: Path = DEV_SET) -> list[QAItem]:
-    return [QAItem.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        QAItem.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def check(items: list[QAItem], notes: Path = NOTES) -> list[str]:

@@ -91,7 +91,7 @@ def main() -> None:
         print("openai is not installed: comparing with httpx only", file=sys.stderr)
     server = LlamaServer(bundled_gguf_path(), api_key="sk-bench-" + secrets.token_hex(8))
     try:
-        for name, run in clients.items():  # warm-up: the server's first prompt is slower
+        for run in clients.values():  # warm-up: the server's first prompt is slower
             run(server, [{"role": "user", "content": PROMPTS[0]}], 8)
         samples = {name: {"ttft": [], "tps": [], "tokens": []} for name in clients}
         names = list(clients)

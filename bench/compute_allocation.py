@@ -58,7 +58,7 @@ def vote(answers: list[str | None]) -> str | None:
 def adaptive_vote(answers: list[str | None], margin: int) -> tuple[str | None, int]:
     """Read the samples in order; stop once the leader is `margin` votes ahead of the runner-up."""
     counts: dict[str, int] = {}
-    for used, answer in enumerate(answers, start=1):
+    for used, answer in enumerate(answers, start=1):  # noqa: B007 - `used` is read after the loop
         if answer is not None:
             counts[answer] = counts.get(answer, 0) + 1
         ranked = sorted(counts.values(), reverse=True) + [0, 0]
@@ -125,7 +125,9 @@ def main() -> None:
     for number, item in enumerate(items, start=1):
         if number <= len(rows):
             continue
-        prompt = model.tokenize_prompt(model.render([{"role": "user", "content": PROMPT.format(question=item["question"])}]))
+        prompt = model.tokenize_prompt(
+            model.render([{"role": "user", "content": PROMPT.format(question=item["question"])}])
+        )
         stats = GenerationStats()
         started = time.perf_counter()
         greedy = "".join(model.stream(prompt, args.max_tokens, temperature=0.0, stats=stats))
@@ -174,25 +176,39 @@ def main() -> None:
     order = np.argsort(scores)
     third = len(rows) // 3
     figures = {
-        "items": len(rows), "average_samples": args.n, "pool_per_question": pool, "model": Path(gguf).name,
-        "max_tokens": args.max_tokens, "temperature": args.temperature,
+        "items": len(rows),
+        "average_samples": args.n,
+        "pool_per_question": pool,
+        "model": Path(gguf).name,
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
         "accuracy": {k: round(float(v.mean()), 4) for k, v in correct.items()},
-        "mean_samples": {"greedy": 1, "sc": args.n, "allocated": round(float(np.mean(allocated)), 3),
-                         "adaptive": round(float(np.mean([used for _, used in adaptive])), 3)},
+        "mean_samples": {
+            "greedy": 1,
+            "sc": args.n,
+            "allocated": round(float(np.mean(allocated)), 3),
+            "adaptive": round(float(np.mean([used for _, used in adaptive])), 3),
+        },
         "adaptive_margin": args.margin,
-        "paired": {"sc - greedy": interval(correct["sc"], correct["greedy"]),
-                   "allocated - greedy": interval(correct["allocated"], correct["greedy"]),
-                   "allocated - sc": interval(correct["allocated"], correct["sc"]),
-                   "adaptive - sc": interval(correct["adaptive"], correct["sc"])},
+        "paired": {
+            "sc - greedy": interval(correct["sc"], correct["greedy"]),
+            "allocated - greedy": interval(correct["allocated"], correct["greedy"]),
+            "allocated - sc": interval(correct["allocated"], correct["sc"]),
+            "adaptive - sc": interval(correct["adaptive"], correct["sc"]),
+        },
         "router_score_vs_greedy_correct_auc": auc(scores, correct["greedy"]),
         "greedy_accuracy_by_router_score": {
             "easiest third": round(float(correct["greedy"][order[:third]].mean()), 4),
-            "hardest third": round(float(correct["greedy"][order[-third:]].mean()), 4)},
-        "seconds_per_question": {"greedy": round(float(np.mean([r["greedy_s"] for r in rows])), 2),
-                                 f"{pool} samples in one batch": round(float(np.mean([r["sample_s"] for r in rows])), 2)},
-        "tokens_per_s": {"greedy": round(sum(r["greedy_tokens"] for r in rows) / sum(r["greedy_s"] for r in rows), 1),
-                         "batched samples": round(sum(r["sample_tokens"] for r in rows)
-                                                  / sum(r["sample_s"] for r in rows), 1)},
+            "hardest third": round(float(correct["greedy"][order[-third:]].mean()), 4),
+        },
+        "seconds_per_question": {
+            "greedy": round(float(np.mean([r["greedy_s"] for r in rows])), 2),
+            f"{pool} samples in one batch": round(float(np.mean([r["sample_s"] for r in rows])), 2),
+        },
+        "tokens_per_s": {
+            "greedy": round(sum(r["greedy_tokens"] for r in rows) / sum(r["greedy_s"] for r in rows), 1),
+            "batched samples": round(sum(r["sample_tokens"] for r in rows) / sum(r["sample_s"] for r in rows), 1),
+        },
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"compute_allocation_n{len(rows)}_seed{args.seed}.jsonl").write_text(

@@ -61,7 +61,8 @@ def synthesise(work: Path, copies: int, vault: Path) -> Path:
             if copy:
                 rng = random.Random(f"{copy}/{relative}")
                 words = WORD.findall(text) or ["note"]
-                text = WORD.sub(lambda found: rng.choice(words) if rng.random() < 1 / 6 else found.group(), text)
+                text = WORD.sub(lambda found: rng.choice(words) if rng.random() < 1 / 6 else found.group(),  # noqa: B023
+                                text)  # the lambda runs at once, inside the loop
             destination.write_text(text, encoding="utf-8")
         done.touch()
         print(f"synthesised copy {copy + 1}/{copies}", file=sys.stderr, flush=True)

@@ -92,7 +92,7 @@ def main() -> None:
         def show(piece: str) -> None:
             nonlocal text
             text += piece
-            history.update_answer(message.id, text)
+            history.update_answer(message.id, text)  # noqa: B023 - used within this iteration only
 
         counted["calls"] = 0
         answer = assistant.ask(question, history=turns, route="local", on_token=show)

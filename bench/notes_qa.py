@@ -162,10 +162,16 @@ def run_retrieval(args) -> None:
               f"{100 * delta:+.1f} {interval(d_low, d_high)} | {percent(statistics.fmean(row['answer_in']))} | "
               f"{statistics.fmean(row['mrr']):.3f} | "
               f"{percent(statistics.fmean(row['pool']))} | {p50:.1f} |")
-        table[name] = {"config": asdict(configs[name]), "recall": statistics.fmean(row["recall"]),
-                       "recall_ci": [low, high], "delta_vs_today": [delta, d_low, d_high],
-                       "answer_in_context": statistics.fmean(row["answer_in"]), "mrr": statistics.fmean(row["mrr"]), "pool_recall": statistics.fmean(row["pool"]),
-                       "p50_ms": p50}
+        table[name] = {
+            "config": asdict(configs[name]),
+            "recall": statistics.fmean(row["recall"]),
+            "recall_ci": [low, high],
+            "delta_vs_today": [delta, d_low, d_high],
+            "answer_in_context": statistics.fmean(row["answer_in"]),
+            "mrr": statistics.fmean(row["mrr"]),
+            "pool_recall": statistics.fmean(row["pool"]),
+            "p50_ms": p50,
+        }
     save_json(f"notes_qa_retrieval_{args.split}", {"questions": len(items), "rows": table})
 
 
@@ -290,14 +296,18 @@ def run_report(args) -> None:
         rss = max((row.get("peak_rss_mb") or 0) for row in runs[run].values())
         said = int(sum(s["abstain_unanswerable"]))
         figures = {
-            "right": statistics.fmean(s["right"]), "right_ci": [low, high], "delta": delta,
+            "right": statistics.fmean(s["right"]),
+            "right_ci": [low, high],
+            "delta": delta,
             "in_context": statistics.fmean(s["in_context"]),
             "right_when_in": statistics.fmean(s["right_when_in"]) if s["right_when_in"] else float("nan"),
-            "mrr": statistics.fmean(s["mrr"]), "unanswerable_said": said,
+            "mrr": statistics.fmean(s["mrr"]),
+            "unanswerable_said": said,
             "unanswerable": len(s["abstain_unanswerable"]),
             "false_abstention": statistics.fmean(s["false_abstain"]),
             "median_first_token_s": statistics.median(s["first_token_s"]) if s["first_token_s"] else None,
-            "median_total_s": statistics.median(s["total_s"]), "tok_s": statistics.median(s["tok_s"]) if s["tok_s"] else None,
+            "median_total_s": statistics.median(s["total_s"]),
+            "tok_s": statistics.median(s["tok_s"]) if s["tok_s"] else None,
             "peak_rss_mb": rss,
         }
         table[run] = figures

@@ -39,6 +39,7 @@ from skiff.cloud.errors import (
     CloudStreamBroken,
     CloudTimeout,
     CloudUnavailable,
+    KeyFilter,
     redact,
 )
 from skiff.cloud.sse import ServerSentEvent, SSEDecoder, SSEError, SSELineTooLong
@@ -159,7 +160,16 @@ class CloudClient:
         stats: CloudStats | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Iterator[str]:
-        """Yields the answer's text pieces as they arrive."""
+        """Yields the answer's text pieces as they arrive, with this client's API key hidden in them."""
+        key_filter = KeyFilter(self._secret)
+        for piece in self._stream_pieces(messages, max_tokens, temperature, stats, should_stop):
+            if shown := key_filter.feed(piece):
+                yield shown
+        if rest := key_filter.flush():
+            yield rest
+
+    def _stream_pieces(self, messages: Sequence[dict], max_tokens: int, temperature: float,
+                       stats: CloudStats | None, should_stop: Callable[[], bool] | None) -> Iterator[str]:
         stats = stats if stats is not None else CloudStats()
         stats.model = self.model
         body = {

@@ -16,6 +16,28 @@ def redact(text: str, secret: str | None) -> str:
     return text
 
 
+class KeyFilter:
+    """The API key hidden in a streamed answer (a careless gateway may answer with it), even split
+    over pieces: only a tail that could begin the key waits for the next piece."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret if len(secret) >= 8 else ""
+        self.held = ""
+
+    def feed(self, piece: str) -> str:
+        if not self.secret:
+            return piece
+        text = (self.held + piece).replace(self.secret, REDACTED)
+        hold = next((n for n in range(min(len(text), len(self.secret) - 1), 0, -1)
+                     if self.secret.startswith(text[-n:])), 0)
+        self.held = text[len(text) - hold:]
+        return text[:len(text) - hold]
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return redact(held, self.secret)  # a start of the key that ends the answer is hidden too
+
+
 class CloudError(RuntimeError):
     """Base class; the message is safe to show (no key in it)."""
 

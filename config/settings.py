@@ -197,8 +197,12 @@ class Settings(BaseSettings):
     # None: on with the model the check was fitted for (the default model), off with others,
     # whose own yes/no sits on another scale.
     abstain: bool | None = Field(default=None, description="say when the notes do not hold the answer")
-    abstain_threshold: float = Field(default=0.2575, ge=0, le=1,
-                                     description="probability the notes lack the answer (fitted, assistant/abstention.py)")
+    abstain_threshold: float = Field(
+        default=0.2575,
+        ge=0,
+        le=1,
+        description="probability the notes lack the answer (fitted, assistant/abstention.py)",
+    )
 
     # Routing (router/uncertainty.py, router/coverage.py).
     router_prior: Path | None = Field(default=None, description="surrogate prior (.npz); empty = the shipped one")
@@ -230,6 +234,10 @@ class Settings(BaseSettings):
     watch_notes: bool = Field(default=False, description="the TUI re-indexes folders as their files change")
     # At most a terabyte: int(max_file_mb * 2**20) + 1 is a read() size, which must fit in C.
     max_file_mb: float = Field(default=20.0, gt=0, le=1_000_000, description="larger files are skipped")
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
     index_batch_chunks: int = Field(default=256, ge=1)
 
     # Cloud (assistant/cloud_prompt.py, cloud/client.py). The key is never printed or stored in history.

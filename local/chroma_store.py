@@ -204,7 +204,9 @@ class ChromaStore:
             if n is None:
                 continue
             vector = np.asarray(result["embeddings"][n], dtype=np.float32)
-            distance = 1.0 - float(vector @ np.asarray(query_vector, dtype=np.float32)) if query_vector is not None else 1.0
+            distance = (
+                1.0 - float(vector @ np.asarray(query_vector, dtype=np.float32)) if query_vector is not None else 1.0
+            )
             hits.append(_hit(chunk_id, result["documents"][n], result["metadatas"][n], distance,
                              vector if with_embeddings else None))
         return hits

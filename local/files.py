@@ -102,7 +102,9 @@ def _walk_dir(folder: str, root: str, ancestors: tuple, visited: set) -> Iterato
                 info = os.stat(entry.path)
             except OSError as error:
                 # ELOOP: a link that points at itself.
-                yield Skipped(entry.path, f"symlink loop ({error.strerror})" if is_link else f"cannot stat ({error.strerror})")
+                yield Skipped(
+                    entry.path, f"symlink loop ({error.strerror})" if is_link else f"cannot stat ({error.strerror})"
+                )
                 continue
             key = (info.st_dev, info.st_ino)
             if key in ancestors:

@@ -132,7 +132,8 @@ class Manifest:
             lexical.delete_paths(self.db, [r.path for r in records])
             lexical.insert_rows(self.db, lexical_rows)
             self.db.executemany(
-                "INSERT OR REPLACE INTO files(path, root, state, sha256, size, mtime_ns, chunks, kind, reason, updated_at) "
+                "INSERT OR REPLACE INTO files(path, root, state, sha256, size, mtime_ns, chunks, kind, reason, "
+                "updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (r.path, r.root, r.state, r.sha256, r.size, r.mtime_ns, r.chunks, r.kind, r.reason, now)

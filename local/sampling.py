@@ -111,7 +111,9 @@ class ParallelSampler:
                 import ctypes
 
                 array = (llama_cpp.llama_adapter_lora_p_ctypes * len(handles))(*handles)
-                llama_cpp.llama_set_adapters_lora(self.ctx.ctx, array, len(handles), (ctypes.c_float * len(handles))(*[1.0] * len(handles)))
+                llama_cpp.llama_set_adapters_lora(
+                    self.ctx.ctx, array, len(handles), (ctypes.c_float * len(handles))(*[1.0] * len(handles))
+                )
             else:
                 llama_cpp.llama_set_adapters_lora(self.ctx.ctx, None, 0, None)
             memory = llama_cpp.llama_get_memory(self.ctx.ctx)

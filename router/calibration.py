@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from skiff.router.policy import ROUTES
 from skiff.router.records import AnswerStore
 from skiff.router.state import RouterState, Thresholds, calibration_questions
 from skiff.router.uncertainty import MIN_RECENT_FOR_CALIBRATION, UncertaintyRouter, thresholds_from_scores
@@ -86,8 +87,8 @@ def router_stats(records: AnswerStore, router: UncertaintyRouter, budget_usd: fl
     state: RouterState = router.state
     counts = records.decision_counts()
     decided = sum(c["chosen"] for c in counts.values())
-    chosen = {route: counts.get(route, {}).get("chosen", 0) for route in ("local", "local+", "cloud")}
-    ran = {route: counts.get(route, {}).get("ran", 0) for route in ("local", "local+", "cloud")}
+    chosen = {route: counts.get(route, {}).get("chosen", 0) for route in ROUTES}
+    ran = {route: counts.get(route, {}).get("ran", 0) for route in ROUTES}
     thresholds = state.thresholds()
     surrogate = state.surrogate()
     return {

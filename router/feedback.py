@@ -89,7 +89,9 @@ def _answered_by(records: AnswerStore, answer_id: str) -> str:
     return answer.get("answered_by") or answer.get("route") or "local"
 
 
-def give_feedback(records: AnswerStore, state: RouterState, verdict: str, answer_id: str | None = None) -> FeedbackResult:
+def give_feedback(
+    records: AnswerStore, state: RouterState, verdict: str, answer_id: str | None = None
+) -> FeedbackResult:
     if verdict not in VERDICTS:
         raise FeedbackError(f"feedback is 'good' or 'bad', not {verdict!r}")
     answer_id = answer_id or records.latest_answer_id()
@@ -100,7 +102,9 @@ def give_feedback(records: AnswerStore, state: RouterState, verdict: str, answer
     answered_by = _answered_by(records, answer_id)
     standing = records.verdict(answer_id)
     if standing == verdict:
-        return FeedbackResult(answer_id, verdict, answered_by, None, False, f"already marked {verdict}; nothing changed")
+        return FeedbackResult(
+            answer_id, verdict, answered_by, None, False, f"already marked {verdict}; nothing changed"
+        )
 
     partner = records.partner(answer_id)
     involved = [answer_id] + ([partner] if partner else [])
@@ -110,14 +114,22 @@ def give_feedback(records: AnswerStore, state: RouterState, verdict: str, answer
     desired = desired_observations(records, involved, verdicts, meta["weak_accuracy"], meta["strong_accuracy"])
     applied = records.applied_observations(involved, state.forgotten_through_event())
     events = [(*key, -weight) for key, weight in applied.items() if key not in desired]
-    events += [(*key, 1.0 - applied.get(key, 0.0)) for key in sorted(desired) if abs(applied.get(key, 0.0) - 1.0) > 1e-9]
+    events += [
+        (*key, 1.0 - applied.get(key, 0.0)) for key in sorted(desired) if abs(applied.get(key, 0.0) - 1.0) > 1e-9
+    ]
     records.record_verdict(answer_id, verdict, events)
     sync(records, state)
 
     change = f" (was {standing})" if standing else ""
     if records.features(answer_id) is None:
-        return FeedbackResult(answer_id, verdict, answered_by, None, True,
-                              f"marked {verdict}{change}; this answer was not routed, so the router has nothing to learn")
+        return FeedbackResult(
+            answer_id,
+            verdict,
+            answered_by,
+            None,
+            True,
+            f"marked {verdict}{change}; this answer was not routed, so the router has nothing to learn",
+        )
     pair = next((key for key in desired if key[1] == "pair"), None)
     if pair is not None:
         return FeedbackResult(answer_id, verdict, answered_by, round(pair[4], 4), True,

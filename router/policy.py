@@ -35,16 +35,26 @@ class Decision:
     signals: dict = field(default_factory=dict)
     overridden: bool = False
     router_route: Route | None = None  # what the router itself chose, when a person overrode it
+    # How hard the policy judges the question on its own scale: 0 at the local+ threshold, 1 at the
+    # cloud one and beyond. None when the policy does not grade difficulty (local+ then says so).
+    difficulty: float | None = None
     # φ(x) as the surrogate saw it: kept with the record so feedback trains on exactly this.
     features: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
         return {"route": self.route, "reason": self.reason, "signals": self.signals,
-                "overridden": self.overridden, "router_route": self.router_route or self.route}
+                "overridden": self.overridden, "router_route": self.router_route or self.route,
+                "difficulty": self.difficulty}
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "Decision":
+        return cls(record.get("route", "local"), record.get("reason", ""), dict(record.get("signals") or {}),
+                   bool(record.get("overridden")), record.get("router_route"), record.get("difficulty"))
 
     def overridden_to(self, route: Route) -> "Decision":
         return Decision(route, f"{route} by request (router said {self.route}: {self.reason})",
-                        self.signals, overridden=True, router_route=self.route, features=self.features)
+                        self.signals, overridden=True, router_route=self.route, difficulty=self.difficulty,
+                        features=self.features)
 
 
 class RoutePolicy(Protocol):

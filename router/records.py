@@ -107,31 +107,47 @@ class AnswerStore:
         features = None if decision.features is None else np.asarray(decision.features, dtype=np.float64).tobytes()
         with transaction(self.db):
             self.db.execute(
-                "INSERT INTO answers(id, created_at, question, route, reason, signals, model, stop_reason, answered_by) "
+                "INSERT INTO answers(id, created_at, question, route, reason, signals, model, stop_reason, "
+                "answered_by) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 'interrupted', ?)",
-                (answer_id, now, question, decision.route, decision.reason, json.dumps(decision.signals), model,
-                 answered_by),
+                (
+                    answer_id,
+                    now,
+                    question,
+                    decision.route,
+                    decision.reason,
+                    json.dumps(decision.signals),
+                    model,
+                    answered_by,
+                ),
             )
             self.db.execute(
-                "INSERT INTO decisions(answer_id, created_at, route, router_route, overridden, reason, signals, features) "
+                "INSERT INTO decisions(answer_id, created_at, route, router_route, overridden, reason, signals, "
+                "features) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (answer_id, now, decision.route, decision.router_route or decision.route, int(decision.overridden),
-                 decision.reason, json.dumps(decision.signals), features),
+                (
+                    answer_id,
+                    now,
+                    decision.route,
+                    decision.router_route or decision.route,
+                    int(decision.overridden),
+                    decision.reason,
+                    json.dumps(decision.signals),
+                    features,
+                ),
             )
 
     def finish(self, answer_id: str, answer: str, sources: list, timings: dict, tokens: dict, stop_reason: str,
-               cost_usd: float | None = None, allocation: dict | None = None,
+               answered_by: str, model: str, cost_usd: float | None = None, allocation: dict | None = None,
                abstention: dict | None = None) -> None:
+        """The answer and who wrote it (`start` recorded who was to, before any token)."""
         self.db.execute(
-            "UPDATE answers SET finished_at=?, answer=?, sources=?, timings=?, tokens=?, stop_reason=?, cost_usd=?, "
-            "allocation=?, abstention=? WHERE id=?",
+            "UPDATE answers SET finished_at=?, answer=?, sources=?, timings=?, tokens=?, stop_reason=?, "
+            "answered_by=?, model=?, cost_usd=?, allocation=?, abstention=? WHERE id=?",
             (time.time(), answer, json.dumps(sources), json.dumps(timings), json.dumps(tokens), stop_reason,
-             cost_usd, json.dumps(allocation) if allocation else None,
+             answered_by, model, cost_usd, json.dumps(allocation) if allocation else None,
              json.dumps(abstention) if abstention else None, answer_id),
         )
-
-    def set_answered_by(self, answer_id: str, answered_by: str, model: str) -> None:
-        self.db.execute("UPDATE answers SET answered_by=?, model=? WHERE id=?", (answered_by, model, answer_id))
 
     def set_sent(self, answer_id: str, sent: dict) -> None:
         """What left the machine for this answer, written before the request goes out."""

@@ -42,7 +42,9 @@ class BayesianLinearRegression:
         self.meta = dict(meta or {})
 
     @classmethod
-    def isotropic(cls, dim: int, prior_variance: float = 1.0, noise_variance: float = 0.25) -> "BayesianLinearRegression":
+    def isotropic(
+        cls, dim: int, prior_variance: float = 1.0, noise_variance: float = 0.25
+    ) -> "BayesianLinearRegression":
         return cls(np.zeros(dim), np.eye(dim) * prior_variance, noise_variance)
 
     @property

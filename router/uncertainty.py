@@ -66,6 +66,14 @@ def thresholds_from_scores(scores: np.ndarray, cloud_share: float, local_plus_sh
     return Thresholds(cloud, min(local_plus, cloud), cloud_share, local_plus_share, calibrated_on, decisions_at)
 
 
+def difficulty(score: float, thresholds: Thresholds) -> float:
+    """Where the score sits between the local+ threshold (0) and the cloud one (1 and beyond)."""
+    low, high = thresholds.local_plus, thresholds.cloud
+    if high <= low:
+        return 1.0 if score > low else 0.0
+    return min(1.0, max(0.0, (score - low) / (high - low)))
+
+
 class UncertaintyRouter:
     def __init__(self, state: RouterState, beta: float = 1.0, cloud_share: float = 0.2,
                  local_plus_share: float = 0.2) -> None:
@@ -107,4 +115,4 @@ class UncertaintyRouter:
             "threshold_local_plus": round(thresholds.local_plus, 4),
             "notes": len(consulted.hits),
         }
-        return Decision(route, reason, signals, features=features)
+        return Decision(route, reason, signals, difficulty=difficulty(score, thresholds), features=features)

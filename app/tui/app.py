@@ -194,6 +194,8 @@ class SkiffApp(App):
         self.query_one(ChatInput).recall = self.history.questions()
 
     def _open(self, conversation_id: str) -> None:
+        from skiff.assistant.answer import Answer
+
         self.conversation_id = conversation_id
         messages = self.messages_column
         messages.remove_children()
@@ -209,8 +211,9 @@ class SkiffApp(App):
                 messages.mount(view)
                 self.views.append(view)
                 if message.meta:
-                    view.call_after_refresh(view.show_meta, message.meta, fmt.badge(message.meta, message.status),
-                                            fmt.sources(message.meta), fmt.details(message.meta, None))
+                    answer = Answer.from_dict(message.meta)
+                    view.call_after_refresh(view.show_meta, answer, fmt.badge(answer, message.status),
+                                            fmt.sources(answer), fmt.details(answer, None))
         messages.scroll_end(animate=False)
 
     @on(ChatList.SearchChanged)
@@ -283,7 +286,7 @@ class SkiffApp(App):
             self.post_message(Answered(view, None, "failed", str(error)))
             return
         status = "cancelled" if answer.stop_reason == "cancelled" else "done"
-        self.post_message(Answered(view, answer.as_dict(), status))
+        self.post_message(Answered(view, answer, status))
 
     async def on_token(self, message: Token) -> None:
         # Stored first, then shown: a kill -9 can never lose text that was on screen.
@@ -299,14 +302,16 @@ class SkiffApp(App):
         view = message.view
         view.end_work()
         await view.finish()
-        meta = message.answer or {}
-        status = message.status
+        answer, status = message.answer, message.status
         if message.error:
             await view.append(f"\n\n*{message.error}*")
-        view.answer_id = meta.get("id")
-        self.history.finish_answer(view.message_id, view.text, status, view.answer_id, meta)
-        view.show_meta(meta, fmt.badge(meta, status) if meta else "[red]failed[/]", fmt.sources(meta),
-                       fmt.details(meta, None) if meta else "")
+        view.answer_id = answer.id if answer is not None else None
+        self.history.finish_answer(view.message_id, view.text, status, view.answer_id,
+                                   answer.as_dict() if answer is not None else {})
+        if answer is None:
+            view.show_meta(None, "[red]failed[/]", "", "")
+        else:
+            view.show_meta(answer, fmt.badge(answer, status), fmt.sources(answer), fmt.details(answer, None))
         self.answering = False
         self.cancel_event = None
         self._show_conversations()
@@ -341,15 +346,17 @@ class SkiffApp(App):
         view = view or self._latest_answer()
         if view is not None and view.answer_id:
             record = self.assistant.answer_record(view.answer_id) if self.assistant else None
-            if record is not None and record.get("sent"):
-                view.details.update(fmt.details(view.meta, record))
+            if record is not None and record.get("sent") and view.answer is not None:
+                view.details.update(fmt.details(view.answer, record))
             view.toggle_details()
 
     @on(MessageAction)
     def _message_action(self, event: MessageAction) -> None:
         """A key on a focused message acts on that message, not on the latest one."""
+        from skiff.router.policy import ROUTES
+
         view = event.view
-        if event.action in ("local", "local+", "cloud"):
+        if event.action in ROUTES:
             self._enqueue(view.question, event.action)
         elif isinstance(view, AnswerView):
             if event.action in ("good", "bad"):
@@ -360,10 +367,12 @@ class SkiffApp(App):
                 self._show_source(view, event.argument)
 
     def run_command(self, text: str) -> None:
+        from skiff.router.policy import ROUTES
+
         name, _, argument = text.strip()[1:].partition(" ")
         argument = argument.strip()
         questions = self.history.questions() if self.history else []
-        if name in ("local", "local+", "cloud"):
+        if name in ROUTES:
             if questions:
                 self._enqueue(questions[-1], name)
         elif name in ("good", "bad"):
@@ -427,7 +436,8 @@ class SkiffApp(App):
 
     def _show_source(self, view: AnswerView | None, number: int | None) -> None:
         """Source [number] of an answer in the side panel, its cited lines selected."""
-        found = [s for s in (view.meta if view is not None else {}).get("sources", []) if s["number"] == number]
+        sources = view.answer.sources if view is not None and view.answer is not None else []
+        found = [source.as_dict() for source in sources if source.number == number]
         if not found or self.assistant is None:
             self.notify(f"no source [{number}] on that answer", severity="warning")
             return
@@ -446,7 +456,9 @@ class SkiffApp(App):
     @on(NotesBar.Indexed)
     def _show_index_size(self, event: NotesBar.Indexed) -> None:
         summary = event.summary
-        self.status_line.set_part("index", f"index: {summary.files_total} files, {summary.chunks_total} chunks{event.note}")
+        self.status_line.set_part(
+            "index", f"index: {summary.files_total} files, {summary.chunks_total} chunks{event.note}"
+        )
 
     def on_unmount(self) -> None:
         self._stop_recoveries()

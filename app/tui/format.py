@@ -4,11 +4,15 @@ and `markup`, the one way text from a note, the model or a server enters Textual
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from textual.content import Content
 
 from skiff.app.render import STAGE_LABELS, abstention_line, allocation_line
 from skiff.app.terminal_text import terminal_safe
+
+if TYPE_CHECKING:
+    from skiff.assistant.answer import Answer
 
 __all__ = ["STAGE_LABELS", "badge", "details", "markup", "sources"]
 
@@ -20,35 +24,31 @@ def markup(template: str, **values) -> Content:
     return Content.from_markup(template, **{name: terminal_safe(str(value)) for name, value in values.items()})
 
 
-def badge(answer: dict, status: str) -> str:
+def badge(answer: Answer, status: str) -> str:
     """One line: who answered, the difficulty signals, latency, tokens, cost and how it ended."""
-    decision = answer.get("decision", {})
-    signals = decision.get("signals", {})
-    by = answer.get("answered_by") or answer.get("route", "?")
-    route = answer.get("route", by)
-    parts = [f"[b]{by}[/b]" + (f" (router: {route})" if route != by else "")]
-    if decision.get("overridden"):
+    decision, signals, by = answer.decision, answer.decision.signals, answer.answered_by
+    parts = [f"[b]{by}[/b]" + (f" (router: {answer.route})" if answer.route != by else "")]
+    if decision.overridden:
         parts[0] += " · override"
     if signals.get("sigma2") is not None:
         parts.append(f"σ² {signals['sigma2']:.2f}")
     if signals.get("gain_mean") is not None:
         parts.append(f"gain {signals['gain_mean']:+.2f} ± {signals.get('gain_std', 0):.2f}")
-    if answer.get("abstained"):
+    if answer.abstained:
         parts.append("[yellow]notes don't say[/]")
-    allocation = answer.get("allocation") or {}
+    allocation = answer.allocation or {}
     if allocation.get("vote"):
         vote = allocation["vote"]
         parts.append(f"vote {vote['count']}/{vote['samples']}")
     elif allocation.get("training"):
         parts.append(f"LoRA {allocation['training']['steps']} steps")
-    timings = answer.get("timings", {})
+    timings = answer.timings
     if timings.get("first_token_s") is not None:
-        parts.append(f"{timings['first_token_s']:.1f}s → {timings.get('total_s', 0):.1f}s")
-    tokens = answer.get("tokens", {})
-    if tokens:
-        parts.append(f"{tokens.get('completion', 0)} tok" + ("≈" if tokens.get("estimated") else ""))
-    if answer.get("cost_usd"):
-        parts.append(f"${answer['cost_usd']:.4f}")
+        parts.append(f"{timings['first_token_s']:.1f}s → {timings.get('total_s') or 0:.1f}s")
+    if answer.tokens:
+        parts.append(f"{answer.tokens.get('completion', 0)} tok" + ("≈" if answer.tokens.get("estimated") else ""))
+    if answer.cost_usd:
+        parts.append(f"${answer.cost_usd:.4f}")
     if status == "cancelled":
         parts.append("[yellow]cancelled[/]")
     elif status == "failed":
@@ -56,27 +56,26 @@ def badge(answer: dict, status: str) -> str:
     return " · ".join(parts)
 
 
-def sources(answer: dict) -> Content:
+def sources(answer: Answer) -> Content:
     lines = []
-    for source in answer.get("sources", []):
-        where = f" › {source['section']}" if source.get("section") else ""
-        lines.append(markup("[cyan]\\[$number][/] $path$where [dim](line $line)[/]", number=source["number"],
-                            path=source["path"], where=where, line=source["line_start"]))
+    for source in answer.sources:
+        where = f" › {source.section}" if source.section else ""
+        lines.append(markup("[cyan]\\[$number][/] $path$where [dim](line $line)[/]", number=source.number,
+                            path=source.path, where=where, line=source.line_start))
     return Content("\n").join(lines)
 
 
-def details(answer: dict, record: dict | None) -> Content:
+def details(answer: Answer, record: dict | None) -> Content:
     """The full decision record: reason, signals and thresholds, notices, what was sent where."""
-    decision = answer.get("decision", {})
-    lines = [markup("[b]reason[/] $reason", reason=decision.get("reason", ""))]
-    signals = decision.get("signals", {})
+    lines = [markup("[b]reason[/] $reason", reason=answer.decision.reason)]
+    signals = answer.decision.signals
     if signals:
         lines.append(markup("[b]signals[/] $signals", signals=", ".join(f"{k} {v}" for k, v in signals.items())))
-    if answer.get("allocation"):
-        lines.append(markup("[b]local+[/] $allocation", allocation=allocation_line(answer["allocation"])))
-    if answer.get("abstention"):
-        lines.append(markup("[b]notes check[/] $check", check=abstention_line(answer["abstention"])))
-    for notice in answer.get("notices", []):
+    if answer.allocation:
+        lines.append(markup("[b]local+[/] $allocation", allocation=allocation_line(answer.allocation)))
+    if answer.abstention:
+        lines.append(markup("[b]notes check[/] $check", check=abstention_line(answer.abstention)))
+    for notice in answer.notices:
         lines.append(markup("[yellow]note[/] $notice", notice=notice))
     sent = (record or {}).get("sent")
     if sent:
@@ -87,5 +86,5 @@ def details(answer: dict, record: dict | None) -> Content:
                             withheld=f", {withheld} private chunk(s) withheld" if withheld else ""))
     else:
         lines.append(markup("[b]sent[/] nothing left this machine"))
-    lines.append(markup("[dim]answer id $id[/]", id=answer.get("id", "?")))
+    lines.append(markup("[dim]answer id $id[/]", id=answer.id or "?"))
     return Content("\n").join(lines)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message as TextualMessage
 
 from skiff.app.tui.widgets import AnswerView
+
+if TYPE_CHECKING:
+    from skiff.assistant.answer import Answer
 
 
 @dataclass
@@ -29,6 +33,6 @@ class WorkProgress(TextualMessage):
 
 
 class Answered(TextualMessage):
-    def __init__(self, view: AnswerView, answer: dict | None, status: str, error: str = "") -> None:
+    def __init__(self, view: AnswerView, answer: Answer | None, status: str, error: str = "") -> None:
         super().__init__()
         self.view, self.answer, self.status, self.error = view, answer, status, error

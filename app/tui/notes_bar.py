@@ -141,7 +141,8 @@ class NotesBar(Horizontal):
     def _watch(self, stop: threading.Event) -> None:
         self.opened.wait()
         self.assistant.watch_notes(
-            stop, lambda summary: self.post_message(self.Indexed(summary, f" (re-indexed {time.strftime('%H:%M:%S')})")))
+            stop, lambda summary: self.post_message(self.Indexed(summary, f" (re-indexed {time.strftime('%H:%M:%S')})"))
+        )
 
     def on_unmount(self) -> None:
         for event in (self.cancel, self.watch_stop):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from markdown_it import MarkdownIt
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -11,6 +13,9 @@ from textual.widgets import Markdown, ProgressBar, Static, TextArea
 from textual.widgets._markdown import MarkdownStream
 
 from skiff.app.terminal_text import terminal_safe
+
+if TYPE_CHECKING:
+    from skiff.assistant.answer import Answer
 
 
 class ChatInput(TextArea):
@@ -142,7 +147,7 @@ class AnswerView(ChatMessage, Vertical):
         self.question = question
         self.text = terminal_safe(text)  # model and cloud text: see skiff.app.terminal_text
         self.answer_id: str | None = None
-        self.meta: dict = {}  # the answer's record as the assistant returned it (badge, sources, decision)
+        self.answer: Answer | None = None  # as the assistant returned it, or as the chat history kept it
         self.markdown = Markdown(self.text, classes="answer-text")
         self.badge = Static("", classes="badge")
         self.sources = Static("", classes="sources")
@@ -200,8 +205,13 @@ class AnswerView(ChatMessage, Vertical):
             await self._stream.stop()
             self._stream = None
 
-    def show_meta(self, meta: dict, badge: str, sources: str, details: str) -> None:
-        self.meta = meta
+    @property
+    def meta(self) -> dict:
+        """The answer's record as the chat history keeps it."""
+        return self.answer.as_dict() if self.answer is not None else {}
+
+    def show_meta(self, answer: Answer | None, badge: str, sources: str, details: str) -> None:
+        self.answer = answer
         self.badge.update(badge)
         self.sources.update(sources)
         self.sources.display = bool(sources)

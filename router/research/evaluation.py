@@ -88,7 +88,10 @@ def _report(name: str, scores: np.ndarray, data: RoutingData) -> dict:
 
 def _baselines(data: RoutingData) -> list[dict]:
     rows = []
-    for name, curve in (("random", random_curve(data.weak, data.strong)), ("oracle", oracle_curve(data.weak, data.strong))):
+    for name, curve in (
+        ("random", random_curve(data.weak, data.strong)),
+        ("oracle", oracle_curve(data.weak, data.strong)),
+    ):
         rows.append({"router": name, **curve.summary(), "curve": curve.points()})
     return rows
 
@@ -162,7 +165,8 @@ def evaluate(protocol: str, specs: list[RouterSpec], datasets: list[RoutingData]
     return blocks
 
 
-# RouteLLM's best published CPT(50%) (arXiv 2406.18665, Tables) and the MiniLM-embedding + Bayesian linear regression anchor (skiff's baseline router).
+# RouteLLM's best published CPT(50%) (arXiv 2406.18665, Tables) and the anchor of a MiniLM
+# embedding with Bayesian linear regression (skiff's baseline router).
 PUBLISHED = {
     "gsm8k": {"routellm_best_cpt50": 0.336},
     "mmlu": {"routellm_best_cpt50": 0.354},

@@ -115,7 +115,7 @@ def test_library_use_without_a_terminal(skiff_home, vault):
 
 def test_a_citation_that_names_no_source_is_said():
     # Seen from the README's first command: three sources, and the small model wrote "[4] The config file."
-    from skiff.assistant.answering import citations_without_a_source, unknown_citations_notice
+    from skiff.assistant.answer import citations_without_a_source, unknown_citations_notice
 
     assert citations_without_a_source("[4] The config file. See [1] and [2].", 3) == [4]
     assert citations_without_a_source("Both [1], [3] and [0].", 3) == [0]
@@ -123,5 +123,7 @@ def test_a_citation_that_names_no_source_is_said():
     assert citations_without_a_source("Use a[7] or [docs](https://x) [9](y) and [1234].", 2) == []
     assert unknown_citations_notice("Fine [1] [2].", 2) is None
     assert unknown_citations_notice("[4] x", 3) == "the answer cites [4], which is not among its 3 source(s)"
-    assert unknown_citations_notice("[4] [5] [4]", 3) == "the answer cites [4], [5], which are not among its 3 source(s)"
+    assert (
+        unknown_citations_notice("[4] [5] [4]", 3) == "the answer cites [4], [5], which are not among its 3 source(s)"
+    )
     assert unknown_citations_notice("As [1] says.", 0) == "the answer cites [1], but it was given no sources"

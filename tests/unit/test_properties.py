@@ -26,12 +26,12 @@ from skiff.local.readers import (
 )
 from skiff.local.readers.pdf import MIN_TEXT_CHARS, TEXT_CHARS_PER_BYTE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "fuzz"))
-from pdf_files import pdf_file
-from readers_fuzz import FORBIDDEN, SUFFIXES, check_all_readers
+from pdf_files import pdf_file  # noqa: E402 - fuzz/ is on sys.path only from the line above
+from readers_fuzz import FORBIDDEN, SUFFIXES, check_all_readers  # noqa: E402
 
-from conftest import deterministic
+from conftest import deterministic  # noqa: E402
 
 SEEDS = REPO / "fuzz" / "corpus" / "readers"
 
@@ -172,8 +172,25 @@ def _pdf_string(text: bytes) -> bytes:
 operators = st.one_of(
     st.binary(max_size=40).map(lambda b: _pdf_string(b) + b" Tj"),
     st.binary(max_size=20).map(lambda b: b"<" + b.hex().encode() + b"> Tj"),
-    st.sampled_from([b"T*", b"0 -14 Td", b"ET BT", b"/F1 12 Tf", b"[(a) -250 (b)] TJ", b"(x) '", b"q 1 0 0 1 0 0 cm Q",
-                     b"/F9 12 Tf", b"1 0 0 1 72 700 Tm", b"(\\\\) Tj", b"<FEFF> Tj", b")", b"<<", b"[", b"9999999999 Tz"]),
+    st.sampled_from(
+        [
+            b"T*",
+            b"0 -14 Td",
+            b"ET BT",
+            b"/F1 12 Tf",
+            b"[(a) -250 (b)] TJ",
+            b"(x) '",
+            b"q 1 0 0 1 0 0 cm Q",
+            b"/F9 12 Tf",
+            b"1 0 0 1 72 700 Tm",
+            b"(\\\\) Tj",
+            b"<FEFF> Tj",
+            b")",
+            b"<<",
+            b"[",
+            b"9999999999 Tz",
+        ]
+    ),
 )
 page_stream = st.lists(operators, max_size=12).map(lambda ops: b"BT /F1 12 Tf 72 720 Td " + b"\n".join(ops) + b" ET")
 # A ToUnicode map can send a code anywhere, a lone surrogate and control characters included.

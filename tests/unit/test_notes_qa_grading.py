@@ -4,15 +4,16 @@ set against its own checker (every reference string really is in its gold note).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from conftest import REPO, VAULT
+
+sys.path.insert(0, str(REPO / "bench"))
 
 from qa_grading import QAItem, abstains, contains, gold_in, grade, normalise, problems, reciprocal_rank  # noqa: E402
 
-VAULT_EN = Path(__file__).resolve().parents[2] / "shared" / "data" / "notes" / "obsidian-help" / "en"
+VAULT_EN = VAULT
 
 
 def item(kind="lookup", references=("Ctrl+Shift+F",), references_2=(), gold="Plugins/Search.md"):

@@ -55,7 +55,11 @@ def test_incremental_add_edit_delete(assistant, vault):
     hits = assistant.retrieve("how often do zebras index their stripes?")
     assert hits[0].path == str(edited) and "Zebras" in hits[0].text
     # No chunk of the edited file is left over from its old version.
-    ids = [i for i, m in zip(*(lambda g: (g["ids"], g["metadatas"]))(assistant.notes.collection.get(include=["metadatas"]))) if m["path"] == str(edited)]
+    ids = [
+        i
+        for i, m in zip(*(lambda g: (g["ids"], g["metadatas"]))(assistant.notes.collection.get(include=["metadatas"])))
+        if m["path"] == str(edited)
+    ]
     assert len(ids) == len(set(ids)) == assistant.notes.manifest.records()[str(edited)].chunks
 
 

@@ -251,8 +251,8 @@ def test_a_key_echoed_back_is_hidden_even_cut_short_or_split_over_the_answer(ech
     assert all("[key hidden]" in text for text in said)
     shown: list[str] = []
     settings = load_settings(data_dir=tmp_path, cloud_max_tokens=16)
-    generated = generate_in_cloud(CloudClient(echo.url("echo_answer"), "m", key), settings, "Hi", [], [],
-                                  shown.append, None, lambda sent: None)
+    with CloudClient(echo.url("echo_answer"), "m", key) as client:
+        generated = generate_in_cloud(client, settings, "Hi", [], [], shown.append, None, lambda sent: None)
     hidden = generated.text == "Your key is [key hidden] — keep it safe." == "".join(shown)
     assert hidden
     assert find_leaks([key], [], {f"message {n}": text for n, text in enumerate([*said, *shown])},
@@ -269,7 +269,7 @@ class Commands:
         self.env = env
         self.outputs: dict[str, str] = {}
 
-    def __call__(self, *args: str, env: dict | None = None, input: str | None = None, code: int | None = 0):
+    def __call__(self, *args: str, env: dict | None = None, input: str | None = None, code: int | None = 0):  # noqa: A002
         label = f"{len(self.outputs):02d} skiff {' '.join(args)}"
         result = subprocess.run([str(SKIFF), *args], check=False, env={**self.env, **(env or {})}, input=input,
                                 capture_output=True, text=True, timeout=900)

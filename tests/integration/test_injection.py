@@ -343,7 +343,9 @@ def test_nothing_the_model_saw_or_wrote_holds_the_key(world):
 
 # -- the network: only the configured endpoint -----------------------------------------------------
 
-_CONNECT = re.compile(r'sa_family=AF_INET6?, sin6?_port=htons\((\d+)\).*?(?:inet_addr|inet_pton\(AF_INET6?, )\("([^"]+)"\)')
+_CONNECT = re.compile(
+    r'sa_family=AF_INET6?, sin6?_port=htons\((\d+)\).*?(?:inet_addr|inet_pton\(AF_INET6?, )\("([^"]+)"\)'
+)
 
 
 def inet_connects(trace: str) -> list[tuple[str, int]]:

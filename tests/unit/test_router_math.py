@@ -144,7 +144,9 @@ def test_evidence_matches_the_gaussian_marginal_likelihood():
 
     assert chosen.log_evidence == pytest.approx(log_marginal(chosen.alpha, chosen.beta), rel=1e-8)
     # No grid neighbour is better.
-    for alpha, beta in itertools.product([chosen.alpha / 1.6, chosen.alpha * 1.6], [chosen.beta / 1.6, chosen.beta * 1.6]):
+    for alpha, beta in itertools.product(
+        [chosen.alpha / 1.6, chosen.alpha * 1.6], [chosen.beta / 1.6, chosen.beta * 1.6]
+    ):
         assert log_marginal(alpha, beta) <= chosen.log_evidence + 1e-6
 
 

@@ -3,6 +3,8 @@ line's cloud state, against the real model, embedder, index and a loopback HTTP 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from textual.app import App
 from textual.widgets import ProgressBar
@@ -24,7 +26,7 @@ async def test_keys_on_a_chosen_message_act_on_that_message(skiff_home, vault):
         for question in ("How do I link to a heading?", "Name a prime number."):
             await ask(pilot, app, question)
             await wait_for(pilot, lambda: not app.answering and app.views and app.views[-1].answer_id
-                           and app.views[-1].question == question)
+                           and app.views[-1].question == question)  # noqa: B023 - awaited in this iteration
         first, second = app.views
         await pilot.press("shift+tab")  # from the input to the latest answer
         assert app.focused is second
@@ -42,7 +44,7 @@ async def test_keys_on_a_chosen_message_act_on_that_message(skiff_home, vault):
         panel = app.query_one(SourcePanel)
         await wait_for(pilot, lambda: panel.display)
         source = first.meta["sources"][0]
-        lines = open(source["path"], encoding="utf-8-sig").read().split("\n")
+        lines = Path(source["path"]).read_text(encoding="utf-8-sig").split("\n")
         assert panel.text_area.text.split("\n") == lines
         cited = "\n".join(lines[source["line_start"] - 1:source["line_end"]])
         assert panel.text_area.selected_text == cited and cited.strip()

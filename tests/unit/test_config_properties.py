@@ -68,8 +68,12 @@ toml_values = st.recursive(
 
 def _bounds_ok(info, number) -> bool:
     for bound in info.metadata:
-        if (isinstance(bound, Ge) and not number >= bound.ge) or (isinstance(bound, Gt) and not number > bound.gt) \
-                or (isinstance(bound, Le) and not number <= bound.le) or (isinstance(bound, Lt) and not number < bound.lt):
+        if (
+            (isinstance(bound, Ge) and not number >= bound.ge)
+            or (isinstance(bound, Gt) and not number > bound.gt)
+            or (isinstance(bound, Le) and not number <= bound.le)
+            or (isinstance(bound, Lt) and not number < bound.lt)
+        ):
             return False
     return True
 

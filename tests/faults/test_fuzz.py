@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
 HARNESS = REPO / "fuzz" / "readers_fuzz.py"
 SEEDS = REPO / "fuzz" / "corpus" / "readers"
 SECONDS = 25
@@ -27,9 +28,20 @@ def fuzz(work: Path, seconds: int = SECONDS) -> subprocess.CompletedProcess:
     # exec: the harness starts out "at" this pytest process's peak (2 GB late in a full run, with
     # models loaded), so its limit is set that far above. A single allocation is held to 2 GB.
     inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-    command = [sys.executable, str(HARNESS), str(corpus), str(SEEDS), f"-max_total_time={seconds}", "-timeout=20",
-               f"-rss_limit_mb={inherited_mb + 2048}", "-malloc_limit_mb=2048", "-max_len=16384", "-seed=20261122", f"-artifact_prefix={work}/",
-               "-print_final_stats=1"]
+    command = [
+        sys.executable,
+        str(HARNESS),
+        str(corpus),
+        str(SEEDS),
+        f"-max_total_time={seconds}",
+        "-timeout=20",
+        f"-rss_limit_mb={inherited_mb + 2048}",
+        "-malloc_limit_mb=2048",
+        "-max_len=16384",
+        "-seed=20261122",
+        f"-artifact_prefix={work}/",
+        "-print_final_stats=1",
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120, cwd=work, check=False)
 
 

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from skiff.local.notes_index import Hit
-from skiff.assistant.allocation import allocate, difficulty
+from skiff.assistant.allocation import allocate
 from skiff.assistant.question_adapter import select_training_chunks
 from skiff.assistant.voting import extract_answer, has_extractable_answer, majority_vote
+from skiff.router.state import Thresholds
+from skiff.router.uncertainty import difficulty
 
 
 def _hit(i: int, vector: np.ndarray) -> Hit:
@@ -108,15 +110,17 @@ def test_which_questions_have_an_answer_to_vote_on(question, votable):
 
 
 def test_allocation_scales_samples_with_difficulty_and_prefers_lora_with_notes():
-    signals = {"threshold_local_plus": 0.2, "threshold_cloud": 0.6}
-    assert difficulty({**signals, "score": 0.2}) == 0.0
-    assert math.isclose(difficulty({**signals, "score": 0.4}), 0.5)
-    assert difficulty({**signals, "score": 0.9}) == 1.0
-    samples = [allocate("What is 3 + 4?", {**signals, "score": s}, True, 3, 8).samples for s in (0.2, 0.4, 0.6)]
+    thresholds = Thresholds(cloud=0.6, local_plus=0.2, cloud_share=0.2, local_plus_share=0.2, calibrated_on="test")
+    assert difficulty(0.2, thresholds) == 0.0
+    assert math.isclose(difficulty(0.4, thresholds), 0.5)
+    assert difficulty(0.9, thresholds) == 1.0
+    samples = [allocate("What is 3 + 4?", difficulty(s, thresholds), True, 3, 8).samples for s in (0.2, 0.4, 0.6)]
     assert samples == [3, 6, 8]
-    assert allocate("What is 3 + 4?", {}, True, 3, 8, cloud_unavailable=True).samples == 8
-    assert allocate("How do I link to a heading?", signals | {"score": 0.3}, True, 3, 8).kind == "lora"
-    assert allocate("How do I link to a heading?", signals | {"score": 0.3}, False, 3, 8).kind == "plain"
+    assert allocate("What is 3 + 4?", None, True, 3, 8, cloud_unavailable=True).samples == 8
+    ungraded = allocate("What is 3 + 4?", None, True, 3, 8)  # a policy that grades no difficulty: said so
+    assert ungraded.samples == 6 and "grades no difficulty" in ungraded.reason
+    assert allocate("How do I link to a heading?", difficulty(0.3, thresholds), True, 3, 8).kind == "lora"
+    assert allocate("How do I link to a heading?", difficulty(0.3, thresholds), False, 3, 8).kind == "plain"
 
 
 def test_local_plus_answers_with_a_vote_and_with_a_test_time_lora(assistant, vault):

@@ -83,13 +83,20 @@ GOOD = {
     # name: (text, a question its text answers)
     "good.md": ("# Minerals\n\nQuartz is a hard mineral made of silicon and oxygen atoms.\n", "what is quartz made of"),
     "good.txt": ("Lighthouses guide ships with a rotating beam of light at night.\n", "how do lighthouses guide ships"),
-    "good.org": ("* Bees\nHoneybees communicate the direction of flowers with a waggle dance.\n",
-                 "how do honeybees tell where flowers are"),
+    "good.org": (
+        "* Bees\nHoneybees communicate the direction of flowers with a waggle dance.\n",
+        "how do honeybees tell where flowers are",
+    ),
     "new\nline name.md": ("Topaz gems are often treated with heat to turn them blue.\n", "how is topaz made blue"),
-    "tab\tname.md": ("Beryl is the mineral family of emerald and aquamarine.\n", "which mineral family includes emerald"),
+    "tab\tname.md": (
+        "Beryl is the mineral family of emerald and aquamarine.\n",
+        "which mineral family includes emerald",
+    ),
     "\u202eevil\u202c.md": ("Onyx is a banded variety of chalcedony.\n", "what is onyx a variety of"),
-    "e\u0301mo\U0001f600 \u05e9\u05dc\u05d5\u05dd.md": ("Opal contains up to twenty percent water in its structure.\n",
-                                                       "how much water does opal contain"),
+    "e\u0301mo\U0001f600 \u05e9\u05dc\u05d5\u05dd.md": (
+        "Opal contains up to twenty percent water in its structure.\n",
+        "how much water does opal contain",
+    ),
     "\x1b[31mred.md": ("Garnet is the birthstone for the month of January.\n", "which birthstone is for january"),
 }
 
@@ -197,8 +204,14 @@ def run_index(notes: Path, env: dict[str, str]) -> tuple[dict, int, float]:
                "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
                "print(code, usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n")
     summary_file = notes.parent / "summary.json"
-    result = subprocess.run([sys.executable, "-c", wrapper, str(summary_file), str(SKIFF), "index", str(notes), "--json"],
-                            capture_output=True, text=True, env=env, timeout=WALL_TIMEOUT, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", wrapper, str(summary_file), str(SKIFF), "index", str(notes), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=WALL_TIMEOUT,
+        check=False,
+    )
     code, peak_kb, cpu_seconds = result.stdout.split()
     summary_text = summary_file.read_text()
     assert code == "0", f"skiff index exited {code}\n{summary_text[-3000:]}\n{result.stderr[-5000:]}"

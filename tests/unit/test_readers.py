@@ -54,7 +54,8 @@ def test_binary_is_refused():
 def test_rst_sections_by_adornment_order():
     doc = read(
         "doc.rst",
-        "=====\nTitle\n=====\n\nIntro.\n\nPart A\n------\n\nText A.\n\nSub\n~~~\n\nText sub.\n\nPart B\n------\n\nText B.\n",
+        "=====\nTitle\n=====\n\nIntro.\n\nPart A\n------\n\nText A.\n\nSub\n~~~\n\nText sub.\n\n"
+        "Part B\n------\n\nText B.\n",
     )
     sections = {b.text: b.section for b in doc.blocks}
     assert doc.title == "Title"

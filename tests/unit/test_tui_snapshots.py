@@ -23,7 +23,8 @@ ANSWER_META = {
     "cost_usd": 0.00042,
     "notices": [],
 }
-ANSWER = "Use `[[Note#Heading]]`: type `[[`, pick the note, then `#` and the heading [1].\n\n```md\n[[Internal links#Link to a heading in a note]]\n```"
+ANSWER = ("Use `[[Note#Heading]]`: type `[[`, pick the note, then `#` and the heading [1].\n\n"
+          "```md\n[[Internal links#Link to a heading in a note]]\n```")
 
 
 async def _until_ready(pilot) -> None:

@@ -37,7 +37,8 @@ def test_sift_context_skips_duplicates_that_top_k_would_take(skiff_home, tmp_pat
     assistant = quick(top_k=2)
     try:
         assistant.index([notes])
-        question = "How much flour, eggs and milk go into pancake batter, how long does it rest, and should the skillet be greased?"
+        question = ("How much flour, eggs and milk go into pancake batter, how long does it rest, and should the "
+                    "skillet be greased?")
         embedding = assistant.embedder.encode_query(question)
         top_two = [hit.path for hit in assistant.notes.search(embedding, 2)]
         assert all("Pancakes" in path for path in top_two), "plain top-k takes two copies"
@@ -206,8 +207,11 @@ def small_routing(tmp_path):
     with open(ROUTING / "gsm8k_responses.csv", newline="") as source:
         rows = list(csv.DictReader(source))[:200]
     with open(folder / "gsm8k_responses.csv", "w", newline="") as target:
-        writer = csv.DictWriter(target, fieldnames=["prompt", "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview",
-                                                    DRAFT_COLUMN], extrasaction="ignore")
+        writer = csv.DictWriter(
+            target,
+            fieldnames=["prompt", "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview", DRAFT_COLUMN],
+            extrasaction="ignore",
+        )
         writer.writeheader()
         writer.writerows(rows)
     (folder / "gsm8k_contaminated_prompts.jsonl").write_text(json.dumps({"eval_prompt": rows[0]["prompt"]}) + "\n")
@@ -221,7 +225,7 @@ def test_router_eval_cv_reports_metrics_and_baselines(skiff_home, small_routing)
                                   "--data", str(small_routing / "mmlu"), "--ablation", "--json", timeout=600).stdout)
     gsm8k, mmlu = result["blocks"]
     assert gsm8k["data"]["prompts"] == 199 and gsm8k["data"]["dropped_contaminated"] == 1
-    mmlu_rows = sum(len(list(csv.DictReader(open(f, newline="")))) for f in (small_routing / "mmlu").glob("*.csv"))
+    mmlu_rows = sum(len(list(csv.DictReader(f.open(newline="")))) for f in (small_routing / "mmlu").glob("*.csv"))
     assert mmlu["data"]["prompts"] + mmlu["data"]["dropped_contaminated"] == mmlu_rows
     for block in (gsm8k, mmlu):
         rows = {row["router"]: row for row in block["routers"]}

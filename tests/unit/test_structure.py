@@ -111,9 +111,15 @@ def test_no_bare_top_level_modules_are_installed(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe, *LAYERS], cwd=tmp_path, capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
     result = subprocess.run(
-        [sys.executable, "-c", "import skiff.app, skiff.assistant, skiff.router, skiff.local, skiff.cloud, skiff.config; "
-         "from skiff.assistant import Assistant"],
-        cwd=tmp_path, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import skiff.app, skiff.assistant, skiff.router, skiff.local, skiff.cloud, skiff.config; "
+            "from skiff.assistant import Assistant",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
 
@@ -122,7 +128,8 @@ def test_library_import_stays_light(tmp_path):
     """`from skiff.assistant import Assistant` must not drag in torch, chromadb, llama_cpp or textual."""
     probe = (
         "import sys; from skiff.assistant import Assistant; "
-        "print(sorted(m for m in ('torch', 'chromadb', 'llama_cpp', 'textual', 'sentence_transformers') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'chromadb', 'llama_cpp', 'textual', 'sentence_transformers') "
+        "if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr

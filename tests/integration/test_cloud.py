@@ -170,7 +170,9 @@ def test_escalation_end_to_end_streams_the_cloud_answer_and_keeps_private_notes(
                                 cloud_price_out_per_mtok=2.0)
     try:
         assistant.index([vault])
-        assistant.calibrate(cloud_share=1.0, local_plus_share=0.0)  # every question is hard: the router itself escalates
+        assistant.calibrate(
+            cloud_share=1.0, local_plus_share=0.0
+        )  # every question is hard: the router itself escalates
         question = "What is the password hint in my diary for the daily notes plugin?"
         assert any(hit.private for hit in assistant.retrieve(question))  # the private note is relevant
         pieces: list[str] = []
@@ -261,7 +263,9 @@ def test_compare_pairs_and_judging_both_teaches_the_exact_gap(skiff_home, faults
         assert local.pair_id == cloud.pair_id == local.id
         surrogate = assistant.router_state.surrogate
         first = assistant.feedback("good", cloud.id)
-        assert first.target == pytest.approx(1 - surrogate().meta["weak_accuracy"], abs=1e-4)  # one side: an expectation
+        assert first.target == pytest.approx(
+            1 - surrogate().meta["weak_accuracy"], abs=1e-4
+        )  # one side: an expectation
         assert surrogate().observations == 1
         second = assistant.feedback("bad", local.id)
         assert second.target == 1.0 and "exactly" in second.message

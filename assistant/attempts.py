@@ -1,0 +1,220 @@
+"""The answer as a chain of attempts.
+
+The route chooses the chain: the cloud then more local compute; more local compute then, if it
+asks to escalate, the cloud; or the local model alone. Each attempt writes what it can and says
+what should happen next:
+
+- final: this is the answer;
+- fall back: it produced nothing usable (the cloud refused, timed out, dropped before any text),
+  so the next attempt answers; its notices say why;
+- escalate: it has an answer but wants a stronger one (a vote whose samples disagree); the next
+  attempt answers, and if that one falls back, this answer stands.
+
+One loop runs the chain and is the only place that decides who answered and shows an answer
+that was not streamed as it was written (a vote's is chosen after all samples are done).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol, Sequence
+
+from skiff.assistant.abstention import NotesCheck, check_applies
+from skiff.assistant.adapter_spec import TuningProgress
+from skiff.assistant.answering import Generated, general_answer, generate_in_cloud, stream_plan
+from skiff.assistant.local_plus import LocalParts, spend_local_compute
+from skiff.assistant.prompting import PromptPlan, plan_prompt
+from skiff.cloud import CloudClient
+from skiff.config.settings import Settings
+from skiff.local.notes_index import NotesIndex
+from skiff.router.policy import Decision, QuestionWithNotes, Route
+
+Outcome = Literal["final", "fall_back", "escalate"]
+
+CLOUD_MAY_KNOW = ("your notes do not hold this; the cloud model may know: `skiff ask --route cloud` "
+                  "(or c on the message)")
+
+
+@dataclass
+class Turn:
+    """One question on its way to an answer: what every attempt reads."""
+
+    consulted: QuestionWithNotes
+    decision: Decision
+    history: Sequence[dict] = ()
+    on_token: Callable[[str], None] | None = None
+    cancel: threading.Event | None = None
+    on_progress: TuningProgress | None = None
+    record_sent: Callable[[dict], None] = lambda sent: None  # what left the machine, before it leaves
+
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+
+@dataclass
+class Tried:
+    """What one attempt wrote, and what should happen next."""
+
+    generated: Generated
+    outcome: Outcome = "final"
+    reason: str = ""  # escalate: why a stronger answer is wanted (said when one comes)
+    streamed: bool = True  # its text went to on_token as it was written
+    allocation: dict | None = None  # local+: the compute it was given and what came of it
+    abstention: dict | None = None  # the notes check's signals and verdict, when it ran
+
+
+class Attempt(Protocol):
+    answered_by: Route  # who writes the text: "local" or "cloud"
+    model: str  # the model's name as recorded
+
+    def run(self, turn: Turn) -> Tried: ...
+
+
+@dataclass
+class Attempted:
+    """What the chain came to."""
+
+    generated: Generated
+    answered_by: Route
+    model: str
+    notices: list[str] = field(default_factory=list)
+    allocation: dict | None = None
+    abstention: dict | None = None
+
+
+def run_attempts(attempts: Sequence[Attempt], turn: Turn, notices: Sequence[str] = ()) -> Attempted:
+    """Run the chain until an attempt is final (or, after an escalation, until the chain runs out
+    or the person cancels); the answer is that attempt's, or the escalating one's."""
+    said, allocation, abstention = list(notices), None, None
+    kept: tuple[Attempt, Tried] | None = None
+    chosen: tuple[Attempt, Tried] | None = None
+    for attempt in attempts:
+        if kept is not None and turn.cancelled:
+            break
+        tried = attempt.run(turn)
+        allocation, abstention = tried.allocation or allocation, tried.abstention or abstention
+        if tried.outcome == "final":
+            said += ([kept[1].reason] if kept is not None and kept[1].reason else []) + tried.generated.notices
+            chosen = (attempt, tried)
+            break
+        said += tried.generated.notices
+        if tried.outcome == "escalate":
+            kept = (attempt, tried)
+    chosen = chosen or kept
+    if chosen is None:
+        raise RuntimeError("no attempt in the chain answered")  # every chain ends in a local attempt
+    attempt, tried = chosen
+    generated = tried.generated
+    if not tried.streamed and generated.text:
+        generated.first_piece_at = time.perf_counter()
+        if turn.on_token is not None:
+            turn.on_token(generated.text)
+    return Attempted(generated, attempt.answered_by, attempt.model, said, allocation, abstention)
+
+
+class CloudAttempt:
+    """The cloud endpoint, streaming; falls back while it has shown nothing."""
+
+    answered_by: Route = "cloud"
+
+    def __init__(self, settings: Settings, open_client: Callable[[Settings], CloudClient]) -> None:
+        self.settings, self.open_client = settings, open_client
+        self.model = settings.cloud_model or ""
+
+    def run(self, turn: Turn) -> Tried:
+        with self.open_client(self.settings) as client:
+            generated = generate_in_cloud(client, self.settings, turn.consulted.text, turn.consulted.hits,
+                                          turn.history, turn.on_token, turn.cancel, turn.record_sent)
+        return Tried(generated, "fall_back" if generated.fell_back else "final")
+
+
+class LocalModelParts(LocalParts, Protocol):
+    """What the local attempts need of the Assistant, beyond local+'s model, sampler and tuner."""
+
+    notes: NotesIndex  # the notes check reads their term statistics
+    model_name: str
+
+    def prepare_local(self) -> list[str]:
+        """Ready the model for an answer (the personal adapter on or off); notices to show."""
+        ...
+
+
+class LocalAttempt:
+    """The local model: first the notes check ("my notes don't say"), then a plain answer."""
+
+    answered_by: Route = "local"
+
+    def __init__(self, parts: LocalModelParts, settings: Settings) -> None:
+        self.parts, self.settings = parts, settings
+
+    @property
+    def model(self) -> str:
+        # Read when needed: a question the cloud answers never needs a local model installed.
+        return self.parts.model_name
+
+    def run(self, turn: Turn) -> Tried:
+        notices = self.parts.prepare_local()
+        unsaid, abstention, plan = self.unless_the_notes_say(turn)
+        if unsaid is not None:
+            tried = Tried(unsaid, abstention=abstention)
+        else:
+            tried = self.answer(turn, plan)
+            tried.abstention = abstention
+        tried.generated.notices[:0] = notices
+        return tried
+
+    def answer(self, turn: Turn, plan: PromptPlan | None) -> Tried:
+        consulted = turn.consulted
+        plan = plan or plan_prompt(self.parts.model, consulted.text, consulted.hits, turn.history,
+                                   max_answer_tokens=self.settings.max_tokens)
+        return Tried(stream_plan(self.parts.model, self.settings, plan, turn.on_token, turn.cancel))
+
+    def unless_the_notes_say(self, turn: Turn) -> tuple[Generated | None, dict | None, PromptPlan | None]:
+        """When the notes check applies and finds the notes do not hold the answer: the answer that
+        says so (assistant/abstention.py); else None. The check's record either way, and the
+        answer's prompt it planned, whose evaluation llama.cpp already holds."""
+        consulted, model = turn.consulted, self.parts.model
+        if not consulted.hits or not check_applies(self.settings.abstain, self.model):
+            return None, None, None
+        check = NotesCheck(self.parts.notes, model, consulted.text, consulted.candidates, consulted.coverage,
+                           self.settings.abstain_threshold)
+        plan = plan_prompt(model, consulted.text, consulted.hits, turn.history,
+                           max_answer_tokens=self.settings.max_tokens)
+        if not plan.notes or check(plan):
+            return None, check.outcome, plan
+        generated = general_answer(model, self.settings, consulted.text, turn.history, turn.on_token, turn.cancel)
+        if self.settings.cloud_configured and not self.settings.offline:
+            generated.notices.append(CLOUD_MAY_KNOW)
+        return generated, check.outcome, None
+
+
+class LocalPlusAttempt(LocalAttempt):
+    """More local compute (a vote or a test-time LoRA, by difficulty) after the notes check. A vote
+    whose samples disagree escalates, unless the cloud cannot take the question."""
+
+    def __init__(self, parts: LocalModelParts, settings: Settings, cloud_unavailable: bool) -> None:
+        super().__init__(parts, settings)
+        self.cloud_unavailable = cloud_unavailable
+
+    def answer(self, turn: Turn, plan: PromptPlan | None) -> Tried:
+        generated, allocation, escalate = spend_local_compute(
+            self.parts, self.settings, turn.consulted, turn.decision, turn.history, turn.on_token, turn.cancel,
+            turn.on_progress, cloud_unavailable=self.cloud_unavailable)
+        return Tried(generated, "escalate" if escalate else "final", escalate or "",
+                     streamed=allocation["kind"] != "vote", allocation=allocation)
+
+
+def chain_for(route: Route, why_no_cloud: str | None, local: LocalModelParts, settings: Settings,
+              open_client: Callable[[Settings], CloudClient]) -> tuple[list[Attempt], list[str]]:
+    """The attempts for a route, and what to say before they run. A question for the cloud that
+    has to stay here (offline, no endpoint, a refusal) gets more local compute, as the hardest."""
+    cloud: list[Attempt] = [CloudAttempt(settings, open_client)] if why_no_cloud is None else []
+    if route == "cloud":
+        said = [why_no_cloud] if why_no_cloud else []
+        return [*cloud, LocalPlusAttempt(local, settings, cloud_unavailable=True)], said
+    if route == "local+":
+        return [LocalPlusAttempt(local, settings, cloud_unavailable=False), *cloud], []
+    return [LocalAttempt(local, settings)], []
