@@ -187,6 +187,28 @@ def run_name(args) -> str:
     return args.name or f"{args.model}--{args.retrieval}--k{args.k}"
 
 
+def expand_with_imagined_passages(assistant, items: list[QAItem], rewrites_file: str) -> None:
+    """A trial of query expansion (bench/query_rewrite.py): the notes are searched with the question
+    plus the passage the model imagined for it, and the model is asked the question alone. The
+    passages come from the rewrites file; their generation time is in that file, not in total_s."""
+    from dataclasses import replace
+
+    rows = {row["id"]: row for row in map(json.loads, Path(rewrites_file).read_text().splitlines()) if row}
+    missing = [item.id for item in items if item.answerable and item.id not in rows]
+    if missing:
+        raise SystemExit(f"no imagined passage for {len(missing)} questions: run bench/query_rewrite.py first")
+    passages = {item.question: rows[item.id]["passage"] for item in items if item.id in rows}
+    consult = assistant.consult_notes
+
+    def consult_expanded(question: str, k: int | None = None, use_notes: bool = True):
+        if question not in passages:
+            return consult(question, k, use_notes)
+        found = consult(f"{question} {passages[question]}", k, use_notes)
+        return replace(found, text=question, embedding=assistant.embedder.encode_query(question))
+
+    assistant.consult_notes = consult_expanded
+
+
 def run_answers(args) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -201,6 +223,8 @@ def run_answers(args) -> None:
                                lexical_candidates=config.lexical, selection=config.selection,
                                sift_lambda=config.sift_lambda, max_tokens=args.max_tokens, offline=True,
                                abstain=args.abstain, abstain_threshold=args.abstain_threshold)
+    if args.expand:
+        expand_with_imagined_passages(assistant, items, args.expand)
     ANSWERS.mkdir(parents=True, exist_ok=True)
     rows_path = ANSWERS / f"{run_name(args)}.jsonl"
     done = {json.loads(line)["id"] for line in rows_path.read_text().splitlines() if line.strip()} \
@@ -337,6 +361,8 @@ def main() -> None:
                          help="say when the notes do not hold the answer (default: skiff's setting)")
     answers.add_argument("--abstain-threshold", type=float, default=None)
     answers.add_argument("--system-prompt", choices=sorted(PROMPTS), help="try another system prompt")
+    answers.add_argument("--expand", metavar="REWRITES_JSONL",
+                         help="search with the question plus its imagined passage from this file (a trial)")
     report = commands.add_parser("report")
     report.add_argument("runs", nargs="+")
     report.add_argument("--split", default="test", choices=["dev", "test", "all"])

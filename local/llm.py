@@ -12,7 +12,7 @@ import contextlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -34,6 +34,29 @@ class ModelInfo:
 
 
 @dataclass
+class TokenConfidence:
+    """The model's own confidence in what it wrote, token by token: the log-probability of each
+    generated token and the entropy (nats) of the distribution it was drawn from, with the text
+    of each token so that a span of the answer can be found again."""
+
+    logprobs: list[float] = field(default_factory=list)
+    entropies: list[float] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+
+    def add(self, logits, token: int, piece: str) -> None:
+        import numpy as np
+
+        row = np.asarray(logits, dtype=np.float64)
+        top = row.max()
+        shifted = row - top
+        log_total = float(np.log(np.exp(shifted).sum()))
+        logprobs = shifted - log_total
+        self.logprobs.append(float(logprobs[token]))
+        self.entropies.append(float(-(np.exp(logprobs) * logprobs).sum()))
+        self.pieces.append(piece)
+
+
+@dataclass
 class GenerationStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -41,6 +64,9 @@ class GenerationStats:
     total_s: float = 0.0
     decode_s: float = 0.0  # from the first to the last generated token
     stop_reason: str = ""  # "eos", "length", "context", "cancelled"
+    # Set `confidence` to a TokenConfidence before streaming to have each generated token's
+    # log-probability and the entropy of the distribution it was drawn from recorded in it.
+    confidence: "TokenConfidence | None" = None
 
     @property
     def decode_tokens_per_s(self) -> float | None:
@@ -243,11 +269,15 @@ class LocalModel:
 
         with self._lock:
             self._evaluate_reusing(list(prompt_tokens))
-            # Without logits_all, llama-cpp-python keeps no scores; the context holds the last row.
-            logits = np.ctypeslib.as_array(self.llama._ctx.get_logits(), shape=(self.llama.n_vocab(),))
-            logits = logits.astype(np.float64)
+            logits = self._last_logits().astype(np.float64)
         top = logits.max()
         return logits - (top + np.log(np.exp(logits - top).sum()))
+
+    def _last_logits(self):
+        import numpy as np
+
+        # Without logits_all, llama-cpp-python keeps no scores; the context holds the last row.
+        return np.ctypeslib.as_array(self.llama._ctx.get_logits(), shape=(self.llama.n_vocab(),))
 
     def _evaluate_reusing(self, tokens: list[int]) -> None:
         cached = self.llama._input_ids[: self.llama.n_tokens].tolist()
@@ -315,6 +345,10 @@ class LocalModel:
                     last_at = now
                     stats.completion_tokens += 1
                     piece = decoder.decode(self.llama.detokenize([token], special=False))
+                    if stats.confidence is not None:
+                        # The context still holds the logits this token was drawn from: it is
+                        # evaluated only when the generator resumes.
+                        stats.confidence.add(self._last_logits(), token, piece)
                     if piece:
                         yield piece
                     if stats.completion_tokens >= limit:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from skiff.local.assets import bundled_gguf_path
-from skiff.local.llm import GenerationStats, LocalModel, read_model_info
+from skiff.local.llm import GenerationStats, LocalModel, TokenConfidence, read_model_info
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,19 @@ def test_streams_counts_and_respects_max_tokens(model):
     assert stats.completion_tokens == 12 and stats.stop_reason == "length"
     assert len(pieces) >= 6 and "".join(pieces).strip()
     assert stats.first_token_s is not None and stats.first_token_s <= stats.total_s
+
+
+def test_each_greedy_token_is_recorded_with_its_probability_and_the_entropy_it_came_from(model):
+    prompt = model.tokenize_prompt(model.render([{"role": "user", "content": "What is the capital of France?"}]))
+    stats = GenerationStats(confidence=TokenConfidence())
+    text = "".join(model.stream(prompt, max_tokens=16, stats=stats))
+    confidence = stats.confidence
+    assert len(confidence.logprobs) == len(confidence.entropies) == stats.completion_tokens
+    assert "".join(confidence.pieces) == text
+    assert all(lp <= 0 for lp in confidence.logprobs) and all(h >= 0 for h in confidence.entropies)
+    # The first greedy token is the most likely one: its probability matches the check's own
+    # distribution over the same prompt.
+    assert abs(confidence.logprobs[0] - float(model.next_token_logprobs(prompt).max())) < 1e-3
 
 
 def test_greedy_generation_is_deterministic_and_reuses_nothing_stale(model):

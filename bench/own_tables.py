@@ -1,0 +1,173 @@
+"""Routing tables for skiff's own models (the cascade issue, part 1): every installable local model
+answers a dataset; each answer is graded and kept with the model's confidence in it, token by
+token, so that any signal can be recomputed later without running the model again.
+
+    gsm8k: the GSM8K test questions of RouteLLM's table (../shared/data/routing/gsm8k_responses.csv),
+        less its decontamination list, in a seeded order (any prefix is a fair sample); greedy,
+        the answer graded against GSM8K's key; beside GPT-4-1106's correctness from that table.
+    notes: the notes question set (bench/data/notes_qa_dev.jsonl) through skiff's own retrieval
+        (hybrid, k 5) and prompt; graded as bench/notes_qa.py grades.
+    table: a RouteLLM-format CSV (prompt, weak, strong, weak's response) from the rows, for
+        `skiff router eval`.
+
+    .venv/bin/python bench/own_tables.py gsm8k --model qwen2.5-coder-1.5b [--limit 300]
+    .venv/bin/python bench/own_tables.py notes --model qwen2.5-coder-0.5b --split all
+    .venv/bin/python bench/own_tables.py table gsm8k --weak qwen2.5-coder-1.5b --strong gpt-4-1106-preview
+
+Rows are appended to bench/out/own_tables/DATASET--MODEL.jsonl as they come; a re-run skips those
+done. Every row: the response, right or not, seconds, tokens, and the per-token log-probabilities
+and entropies (rounded) with the token texts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cloud_pair import correct, gold_answer, load_questions  # noqa: E402
+from common import OUT, SHARED  # noqa: E402
+
+TABLES = OUT / "own_tables"
+ROUTING = SHARED / "data" / "routing"
+GSM8K_PROMPT = "{question}\nSolve it step by step, then give the final number after ####."
+GPT4 = "gpt-4-1106-preview"
+SEED = 20261130
+
+
+def confidence_row(confidence) -> dict:
+    return {"logprobs": [round(x, 3) for x in confidence.logprobs],
+            "entropies": [round(x, 3) for x in confidence.entropies], "pieces": confidence.pieces}
+
+
+def generate(model, messages: list[dict], max_tokens: int) -> dict:
+    from skiff.local.llm import GenerationStats, TokenConfidence
+
+    stats = GenerationStats(confidence=TokenConfidence())
+    started = time.perf_counter()
+    text = "".join(model.stream(model.tokenize_prompt(model.render(messages)), max_tokens, stats=stats))
+    return {"response": text, "seconds": round(time.perf_counter() - started, 3), "stop_reason": stats.stop_reason,
+            "completion_tokens": stats.completion_tokens, "prompt_tokens": stats.prompt_tokens,
+            **confidence_row(stats.confidence)}
+
+
+def gsm8k_items() -> list[dict]:
+    """RouteLLM's GSM8K table, decontaminated as `skiff router eval` does, with GSM8K's answer key."""
+    from skiff.router.research.routing_data import load_routing_data
+
+    table = load_routing_data(ROUTING / "gsm8k_responses.csv", strong_col=GPT4)
+    key = {item["question"].strip(): gold_answer(item["answer"]) for item in load_questions("test")}
+    items = [{"id": f"gsm8k-{n:04d}", "prompt": prompt, "gold": key[prompt.strip()], GPT4: bool(strong)}
+             for n, (prompt, strong) in enumerate(zip(table.prompts, table.strong)) if prompt.strip() in key]
+    random.Random(SEED).shuffle(items)
+    return items
+
+
+def rows_done(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    return {row["id"]: row for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if row}
+
+
+def run_gsm8k(args) -> None:
+    from notes_qa import resolve_model
+
+    from skiff.local.llm import LocalModel
+
+    items = gsm8k_items()[: args.limit or None]
+    path = TABLES / f"gsm8k--{args.model}.jsonl"
+    TABLES.mkdir(parents=True, exist_ok=True)
+    done = rows_done(path)
+    todo = [item for item in items if item["id"] not in done]
+    print(f"{len(items)} GSM8K questions ({len(done)} done)", file=sys.stderr)
+    if not todo:
+        return
+    model = LocalModel(resolve_model(args.model), n_ctx=2048, n_threads=args.threads)
+    with path.open("a", encoding="utf-8") as sink:
+        for number, item in enumerate(todo, start=1):
+            messages = [{"role": "user", "content": GSM8K_PROMPT.format(question=item["prompt"])}]
+            row = {"id": item["id"], "prompt": item["prompt"], **generate(model, messages, args.max_tokens)}
+            row.update(correct=correct(row["response"], item["gold"]), gold=item["gold"], strong=item[GPT4])
+            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sink.flush()
+            print(f"\r{number}/{len(todo)}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+
+
+def run_notes(args) -> None:
+    from check_notes_qa import load
+    from notes_qa import choose, open_assistant, resolve_model, retrieval_configs
+    from qa_grading import grade
+
+    from skiff.assistant.prompting import plan_prompt
+    from skiff.assistant.retrieval import retrieve
+    from skiff.local.llm import LocalModel
+
+    items = choose(load(), args.split)
+    path = TABLES / f"notes--{args.model}.jsonl"
+    TABLES.mkdir(parents=True, exist_ok=True)
+    done = rows_done(path)
+    todo = [item for item in items if item.id not in done]
+    print(f"{len(items)} notes questions ({len(done)} done)", file=sys.stderr)
+    if not todo:
+        return
+    assistant = open_assistant()
+    config = retrieval_configs()["hybrid RRF top-5"]
+    model = LocalModel(resolve_model(args.model), n_ctx=4096, n_threads=args.threads)
+    with path.open("a", encoding="utf-8") as sink:
+        for number, item in enumerate(todo, start=1):
+            found = retrieve(assistant.notes, item.question, assistant.embedder.encode_query(item.question), config)
+            plan = plan_prompt(model, item.question, found.selected, (), max_answer_tokens=args.max_tokens)
+            row = {"id": item.id, "prompt": item.question, "split": item.split, "answerable": item.answerable,
+                   "sources": [hit.path for hit in plan.notes], "coverage": round(found.coverage, 4),
+                   **generate(model, plan.messages, args.max_tokens)}
+            row["correct"] = grade(item, row["response"]).right
+            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sink.flush()
+            print(f"\r{number}/{len(todo)}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+
+
+def run_table(args) -> None:
+    weak = rows_done(TABLES / f"{args.dataset}--{args.weak}.jsonl")
+    if args.strong == GPT4:
+        strong = {key: {"correct": row["strong"]} for key, row in weak.items()}
+    else:
+        strong = rows_done(TABLES / f"{args.dataset}--{args.strong}.jsonl")
+    shared = [key for key in weak if key in strong]
+    out = TABLES / f"{args.dataset}--{args.weak}--{args.strong}_responses.csv"
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["prompt", args.weak, args.strong, f"{args.weak}_response"])
+        for key in shared:
+            writer.writerow([weak[key]["prompt"], weak[key]["correct"], strong[key]["correct"], weak[key]["response"]])
+    print(f"{len(shared)} rows -> {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("gsm8k", "notes"):
+        command = commands.add_parser(name)
+        command.add_argument("--model", required=True, help="a `skiff model list` name or a GGUF path")
+        command.add_argument("--threads", type=int, default=2)
+        command.add_argument("--max-tokens", type=int, default=400 if name == "gsm8k" else 384)
+        if name == "gsm8k":
+            command.add_argument("--limit", type=int, default=0, help="the first N of the seeded order")
+        else:
+            command.add_argument("--split", default="all", choices=["dev", "test", "all"])
+    table = commands.add_parser("table")
+    table.add_argument("dataset", choices=["gsm8k", "notes"])
+    table.add_argument("--weak", required=True)
+    table.add_argument("--strong", required=True, help=f"a model name, or {GPT4} (gsm8k)")
+    args = parser.parse_args()
+    {"gsm8k": run_gsm8k, "notes": run_notes, "table": run_table}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
