@@ -69,9 +69,25 @@ def gsm8k_items() -> list[dict]:
 
 
 def rows_done(path: Path) -> dict[str, dict]:
+    """The rows written so far; a line cut short by a kill is left out (its question runs again)."""
     if not path.exists():
         return {}
-    return {row["id"]: row for row in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if row}
+    rows = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        rows[row["id"]] = row
+    return rows
+
+
+def open_rows(path: Path):
+    """The rows file for appending, after a newline if a kill left the last line without one."""
+    if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+        with path.open("a", encoding="utf-8") as sink:
+            sink.write("\n")
+    return path.open("a", encoding="utf-8")
 
 
 def run_gsm8k(args) -> None:
@@ -88,7 +104,7 @@ def run_gsm8k(args) -> None:
     if not todo:
         return
     model = LocalModel(resolve_model(args.model), n_ctx=2048, n_threads=args.threads)
-    with path.open("a", encoding="utf-8") as sink:
+    with open_rows(path) as sink:
         for number, item in enumerate(todo, start=1):
             messages = [{"role": "user", "content": GSM8K_PROMPT.format(question=item["prompt"])}]
             row = {"id": item["id"], "prompt": item["prompt"], **generate(model, messages, args.max_tokens)}
@@ -119,7 +135,7 @@ def run_notes(args) -> None:
     assistant = open_assistant()
     config = retrieval_configs()["hybrid RRF top-5"]
     model = LocalModel(resolve_model(args.model), n_ctx=4096, n_threads=args.threads)
-    with path.open("a", encoding="utf-8") as sink:
+    with open_rows(path) as sink:
         for number, item in enumerate(todo, start=1):
             found = retrieve(assistant.notes, item.question, assistant.embedder.encode_query(item.question), config)
             plan = plan_prompt(model, item.question, found.selected, (), max_answer_tokens=args.max_tokens)
