@@ -141,6 +141,7 @@ def run_notes(args) -> None:
             plan = plan_prompt(model, item.question, found.selected, (), max_answer_tokens=args.max_tokens)
             row = {"id": item.id, "prompt": item.question, "split": item.split, "answerable": item.answerable,
                    "sources": [hit.path for hit in plan.notes], "coverage": round(found.coverage, 4),
+                   "chunks": [hit.text for hit in plan.notes],  # for the support signal, recomputable
                    **generate(model, plan.messages, args.max_tokens)}
             row["correct"] = grade(item, row["response"]).right
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
