@@ -23,7 +23,7 @@ fi
 # The stamp records what was installed; when the inputs are unchanged there is nothing to do.
 stamp="$venv/.skiff-installed$extras"
 inputs=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
-if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs" ] && "$venv/bin/python" -c "import skiff.router, llama_cpp" 2>/dev/null; }; then
+if ! { [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$inputs" ] && "$venv/bin/python" -c "import skiff.assistant, skiff.config, llama_cpp" 2>/dev/null; }; then
     # torch first and pinned: anything that resolves torch later finds 2.13.0 (CPU) and keeps it.
     echo "skiff setup: installing torch 2.13.0 (CPU)" >&2
     pip install "torch==2.13.0"

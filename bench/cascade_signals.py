@@ -1,0 +1,201 @@
+"""Which signal knows when the local answer is wrong (the cascade issue, part 2), from the rows of
+bench/own_tables.py: no model runs here.
+
+For each signal: its AUROC for "the local answer is wrong" (0.5 is chance), and the APGR and
+CPT(50%) of routing questions to the strong side in the signal's order, beside the router as it
+ships (its score before any model runs), random and the oracle. Signals, each oriented so that
+higher means "more likely wrong":
+
+- before the draft: the shipped router's score (embedding, text features, notes coverage σ²);
+- after the draft, at no extra call: the answer's token log-probabilities (mean, minimum, the
+  final answer's span), their entropy (mean, maximum), its length, whether it cites a source,
+  how much of its content the chunks it was given hold, refusal words;
+- early exit: the mean log-probability and entropy of the first 16 and 32 tokens;
+- combined: a logistic regression over the post-draft signals, fitted on the other half (GSM8K,
+  seeded halves) or on dev (notes, reported on test).
+
+    .venv/bin/python bench/cascade_signals.py gsm8k --weak qwen2.5-coder-1.5b --strong gpt-4-1106-preview
+    .venv/bin/python bench/cascade_signals.py notes --weak qwen2.5-coder-0.5b --strong qwen2.5-coder-1.5b --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from own_tables import GPT4, TABLES, rows_done  # noqa: E402
+from qa_grading import tokens as words_of  # noqa: E402
+
+from skiff.router.research.metrics import oracle_curve, random_curve, router_curve  # noqa: E402
+
+REFUSAL = re.compile(r"(?i)\b(not (mentioned|provided|specified|stated)|no information|i don't know|cannot "
+                     r"(find|determine|answer)|does not (say|mention|contain)|unable to)\b")
+CITATION = re.compile(r"\[\d{1,2}\]")
+STOP = set("the a an and or of to in on for with is are be it this that you your can by as at from".split())
+
+
+def auroc(scores: np.ndarray, wrong: np.ndarray) -> float:
+    """The chance that a wrong answer scores above a right one (ties count half)."""
+    positives, negatives = scores[wrong], scores[~wrong]
+    if not len(positives) or not len(negatives):
+        return float("nan")
+    order = np.argsort(np.concatenate([positives, negatives]), kind="mergesort")
+    ranks = np.empty(len(order))
+    values = np.concatenate([positives, negatives])[order]
+    start = 0
+    while start < len(values):  # average ranks over ties
+        end = start
+        while end + 1 < len(values) and values[end + 1] == values[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return float((ranks[:len(positives)].sum() - len(positives) * (len(positives) + 1) / 2)
+                 / (len(positives) * len(negatives)))
+
+
+def answer_span(row: dict) -> list[float]:
+    """Log-probabilities of the tokens that state the final answer: after the last "####" (GSM8K),
+    else the answer's last number, else its first sentence."""
+    pieces, logprobs = row["pieces"], row["logprobs"]
+    text, starts = "", []
+    for piece in pieces:
+        starts.append(len(text))
+        text += piece
+    marker = text.rfind("####")
+    if marker >= 0:
+        begin, end = marker, len(text)
+    else:
+        numbers = list(re.finditer(r"-?\d[\d,]*(?:\.\d+)?", text))
+        if numbers:
+            begin, end = numbers[-1].start(), numbers[-1].end()
+        else:
+            first = re.search(r"[.!?](\s|$)", text)
+            begin, end = 0, first.end() if first else len(text)
+    span = [lp for start, piece, lp in zip(starts, pieces, logprobs) if start < end and start + len(piece) > begin]
+    return span or logprobs or [0.0]
+
+
+def unsupported_share(row: dict) -> float:
+    """The share of the answer's content words that none of the chunks it was given contains."""
+    chunks = set(words_of(" ".join(row.get("chunks") or [])))
+    content = [word for word in words_of(row["response"]) if word not in STOP and len(word) > 2]
+    return sum(word not in chunks for word in content) / len(content) if content else 1.0
+
+
+def post_draft(row: dict) -> dict[str, float]:
+    logprobs = row["logprobs"] or [0.0]
+    entropies = row["entropies"] or [0.0]
+    signals = {
+        "−mean log-probability": -float(np.mean(logprobs)),
+        "−minimum log-probability": -float(np.min(logprobs)),
+        "−answer span log-probability": -float(np.mean(answer_span(row))),
+        "mean entropy": float(np.mean(entropies)),
+        "maximum entropy": float(np.max(entropies)),
+        "length (log tokens)": math.log1p(row["completion_tokens"]),
+        "refusal words": float(bool(REFUSAL.search(row["response"]))),
+    }
+    for first in (16, 32):
+        signals[f"−mean log-probability, first {first} tokens"] = -float(np.mean(logprobs[:first]))
+        signals[f"mean entropy, first {first} tokens"] = float(np.mean(entropies[:first]))
+    if "chunks" in row:
+        signals["cites no source"] = float(not CITATION.search(row["response"]))
+        signals["content not in its chunks"] = unsupported_share(row)
+    return signals
+
+
+POST = None  # the post-draft signal names, in order, set from the first row
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    means, scales = x.mean(axis=0), x.std(axis=0) + 1e-9
+    design = np.hstack([(x - means) / scales, np.ones((len(x), 1))])
+    w = np.zeros(design.shape[1])
+    penalty = np.eye(design.shape[1]) * l2
+    penalty[-1, -1] = 0.0
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-design @ w))
+        w -= np.linalg.solve(design.T @ (design * (p * (1 - p))[:, None]) + penalty, design.T @ (p - y) + penalty @ w)
+    return w, means, scales
+
+
+def predict(model, x: np.ndarray) -> np.ndarray:
+    w, means, scales = model
+    return np.hstack([(x - means) / scales, np.ones((len(x), 1))]) @ w
+
+
+def router_scores(rows: list[dict]) -> np.ndarray:
+    """The shipped router's score before any model runs (its prior, no feedback)."""
+    import os
+    import tempfile
+
+    os.environ["SKIFF_HOME"] = tempfile.mkdtemp(prefix="skiff-signals-")
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
+
+    assistant = Assistant(load_settings(offline=True))
+    state, policy = assistant.router_state, assistant.policy
+    feature_map = state.feature_map()
+    vectors = assistant.embedder.encode([row["prompt"] for row in rows])
+    return np.array([policy.score(feature_map(row["prompt"], vector, row.get("coverage", 1.0)))[2]
+                     for row, vector in zip(rows, vectors)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=["gsm8k", "notes"])
+    parser.add_argument("--weak", required=True)
+    parser.add_argument("--strong", required=True, help=f"a model with rows, or {GPT4} (gsm8k)")
+    parser.add_argument("--split", default="test", choices=["dev", "test"], help="notes: report on this split")
+    args = parser.parse_args()
+
+    weak = rows_done(TABLES / f"{args.dataset}--{args.weak}.jsonl")
+    strong = ({key: row["strong"] for key, row in weak.items()} if args.strong == GPT4 else
+              {key: row["correct"] for key, row in rows_done(TABLES / f"{args.dataset}--{args.strong}.jsonl").items()})
+    rows = [row for key, row in weak.items() if key in strong and (args.dataset == "gsm8k" or row["answerable"])]
+    if args.dataset == "notes":
+        train = [row for row in rows if row["split"] != args.split]
+        rows = [row for row in rows if row["split"] == args.split]
+    else:  # seeded halves: the combined signal is fitted on one and scored on the other, both ways
+        rng = np.random.default_rng(20261130)
+        half = set(rng.permutation(len(rows))[: len(rows) // 2].tolist())
+        train = None
+    signals = [post_draft(row) for row in rows]
+    names = list(signals[0])
+    x = np.array([[s[name] for name in names] for s in signals])
+    weak_right = np.array([bool(row["correct"]) for row in rows])
+    strong_right = np.array([bool(strong[row["id"]]) for row in rows])
+    wrong = ~weak_right
+    table = {name: x[:, n] for n, name in enumerate(names)}
+    if args.dataset == "notes":
+        tx = np.array([[post_draft(row)[name] for name in names] for row in train])
+        ty = np.array([not row["correct"] for row in train], dtype=float)
+        table["combined (logistic, fitted on the other split)"] = predict(fit_logistic(tx, ty), x)
+    else:
+        combined = np.zeros(len(rows))
+        for fit_on in (True, False):
+            chosen = np.array([(i in half) == fit_on for i in range(len(rows))])
+            model = fit_logistic(x[chosen], wrong[chosen].astype(float))
+            combined[~chosen] = predict(model, x[~chosen])
+        table["combined (logistic, fitted on the other half)"] = combined
+    table = {"before the draft: the router as shipped": router_scores(rows), **table}
+    print(f"\n{args.dataset}: {len(rows)} questions, weak {args.weak} right {weak_right.mean():.1%}, "
+          f"strong {args.strong} "
+          f"right {strong_right.mean():.1%}\n")
+    print("| signal | AUROC (weak wrong) | APGR | CPT(50%) |")
+    print("|---|---|---|---|")
+    for name, scores in table.items():
+        curve = router_curve(scores, weak_right.astype(float), strong_right.astype(float))
+        print(f"| {name} | {auroc(scores, wrong):.3f} | {curve.apgr:.3f} | {curve.cpt(0.5):.1%} |")
+    for name, curve in (("random", random_curve(weak_right.astype(float), strong_right.astype(float))),
+                        ("oracle", oracle_curve(weak_right.astype(float), strong_right.astype(float)))):
+        print(f"| {name} | — | {curve.apgr:.3f} | {curve.cpt(0.5):.1%} |")
+
+
+if __name__ == "__main__":
+    main()
