@@ -7,10 +7,9 @@ ships (its score before any model runs), random and the oracle. Signals, each or
 higher means "more likely wrong":
 
 - before the draft: the shipped router's score (embedding, text features, notes coverage σ²);
-- after the draft, at no extra call: the answer's token log-probabilities (mean, minimum, the
-  final answer's span), their entropy (mean, maximum), its length, whether it cites a source,
-  how much of its content the chunks it was given hold, refusal words;
-- early exit: the mean log-probability and entropy of the first 16 and 32 tokens;
+- after the draft, at no extra call: skiff.router.draft_signals (token log-probabilities and
+  entropies, the answer's span, early exit after 16 and 32 tokens, length, refusal words,
+  citations and support by the chunks);
 - combined: a logistic regression over the post-draft signals, fitted on the other half (GSM8K,
   seeded halves) or on dev (notes, reported on test).
 
@@ -21,8 +20,6 @@ higher means "more likely wrong":
 from __future__ import annotations
 
 import argparse
-import math
-import re
 import sys
 from pathlib import Path
 
@@ -30,15 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from own_tables import GPT4, TABLES, rows_done  # noqa: E402
-from qa_grading import tokens as words_of  # noqa: E402
-
+from skiff.router.draft_signals import draft_signals  # noqa: E402
 from skiff.router.research.metrics import oracle_curve, random_curve, router_curve  # noqa: E402
-
-REFUSAL = re.compile(r"(?i)\b(not (mentioned|provided|specified|stated)|no information|i don't know|cannot "
-                     r"(find|determine|answer)|does not (say|mention|contain)|unable to)\b")
-CITATION = re.compile(r"\[\d{1,2}\]")
-STOP = set("the a an and or of to in on for with is are be it this that you your can by as at from".split())
-
 
 def auroc(scores: np.ndarray, wrong: np.ndarray) -> float:
     """The chance that a wrong answer scores above a right one (ties count half)."""
@@ -59,57 +49,8 @@ def auroc(scores: np.ndarray, wrong: np.ndarray) -> float:
                  / (len(positives) * len(negatives)))
 
 
-def answer_span(row: dict) -> list[float]:
-    """Log-probabilities of the tokens that state the final answer: after the last "####" (GSM8K),
-    else the answer's last number, else its first sentence."""
-    pieces, logprobs = row["pieces"], row["logprobs"]
-    text, starts = "", []
-    for piece in pieces:
-        starts.append(len(text))
-        text += piece
-    marker = text.rfind("####")
-    if marker >= 0:
-        begin, end = marker, len(text)
-    else:
-        numbers = list(re.finditer(r"-?\d[\d,]*(?:\.\d+)?", text))
-        if numbers:
-            begin, end = numbers[-1].start(), numbers[-1].end()
-        else:
-            first = re.search(r"[.!?](\s|$)", text)
-            begin, end = 0, first.end() if first else len(text)
-    span = [lp for start, piece, lp in zip(starts, pieces, logprobs) if start < end and start + len(piece) > begin]
-    return span or logprobs or [0.0]
-
-
-def unsupported_share(row: dict) -> float:
-    """The share of the answer's content words that none of the chunks it was given contains."""
-    chunks = set(words_of(" ".join(row.get("chunks") or [])))
-    content = [word for word in words_of(row["response"]) if word not in STOP and len(word) > 2]
-    return sum(word not in chunks for word in content) / len(content) if content else 1.0
-
-
 def post_draft(row: dict) -> dict[str, float]:
-    logprobs = row["logprobs"] or [0.0]
-    entropies = row["entropies"] or [0.0]
-    signals = {
-        "−mean log-probability": -float(np.mean(logprobs)),
-        "−minimum log-probability": -float(np.min(logprobs)),
-        "−answer span log-probability": -float(np.mean(answer_span(row))),
-        "mean entropy": float(np.mean(entropies)),
-        "maximum entropy": float(np.max(entropies)),
-        "length (log tokens)": math.log1p(row["completion_tokens"]),
-        "refusal words": float(bool(REFUSAL.search(row["response"]))),
-    }
-    for first in (16, 32):
-        signals[f"−mean log-probability, first {first} tokens"] = -float(np.mean(logprobs[:first]))
-        signals[f"mean entropy, first {first} tokens"] = float(np.mean(entropies[:first]))
-    if "chunks" in row:
-        signals["cites no source"] = float(not CITATION.search(row["response"]))
-        signals["content not in its chunks"] = unsupported_share(row)
-    return signals
-
-
-POST = None  # the post-draft signal names, in order, set from the first row
+    return draft_signals(row["response"], row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
