@@ -91,13 +91,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=["gsm8k", "notes"])
     parser.add_argument("--weak", required=True)
-    parser.add_argument("--strong", required=True, help=f"a model with rows, or {GPT4} (gsm8k)")
+    parser.add_argument("--strong", required=True, help=f"a model with rows, {GPT4} (gsm8k), or none (AUROC only)")
     parser.add_argument("--split", default="test", choices=["dev", "test"], help="notes: report on this split")
     args = parser.parse_args()
 
     weak = rows_done(TABLES / f"{args.dataset}--{args.weak}.jsonl")
-    strong = ({key: row["strong"] for key, row in weak.items()} if args.strong == GPT4 else
-              {key: row["correct"] for key, row in rows_done(TABLES / f"{args.dataset}--{args.strong}.jsonl").items()})
+    if args.strong == "none":  # no stronger side measured: the signals' AUROC only
+        strong = {key: True for key in weak}
+    elif args.strong == GPT4:
+        strong = {key: row["strong"] for key, row in weak.items()}
+    else:
+        measured = rows_done(TABLES / f"{args.dataset}--{args.strong}.jsonl")
+        strong = {key: row["correct"] for key, row in measured.items()}
     rows = [row for key, row in weak.items() if key in strong and (args.dataset == "gsm8k" or row["answerable"])]
     if args.dataset == "notes":
         train = [row for row in rows if row["split"] != args.split]
@@ -128,6 +133,11 @@ def main() -> None:
     print(f"\n{args.dataset}: {len(rows)} questions, weak {args.weak} right {weak_right.mean():.1%}, "
           f"strong {args.strong} "
           f"right {strong_right.mean():.1%}\n")
+    if args.strong == "none":
+        print("| signal | AUROC (weak wrong) |\n|---|---|")
+        for name, scores in table.items():
+            print(f"| {name} | {auroc(scores, wrong):.3f} |")
+        return
     print("| signal | AUROC (weak wrong) | APGR | CPT(50%) |")
     print("|---|---|---|---|")
     for name, scores in table.items():
