@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from notes_qa_abstention import fit_logistic as fit_standardised  # noqa: E402
 from own_tables import GPT4, TABLES, rows_done  # noqa: E402
 from skiff.router.draft_signals import draft_signals  # noqa: E402
 from skiff.router.research.metrics import oracle_curve, random_curve, router_curve  # noqa: E402
@@ -53,16 +54,11 @@ def post_draft(row: dict) -> dict[str, float]:
     return draft_signals(row["response"], row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0):
+    """notes_qa_abstention's regression, on standardised signals; returns what `predict` needs."""
     means, scales = x.mean(axis=0), x.std(axis=0) + 1e-9
-    design = np.hstack([(x - means) / scales, np.ones((len(x), 1))])
-    w = np.zeros(design.shape[1])
-    penalty = np.eye(design.shape[1]) * l2
-    penalty[-1, -1] = 0.0
-    for _ in range(50):
-        p = 1 / (1 + np.exp(-design @ w))
-        w -= np.linalg.solve(design.T @ (design * (p * (1 - p))[:, None]) + penalty, design.T @ (p - y) + penalty @ w)
-    return w, means, scales
+    weights, bias = fit_standardised((x - means) / scales, y, l2=l2)
+    return np.append(weights, bias), means, scales
 
 
 def predict(model, x: np.ndarray) -> np.ndarray:
