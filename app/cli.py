@@ -138,6 +138,8 @@ def ask(
 ) -> None:
     """Answer a question, grounded in your notes, streaming as it writes: locally, or from the cloud
     when the router judges it hard."""
+    from rich.markup import escape
+
     from skiff.local.assets import MissingAssetError
     from skiff.router.policy import ROUTES
 
@@ -160,6 +162,12 @@ def ask(
             sys.stdout.write(("\n\n" if len(shown_sides) > 1 else "") + f"── {side} ──\n")
         on_token(piece)
 
+    def on_set_aside(reason: str) -> None:
+        # The draft stays on screen above; the stronger answer streams below this line.
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        err.print(f"[yellow]↳ {escape(reason)}[/]", highlight=False)
+
     shown_sides: list[str] = []
     cancel = threading.Event()
     with assistant_session(model_path=model, top_k=top_k, max_tokens=max_tokens, n_ctx=n_ctx,
@@ -172,7 +180,8 @@ def ask(
                 answers = [assistant.ask(question, use_notes=not no_notes,
                                          route=None if route in (None, "auto") else route,
                                          on_token=on_token if streamed else None, cancel=cancel,
-                                         on_progress=work_bar.update if work_bar is not None else None)]
+                                         on_progress=work_bar.update if work_bar is not None else None,
+                                         on_set_aside=on_set_aside if streamed else None)]
                 if streamed and answers[0].local_offered and sys.stdin.isatty() and err.is_terminal:
                     sys.stdout.write("\n")
                     _report(answers[0])
@@ -215,6 +224,10 @@ def _report(answer) -> None:
         err.print(f"[dim]local+: {allocation_line(answer.allocation)}[/]", highlight=False)
     if answer.abstained:
         err.print(f"[dim]notes check: {abstention_line(answer.abstention)}[/]", highlight=False)
+    if answer.draft_check:
+        check = answer.draft_check
+        kept = "escalated" if check.get("escalated") else "kept"
+        err.print(f"[dim]draft check: {escape(check['reason'])}; {kept}[/]", highlight=False)
     err.print(
         f"[dim]{by} · {answer.decision.reason} · {answer.tokens['completion']} tokens{cost} · "
         f"first token {timing['first_token_s'] or 0:.2f}s · total {timing['total_s']:.2f}s · id {answer.id}[/]",

@@ -104,6 +104,10 @@ def eval_table(block: dict) -> Table:
     return table
 
 
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
 def router_stats_table(info: dict) -> Table:
     table = Table(title="router", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -113,12 +117,25 @@ def router_stats_table(info: dict) -> Table:
     table.add_row("router chose", ", ".join(f"{k} {v}" for k, v in info["router_chose"].items()))
     table.add_row("ran", ", ".join(f"{k} {v}" for k, v in info["ran"].items()))
     table.add_row("cloud share", f"{share} (target {info['target_cloud_share']:.0%})")
+    stages = info.get("stages")
+    if stages:
+        table.add_row("sent to the cloud", f"before a draft {stages['before_draft']} "
+                                           f"({_share(stages['before_draft_share'])}), after a draft "
+                                           f"{stages['after_draft']} ({_share(stages['after_draft_share'])} of "
+                                           f"{stages['drafts_checked']} checked drafts)")
     thresholds = info["thresholds"]
     if thresholds:
         table.add_row("thresholds", f"cloud > {thresholds['cloud']:.3f}, local+ > {thresholds['local_plus']:.3f}")
         table.add_row("", Text(f"calibrated on {thresholds['calibrated_on']}", style="dim"))
     else:
         table.add_row("thresholds", "not calibrated yet (set on the first question)")
+    check = info.get("draft_check")
+    if check and check["threshold"] is not None:
+        table.add_row("draft check", f"escalate below τ {check['threshold']:.3f} ({_share(check['share'])} of drafts), "
+                                     f"{check['observations']} observations since its prior")
+        table.add_row("", Text(f"{check['model']}; calibrated on {check['calibrated_on']}", style="dim"))
+    elif "draft_check" in info:
+        table.add_row("draft check", "none for this model (no check was fitted for it)")
     feedback = info["feedback"]
     table.add_row("feedback", f"{feedback['good']} good, {feedback['bad']} bad")
     spend = info["cloud_spend"]
@@ -172,6 +189,15 @@ def abstention_line(check: dict) -> str:
     signals = ", ".join(f"{name} {check[name]}" for name in
                         ("best_similarity", "covered", "rarest_missing", "coverage", "model_says_yes") if name in check)
     return f"{verdict} (p {check.get('probability')} vs threshold {check.get('threshold')}; {signals})"
+
+
+def draft_check_line(check: dict) -> str:
+    """The cascade's check of a local draft in a line: its reason, what came of it, its signals."""
+    outcome = "escalated to the cloud" if check.get("escalated") else (
+        "kept, marked unsure" if check.get("unsure") else "kept")
+    signals = ", ".join(f"{name} {value}" for name, value in (check.get("signals") or {}).items())
+    return (f"{check.get('reason', '')}; {outcome} (after {check.get('at_tokens')} tokens, "
+            f"± {check.get('std')}; {signals})")
 
 
 def allocation_line(allocation: dict | None) -> str:

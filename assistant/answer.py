@@ -86,6 +86,9 @@ class Answer:
     allocation: dict | None = None  # local+: how much local compute it got (vote, LoRA) and what came of it
     # "My notes don't say": the check's signals and verdict (assistant/abstention.py), when it ran.
     abstention: dict | None = None
+    # The cascade's check of the local draft (router/draft_check.py): confidence, τ, signals, reason.
+    draft_check: dict | None = None
+    draft: str | None = None  # the local draft that was set aside when the check escalated it
 
     @classmethod
     def from_dict(cls, record: dict) -> "Answer":
@@ -97,7 +100,8 @@ class Answer:
                    dict(record.get("tokens") or {}), record.get("stop_reason", ""), record.get("model", ""),
                    list(record.get("notices") or ()), record.get("answered_by") or record.get("route", "local"),
                    record.get("cost_usd"), bool(record.get("local_offered")), record.get("pair_id"),
-                   record.get("allocation"), record.get("abstention"))
+                   record.get("allocation"), record.get("abstention"), record.get("draft_check"),
+                   record.get("draft"))
 
     @property
     def abstained(self) -> bool:
@@ -127,4 +131,6 @@ class Answer:
             "allocation": self.allocation,
             "abstained": self.abstained,
             "abstention": self.abstention,
+            "draft_check": self.draft_check,
+            "draft": self.draft,
         }

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from skiff.cloud import CloudClient, CloudError, CloudStats, CloudStreamBroken
-from skiff.local.llm import GenerationStats, LocalModel
+from skiff.local.llm import GenerationStats, LocalModel, TokenConfidence
 from skiff.local.notes_index import Hit
 from skiff.assistant.cloud_prompt import cloud_cost, plan_cloud_prompt
 from skiff.assistant.abstention import NOTES_DONT_SAY
@@ -67,17 +67,22 @@ def general_answer(model: LocalModel, settings: Settings, question: str, history
 
 
 def stream_plan(model: LocalModel, settings: Settings, plan: PromptPlan, on_token: Callable[[str], None] | None,
-                 cancel: threading.Event | None, generated: Generated | None = None,
-                 pieces: list[str] | None = None) -> Generated:
+                cancel: threading.Event | None, generated: Generated | None = None,
+                pieces: list[str] | None = None, confidence: TokenConfidence | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Generated:
+    """The local model writes the plan's answer. `confidence` records each token's log-probability
+    and entropy as it goes; `should_stop` (called after every token) ends it early, as `cancel` does."""
     generated = generated if generated is not None else Generated()
     generated.notes = list(plan.notes)
     if (trimmed := plan.trimmed_notice(model.n_ctx)) is not None:
         generated.notices.append(trimmed)
-    stats = GenerationStats()
+    stats = GenerationStats(confidence=confidence)
     pieces = pieces if pieces is not None else []
+    if should_stop is None and cancel is not None:
+        should_stop = cancel.is_set
     try:
         for piece in model.stream(plan.prompt_tokens, max_tokens=settings.max_tokens, temperature=settings.temperature,
-                                  stats=stats, should_stop=cancel.is_set if cancel is not None else None):
+                                  stats=stats, should_stop=should_stop):
             _emit(pieces, generated, piece, on_token)
     finally:
         generated.text = "".join(pieces)

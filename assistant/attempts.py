@@ -7,8 +7,9 @@ what should happen next:
 - final: this is the answer;
 - fall back: it produced nothing usable (the cloud refused, timed out, dropped before any text),
   so the next attempt answers; its notices say why;
-- escalate: it has an answer but wants a stronger one (a vote whose samples disagree); the next
-  attempt answers, and if that one falls back, this answer stands.
+- escalate: it has an answer but wants a stronger one (a vote whose samples disagree, a draft
+  the local model is unsure of); the next attempt answers, and if that one falls back, this
+  answer stands, or the attempt after it finishes the draft that was cut short.
 
 One loop runs the chain and is the only place that decides who answered and shows an answer
 that was not streamed as it was written (a vote's is chosen after all samples are done).
@@ -24,11 +25,14 @@ from typing import Callable, Literal, Protocol, Sequence
 from skiff.assistant.abstention import NotesCheck, check_applies
 from skiff.assistant.adapter_spec import TuningProgress
 from skiff.assistant.answering import Generated, general_answer, generate_in_cloud, stream_plan
+from skiff.assistant.cascade import DraftWatch, escalation_reason, unsure_notice
+from skiff.assistant.cloud_prompt import why_no_cloud
 from skiff.assistant.local_plus import LocalParts, spend_local_compute
 from skiff.assistant.prompting import PromptPlan, plan_prompt
 from skiff.cloud import CloudClient
 from skiff.config.settings import Settings
 from skiff.local.notes_index import NotesIndex
+from skiff.router.draft_check import DraftCheck, DraftVerdict
 from skiff.router.policy import Decision, QuestionWithNotes, Route
 
 Outcome = Literal["final", "fall_back", "escalate"]
@@ -48,6 +52,8 @@ class Turn:
     cancel: threading.Event | None = None
     on_progress: TuningProgress | None = None
     record_sent: Callable[[dict], None] = lambda sent: None  # what left the machine, before it leaves
+    # An attempt that streamed text escalates: the text shown so far is set aside (folded, kept).
+    on_set_aside: Callable[[str], None] | None = None
 
     @property
     def cancelled(self) -> bool:
@@ -64,6 +70,7 @@ class Tried:
     streamed: bool = True  # its text went to on_token as it was written
     allocation: dict | None = None  # local+: the compute it was given and what came of it
     abstention: dict | None = None  # the notes check's signals and verdict, when it ran
+    draft_check: DraftVerdict | None = None  # the cascade's check of a local draft, when it ran
 
 
 class Attempt(Protocol):
@@ -83,12 +90,14 @@ class Attempted:
     notices: list[str] = field(default_factory=list)
     allocation: dict | None = None
     abstention: dict | None = None
+    draft_check: DraftVerdict | None = None
+    draft: str | None = None  # a draft that escalated and was set aside for a stronger answer
 
 
 def run_attempts(attempts: Sequence[Attempt], turn: Turn, notices: Sequence[str] = ()) -> Attempted:
     """Run the chain until an attempt is final (or, after an escalation, until the chain runs out
     or the person cancels); the answer is that attempt's, or the escalating one's."""
-    said, allocation, abstention = list(notices), None, None
+    said, allocation, abstention, draft_check = list(notices), None, None, None
     kept: tuple[Attempt, Tried] | None = None
     chosen: tuple[Attempt, Tried] | None = None
     for attempt in attempts:
@@ -96,6 +105,7 @@ def run_attempts(attempts: Sequence[Attempt], turn: Turn, notices: Sequence[str]
             break
         tried = attempt.run(turn)
         allocation, abstention = tried.allocation or allocation, tried.abstention or abstention
+        draft_check = tried.draft_check or draft_check
         if tried.outcome == "final":
             said += ([kept[1].reason] if kept is not None and kept[1].reason else []) + tried.generated.notices
             chosen = (attempt, tried)
@@ -103,6 +113,8 @@ def run_attempts(attempts: Sequence[Attempt], turn: Turn, notices: Sequence[str]
         said += tried.generated.notices
         if tried.outcome == "escalate":
             kept = (attempt, tried)
+            if tried.streamed and tried.generated.text and turn.on_set_aside is not None:
+                turn.on_set_aside(tried.reason)
     chosen = chosen or kept
     if chosen is None:
         raise RuntimeError("no attempt in the chain answered")  # every chain ends in a local attempt
@@ -112,7 +124,9 @@ def run_attempts(attempts: Sequence[Attempt], turn: Turn, notices: Sequence[str]
         generated.first_piece_at = time.perf_counter()
         if turn.on_token is not None:
             turn.on_token(generated.text)
-    return Attempted(generated, attempt.answered_by, attempt.model, said, allocation, abstention)
+    draft = kept[1].generated.text if kept is not None and chosen is not kept and kept[1].streamed else None
+    return Attempted(generated, attempt.answered_by, attempt.model, said, allocation, abstention, draft_check,
+                     draft or None)
 
 
 class CloudAttempt:
@@ -141,14 +155,23 @@ class LocalModelParts(LocalParts, Protocol):
         """Ready the model for an answer (the personal adapter on or off); notices to show."""
         ...
 
+    def draft_check(self) -> DraftCheck | None:
+        """The cascade's check for the local model in use, calibrated and up to date with feedback;
+        None when no check was fitted for it."""
+        ...
+
 
 class LocalAttempt:
-    """The local model: first the notes check ("my notes don't say"), then a plain answer."""
+    """The local model: first the notes check ("my notes don't say"), then a draft that the cascade's
+    check reads as it streams (assistant/cascade.py). `why_it_stays` is None when an unsure draft
+    may escalate to the cloud; otherwise it says why the draft stays (offline, asked for local)."""
 
     answered_by: Route = "local"
 
-    def __init__(self, parts: LocalModelParts, settings: Settings) -> None:
+    def __init__(self, parts: LocalModelParts, settings: Settings, why_it_stays: str | None = "",
+                 check_drafts: bool = True) -> None:
         self.parts, self.settings = parts, settings
+        self.why_it_stays, self.check_drafts = why_it_stays, check_drafts
 
     @property
     def model(self) -> str:
@@ -170,7 +193,22 @@ class LocalAttempt:
         consulted = turn.consulted
         plan = plan or plan_prompt(self.parts.model, consulted.text, consulted.hits, turn.history,
                                    max_answer_tokens=self.settings.max_tokens)
-        return Tried(stream_plan(self.parts.model, self.settings, plan, turn.on_token, turn.cancel))
+        check = self.parts.draft_check() if self.check_drafts else None
+        if check is None:
+            return Tried(stream_plan(self.parts.model, self.settings, plan, turn.on_token, turn.cancel))
+        watch = DraftWatch(check, [hit.text for hit in plan.notes] if plan.notes else None,
+                           stop_when_unsure=self.why_it_stays is None, cancel=turn.cancel)
+        generated = stream_plan(self.parts.model, self.settings, plan, turn.on_token, turn.cancel,
+                                confidence=watch.confidence, should_stop=watch.should_stop)
+        if watch.escalates(turn.cancelled):
+            if watch.stopped:
+                generated.stop_reason = "escalated"
+            verdict = watch.escalated()
+            return Tried(generated, "escalate", escalation_reason(verdict), draft_check=verdict)
+        verdict = watch.finish()
+        if verdict.unsure and not turn.cancelled:
+            generated.notices.append(unsure_notice(verdict, self.why_it_stays or "no cloud to ask"))
+        return Tried(generated, draft_check=verdict)
 
     def unless_the_notes_say(self, turn: Turn) -> tuple[Generated | None, dict | None, PromptPlan | None]:
         """When the notes check applies and finds the notes do not hold the answer: the answer that
@@ -207,14 +245,31 @@ class LocalPlusAttempt(LocalAttempt):
                      streamed=allocation["kind"] != "vote", allocation=allocation)
 
 
-def chain_for(route: Route, why_no_cloud: str | None, local: LocalModelParts, settings: Settings,
-              open_client: Callable[[Settings], CloudClient]) -> tuple[list[Attempt], list[str]]:
+class FinishDraft(LocalAttempt):
+    """An unsure draft escalated and the cloud fell back: the local model writes its answer in full
+    after all (the notes check and the draft check have already run on this question)."""
+
+    def __init__(self, parts: LocalModelParts, settings: Settings) -> None:
+        super().__init__(parts, settings, why_it_stays="the cloud could not answer", check_drafts=False)
+
+    def run(self, turn: Turn) -> Tried:
+        return self.answer(turn, None)
+
+
+def chain_for(route: Route, cloud_unreachable: str | None, overridden: bool, local: LocalModelParts,
+              settings: Settings, open_client: Callable[[Settings], CloudClient]) -> tuple[list[Attempt], list[str]]:
     """The attempts for a route, and what to say before they run. A question for the cloud that
-    has to stay here (offline, no endpoint, a refusal) gets more local compute, as the hardest."""
-    cloud: list[Attempt] = [CloudAttempt(settings, open_client)] if why_no_cloud is None else []
+    has to stay here (offline, no endpoint, a refusal) gets more local compute, as the hardest. A
+    local draft the local model is unsure of escalates to the cloud, unless there is none to ask
+    or the person asked for the local model."""
+    cloud: list[Attempt] = [CloudAttempt(settings, open_client)] if cloud_unreachable is None else []
     if route == "cloud":
-        said = [why_no_cloud] if why_no_cloud else []
+        said = [why_no_cloud(settings)] if cloud_unreachable else []
         return [*cloud, LocalPlusAttempt(local, settings, cloud_unavailable=True)], said
     if route == "local+":
         return [LocalPlusAttempt(local, settings, cloud_unavailable=False), *cloud], []
-    return [LocalAttempt(local, settings)], []
+    if overridden:
+        return [LocalAttempt(local, settings, why_it_stays="you asked for the local model")], []
+    if cloud_unreachable is not None:
+        return [LocalAttempt(local, settings, why_it_stays=cloud_unreachable)], []
+    return [LocalAttempt(local, settings, why_it_stays=None), *cloud, FinishDraft(local, settings)], []

@@ -14,17 +14,28 @@ from skiff.assistant.privacy import WITHHELD_TURN, drew_on_private_notes, is_pri
 from skiff.config.settings import KeyFileError, Settings
 
 
-def why_no_cloud(settings: Settings) -> str | None:
-    """Why the cloud cannot be asked now (said to the person as a notice), or None when it can."""
+def cloud_unreachable(settings: Settings) -> str | None:
+    """Why the cloud cannot be asked now, in a few words, or None when it can."""
     if settings.offline:
-        return "offline mode: this question would have gone to the cloud; answered locally"
+        return "offline mode"
     if not settings.cloud_configured:
-        return "no cloud endpoint is configured (cloud_base_url, cloud_model); answered locally"
+        return "no cloud endpoint is configured (cloud_base_url, cloud_model)"
     try:
         settings.cloud_key()
     except KeyFileError as error:
-        return f"{error}; answered locally"
+        return str(error)
     return None
+
+
+def why_no_cloud(settings: Settings) -> str | None:
+    """Why a question meant for the cloud is answered here (said to the person as a notice), or
+    None when the cloud can be asked."""
+    reason = cloud_unreachable(settings)
+    if reason is None:
+        return None
+    if settings.offline:
+        return "offline mode: this question would have gone to the cloud; answered locally"
+    return f"{reason}; answered locally"
 
 
 def open_cloud_client(settings: Settings) -> CloudClient:

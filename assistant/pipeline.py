@@ -20,7 +20,7 @@ from skiff.assistant.adapter_spec import TuningProgress, lora_spec
 from skiff.assistant.answer import Answer, Source, unknown_citations_notice
 from skiff.assistant.answering import Generated
 from skiff.assistant.attempts import Attempted, Turn, chain_for, run_attempts
-from skiff.assistant.cloud_prompt import open_cloud_client, why_no_cloud
+from skiff.assistant.cloud_prompt import cloud_unreachable, open_cloud_client, why_no_cloud
 from skiff.assistant.model_choice import ModelInstallError, catalog, current_model
 from skiff.assistant.model_choice import use as use_model
 from skiff.assistant.personal_adapter import PersonalAdapter, PersonalStatus, tune_on_notes
@@ -35,10 +35,12 @@ from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
 from skiff.local.recovery import DiskFullError, disk_full
 from skiff.local.sampling import ParallelSampler
-from skiff.router.calibration import calibrate, keep_calibrated, router_stats, share_for_budget
-from skiff.router.feedback import FeedbackResult, give_feedback, sync
+from skiff.router.calibration import (calibrate, keep_calibrated, keep_draft_check_calibrated, router_stats,
+                                      share_for_budget)
+from skiff.router.draft_check import DraftCheck, share_of_drafts
+from skiff.router.feedback import FeedbackResult, give_feedback, sync, sync_draft_check
 from skiff.router.policy import Decision, QuestionWithNotes, Route, RoutePolicy
-from skiff.router.records import AnswerStore, new_answer_id
+from skiff.router.records import AnswerStore, DraftRecord, new_answer_id
 from skiff.router.state import RouterState, Thresholds
 from skiff.router.uncertainty import UncertaintyRouter
 
@@ -61,6 +63,7 @@ class Assistant:
         self.policy = policy or UncertaintyRouter(
             self.router_state, beta=self.settings.router_beta, cloud_share=self.settings.cloud_share,
             local_plus_share=self.settings.local_plus_share,
+            before_draft_share=self.settings.cloud_share_before_draft if self.settings.check_drafts else None,
         )
         self._router_prepared = False
         self._embedder: Embedder | None = embedder
@@ -73,6 +76,7 @@ class Assistant:
         self._tuner: QuestionTuner | None = None
         self._load_lock = threading.Lock()
         self._index_lock = threading.Lock()
+        self._draft_checks: dict[str, DraftCheck] = {}
 
     # -- parts, loaded lazily ----------------------------------------------------------------
 
@@ -293,15 +297,19 @@ class Assistant:
         on_token: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
         on_progress: TuningProgress | None = None,
+        on_set_aside: Callable[[str], None] | None = None,
     ) -> Answer:
         """Answer `question` where the router decides, or on `route` when the person says so.
         `on_progress(stage, done, total)` reports local+ work: "load" (the training copy), "step"
-        (LoRA optimizer steps), "sample" (tokens of a vote's samples)."""
+        (LoRA optimizer steps), "sample" (tokens of a vote's samples). `on_set_aside(reason)` is
+        told when the text streamed so far is set aside for a stronger answer (an unsure draft
+        escalating to the cloud); the answer's `draft` keeps it."""
         started = time.perf_counter()
         question, consulted, decision, timings = self._consult_and_decide(question, use_notes, started)
         if route is not None and route != decision.route:
             decision = decision.overridden_to(route)
-        answer = self._answer(consulted, decision, history, on_token, cancel, started, timings, on_progress)
+        answer = self._answer(consulted, decision, history, on_token, cancel, started, timings, on_progress,
+                              on_set_aside)
         if route is not None and answer.answered_by in ("local", "cloud") and answer.text:
             # Asked again on the other model: the two answers form a pair the router learns from.
             counterpart = self.records.unpaired_counterpart(question, answer.answered_by, answer.id, PAIR_WINDOW_S)
@@ -351,14 +359,15 @@ class Assistant:
 
     def _answer(self, consulted: QuestionWithNotes, decision: Decision, history: Sequence[dict],
                 on_token: Callable[[str], None] | None, cancel: threading.Event | None, started: float,
-                timings: dict, on_progress: TuningProgress | None = None) -> Answer:
+                timings: dict, on_progress: TuningProgress | None = None,
+                on_set_aside: Callable[[str], None] | None = None) -> Answer:
         """Run the route's chain of attempts (assistant/attempts.py) and record what it came to."""
-        why_not = why_no_cloud(self.settings) if decision.route != "local" else None
-        attempts, notices = chain_for(decision.route, why_not, self, self.settings, self.open_cloud_client)
+        attempts, notices = chain_for(decision.route, cloud_unreachable(self.settings), decision.overridden, self,
+                                      self.settings, self.open_cloud_client)
         answer_id = new_answer_id()
         self.records.start(answer_id, consulted.text, decision, attempts[0].answered_by, attempts[0].model)
         turn = Turn(consulted, decision, history, on_token, cancel, on_progress,
-                    lambda sent: self.records.set_sent(answer_id, sent))
+                    lambda sent: self.records.set_sent(answer_id, sent), on_set_aside)
         try:
             attempted = run_attempts(attempts, turn, notices)
         except BaseException:
@@ -384,11 +393,15 @@ class Assistant:
         if (unknown := unknown_citations_notice(done.text, len(sources))) is not None:
             notices.append(unknown)
         cost = done.cost_usd if answered_by == "cloud" else None
+        checked = attempted.draft_check
+        draft = None if checked is None else DraftRecord(checked.as_dict(), checked.features, self.model_name,
+                                                         attempted.draft)
         self.records.finish(answer_id, done.text, [s.as_dict() for s in sources], timings, tokens, done.stop_reason,
-                            answered_by, attempted.model, cost, attempted.allocation, attempted.abstention)
+                            answered_by, attempted.model, cost, attempted.allocation, attempted.abstention, draft)
         return Answer(answer_id, question, done.text, decision, sources, timings, tokens, done.stop_reason,
                       attempted.model, notices, answered_by, cost, done.local_offered,
-                      allocation=attempted.allocation, abstention=attempted.abstention)
+                      allocation=attempted.allocation, abstention=attempted.abstention,
+                      draft_check=None if draft is None else draft.check, draft=attempted.draft)
 
     @property
     def model_name(self) -> str:
@@ -398,15 +411,42 @@ class Assistant:
         """Before a local answer: the personal adapter goes under the model while it matches."""
         return self._use_personal_adapter()
 
+    def draft_check(self) -> DraftCheck | None:
+        """The cascade's check for the model in use, up to date with feedback and calibrated to the
+        share of drafts it should escalate; None when drafts are not checked or no check was fitted
+        for this model (router/draft_check.py)."""
+        if not self.settings.check_drafts:
+            return None
+        name = self.model_name
+        if name not in self._draft_checks:
+            self._draft_checks[name] = DraftCheck(self.settings.router_dir, name, self.settings.draft_check_prior)
+        check = self._draft_checks[name]
+        if not check.available:
+            return None
+        sync_draft_check(self.records, check)
+        keep_draft_check_calibrated(self.records, check, self._drafts_to_escalate())
+        return check
+
+    def _drafts_to_escalate(self) -> float:
+        thresholds = self.router_state.thresholds() if isinstance(self.policy, UncertaintyRouter) else None
+        if thresholds is not None:
+            return thresholds.drafts_to_escalate
+        settings = self.settings
+        return share_of_drafts(settings.cloud_share, settings.cloud_share_before_draft, settings.local_plus_share)
+
     # -- learning ------------------------------------------------------------------------------
 
     def feedback(self, verdict: str, answer_id: str | None = None) -> FeedbackResult:
         """good/bad on an answer (the latest when no id is given); the router learns from it."""
-        return give_feedback(self.records, self.router_state, verdict, answer_id)
+        return give_feedback(self.records, self.router_state, verdict, answer_id, self.draft_check())
 
     def reset_router(self) -> None:
         """Forget what the router learned from feedback (the history stays in the database)."""
-        self.router_state.reset(self.records.last_feedback_event())
+        last = self.records.last_feedback_event()
+        self.router_state.reset(last)
+        for posterior in self.settings.router_dir.glob("draft_check--*.npz"):
+            posterior.unlink()  # each starts again from its prior, past the reset mark just written
+        self._draft_checks.clear()
 
     def calibrate(self, cloud_share: float | None = None, local_plus_share: float | None = None,
                   budget_usd: float | None = None) -> Thresholds:
@@ -416,13 +456,19 @@ class Assistant:
             cloud_share, _ = share_for_budget(self.records, budget_usd)
             if local_plus_share is not None:
                 local_plus_share = min(local_plus_share, 1.0 - cloud_share)
-        return calibrate(self.records, self._uncertainty_router(), self.embedder.encode, cloud_share, local_plus_share)
+        thresholds = calibrate(self.records, self._uncertainty_router(), self.embedder.encode, cloud_share,
+                               local_plus_share)
+        if (check := self.draft_check()) is not None:
+            check.calibrate(thresholds.drafts_to_escalate, self.records.recent_draft_features(check.model_file, 500),
+                            self.records.draft_total(check.model_file))
+        return thresholds
 
     def budget_share(self, budget_usd: float) -> tuple[float, str]:
         return share_for_budget(self.records, budget_usd)
 
     def router_stats(self) -> dict:
-        return router_stats(self.records, self._uncertainty_router(), self.settings.cloud_budget_usd)
+        return router_stats(self.records, self._uncertainty_router(), self.settings.cloud_budget_usd,
+                            self.draft_check())
 
     def _uncertainty_router(self) -> UncertaintyRouter:
         if not isinstance(self.policy, UncertaintyRouter):

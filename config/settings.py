@@ -208,6 +208,14 @@ class Settings(BaseSettings):
     router_prior: Path | None = Field(default=None, description="surrogate prior (.npz); empty = the shipped one")
     router_beta: float = Field(default=1.0, ge=0, description="optimism: score = gain mean + beta * std")
     cloud_share: float = Field(default=0.2, ge=0, le=1, description="share of questions meant for the cloud")
+    # The cascade (router/draft_check.py): this share goes out before any draft, on the question
+    # alone; the rest of the cloud share is the local drafts the check finds unsure. Small by
+    # default, because before a draft the router picks at chance on notes questions.
+    cloud_share_before_draft: float = Field(default=0.05, ge=0, le=1,
+                                            description="share of questions sent to the cloud without a draft")
+    check_drafts: bool = Field(default=True, description="check each local draft; escalate the unsure ones")
+    draft_check_prior: Path | None = Field(default=None,
+                                           description="draft check prior (.npz); empty = the model's shipped one")
     local_plus_share: float = Field(default=0.2, ge=0, le=1, description="share meant for more local compute")
 
     # The local+ route (assistant/allocation.py): a vote over samples, or a test-time LoRA.
@@ -279,7 +287,8 @@ class Settings(BaseSettings):
             raise ValueError("expected a number, got a boolean")
         return value
 
-    @field_validator("data_dir", "cache_dir", "cloud_api_key_file", "model_path", "router_prior", mode="before")
+    @field_validator("data_dir", "cache_dir", "cloud_api_key_file", "model_path", "router_prior", "draft_check_prior",
+                     mode="before")
     @classmethod
     def _paths(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
@@ -288,7 +297,7 @@ class Settings(BaseSettings):
             if not value.strip():
                 # Empty means the bundled one for these (as documented); it was Path("."), the
                 # current folder, for every path setting.
-                if info.field_name in ("model_path", "router_prior"):
+                if info.field_name in ("model_path", "router_prior", "draft_check_prior"):
                     return None
                 raise ValueError("the path is empty")
         return value

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from skiff.router.draft_check import DraftCheck, DraftThreshold
 from skiff.router.policy import ROUTES
 from skiff.router.records import AnswerStore
 from skiff.router.state import RouterState, Thresholds, calibration_questions
@@ -46,7 +47,8 @@ def calibrate(records: AnswerStore, router: UncertaintyRouter, embed: Callable[[
         features = feature_map.many(questions, embed(questions))
         source = f"{len(questions)} everyday questions shipped with skiff (you have asked {asked})"
     thresholds = thresholds_from_scores(router.scores(features), cloud_share, local_plus_share, source,
-                                        decisions_at=records.decision_total())
+                                        decisions_at=records.decision_total(),
+                                        before_draft_share=router.before_draft_share)
     router.state.save_thresholds(thresholds)
     return thresholds
 
@@ -73,9 +75,21 @@ def keep_calibrated(records: AnswerStore, router: UncertaintyRouter, embed: Call
                     every: int = RECALIBRATE_EVERY) -> Thresholds | None:
     """Calibrate when there are no thresholds yet, or `every` decisions after the last time."""
     current = router.state.thresholds()
-    if current is None or records.decision_total() - current.decisions_at >= every:
+    if (current is None or records.decision_total() - current.decisions_at >= every
+            or current.before_draft_share != router.before_draft_share):
         return calibrate(records, router, embed)
     return None
+
+
+def keep_draft_check_calibrated(records: AnswerStore, check: DraftCheck, share: float,
+                                every: int = RECALIBRATE_EVERY, recent: int = RECENT_QUESTIONS) -> DraftThreshold:
+    """τ of the draft check for `share` of drafts: set when missing, when the share changed, and
+    every `every` checked drafts after the last time (feedback moves the confidences)."""
+    current = check.threshold()
+    checked = records.draft_total(check.model_file)
+    if current is None or abs(current.share - share) > 1e-9 or checked - current.decisions_at >= every:
+        return check.calibrate(share, records.recent_draft_features(check.model_file, recent), checked)
+    return current
 
 
 def month_start(now: float | None = None) -> float:
@@ -83,10 +97,24 @@ def month_start(now: float | None = None) -> float:
     return moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
-def router_stats(records: AnswerStore, router: UncertaintyRouter, budget_usd: float | None = None) -> dict:
+def draft_check_stats(check: DraftCheck | None) -> dict | None:
+    if check is None:
+        return None
+    threshold = check.threshold()
+    return {"model": check.model_file, "threshold": threshold.threshold if threshold else None,
+            "share": threshold.share if threshold else None,
+            "calibrated_on": threshold.calibrated_on if threshold else "not yet",
+            "observations": check.surrogate().observations}
+
+
+def router_stats(records: AnswerStore, router: UncertaintyRouter, budget_usd: float | None = None,
+                 check: DraftCheck | None = None) -> dict:
     state: RouterState = router.state
     counts = records.decision_counts()
     decided = sum(c["chosen"] for c in counts.values())
+    stages = records.cloud_stages()
+    for stage in ("before_draft", "after_draft"):
+        stages[f"{stage}_share"] = round(stages[stage] / decided, 4) if decided else None
     chosen = {route: counts.get(route, {}).get("chosen", 0) for route in ROUTES}
     ran = {route: counts.get(route, {}).get("ran", 0) for route in ROUTES}
     thresholds = state.thresholds()
@@ -97,6 +125,8 @@ def router_stats(records: AnswerStore, router: UncertaintyRouter, budget_usd: fl
         "ran": ran,
         "cloud_share": round(chosen["cloud"] / decided, 4) if decided else None,
         "target_cloud_share": thresholds.cloud_share if thresholds else router.cloud_share,
+        "stages": stages,
+        "draft_check": draft_check_stats(check),
         "thresholds": thresholds.as_dict() if thresholds else None,
         "feedback": records.feedback_counts(),
         "cloud_spend": {**records.cloud_spend(month_start()), "period": "this month", "budget_usd": budget_usd},

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from skiff.router.draft_check import DraftCheck
 from skiff.router.records import AnswerStore, ObservationKey
 from skiff.router.state import RouterState
 
@@ -71,6 +72,30 @@ def sync(records: AnswerStore, state: RouterState) -> int:
     return len(pending)
 
 
+def sync_draft_check(records: AnswerStore, check: DraftCheck) -> int:
+    """Absorb every feedback event this model's draft check has not seen yet; returns how many.
+
+    A verdict on a local answer whose draft the check read is one observation of whether that
+    draft was right (good 1, bad 0), on ψ exactly as the check saw it. A verdict on a cloud answer
+    says nothing about the draft it replaced, and a pair (both models judged) teaches the first
+    stage only, so neither moves the check."""
+    posterior = check.posterior
+    absorbed = posterior.last_feedback_event()
+    if records.last_feedback_event() < absorbed:
+        records.number_events_after(absorbed)
+    pending = records.verdict_events_after(absorbed)
+    observations = []
+    for _seq, answer_id, kind, verdict, answered_by, weight in pending:
+        if kind != "single" or answered_by != "local":
+            continue
+        features = records.draft_features(answer_id, check.model_file)
+        if features is not None:
+            observations.append((features, 1.0 if verdict == "good" else 0.0, weight))
+    if pending:
+        posterior.learn(observations, pending[-1][0])
+    return len(pending)
+
+
 def desired_observations(records: AnswerStore, answer_ids: list[str], verdicts: dict[str, str],
                          p_local: float, p_cloud: float) -> set[ObservationKey]:
     """What the surrogate should hold about these answers (an answer and its pair partner)."""
@@ -89,9 +114,8 @@ def _answered_by(records: AnswerStore, answer_id: str) -> str:
     return answer.get("answered_by") or answer.get("route") or "local"
 
 
-def give_feedback(
-    records: AnswerStore, state: RouterState, verdict: str, answer_id: str | None = None
-) -> FeedbackResult:
+def give_feedback(records: AnswerStore, state: RouterState, verdict: str, answer_id: str | None = None,
+                  draft_check: DraftCheck | None = None) -> FeedbackResult:
     if verdict not in VERDICTS:
         raise FeedbackError(f"feedback is 'good' or 'bad', not {verdict!r}")
     answer_id = answer_id or records.latest_answer_id()
@@ -119,6 +143,8 @@ def give_feedback(
     ]
     records.record_verdict(answer_id, verdict, events)
     sync(records, state)
+    if draft_check is not None:
+        sync_draft_check(records, draft_check)
 
     change = f" (was {standing})" if standing else ""
     if records.features(answer_id) is None:
@@ -136,5 +162,9 @@ def give_feedback(
                               f"marked {verdict}{change}; with both answers judged, the router learned the gap "
                               f"between cloud and local on this question exactly ({pair[4]:+.0f})")
     target = next(key[4] for key in desired if key[0] == answer_id)
+    checked = (draft_check is not None and answered_by == "local"
+               and records.draft_features(answer_id, draft_check.model_file) is not None)
+    also = "; the draft check learned whether to trust drafts like it" if checked else ""
     return FeedbackResult(answer_id, verdict, answered_by, round(target, 4), True,
-                          f"marked {verdict}{change}; the router learned that the {answered_by} answer was {verdict}")
+                          f"marked {verdict}{change}; the router learned that the {answered_by} answer was "
+                          f"{verdict}{also}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,10 +82,29 @@ _MIGRATIONS = [
     "ALTER TABLE answers ADD COLUMN allocation TEXT",
     # The notes check ("my notes don't say"): its verdict, probability, threshold and signals.
     "ALTER TABLE answers ADD COLUMN abstention TEXT",
+    # The cascade's second stage: the draft check's verdict and signals, ψ as it saw them (feedback
+    # trains on exactly these), the model that wrote the draft, and a draft that was set aside.
+    """
+    ALTER TABLE decisions ADD COLUMN draft_check TEXT;
+    ALTER TABLE decisions ADD COLUMN draft_features BLOB;
+    ALTER TABLE decisions ADD COLUMN draft_model TEXT;
+    ALTER TABLE answers ADD COLUMN draft TEXT;
+    CREATE INDEX decisions_draft_model ON decisions(draft_model, created_at)
+    """,
 ]
 
 # One observation the surrogate holds: (answer_id, kind, verdict, answered_by, target).
 ObservationKey = tuple[str, str, str, str, float]
+
+
+@dataclass(frozen=True)
+class DraftRecord:
+    """What the cascade's check saw of a local draft: its verdict (as a dict), ψ, and the model."""
+
+    check: dict
+    features: np.ndarray
+    model: str
+    text: str | None = None  # the draft itself, when it was set aside for a stronger answer
 
 
 def new_answer_id() -> str:
@@ -139,15 +159,22 @@ class AnswerStore:
 
     def finish(self, answer_id: str, answer: str, sources: list, timings: dict, tokens: dict, stop_reason: str,
                answered_by: str, model: str, cost_usd: float | None = None, allocation: dict | None = None,
-               abstention: dict | None = None) -> None:
-        """The answer and who wrote it (`start` recorded who was to, before any token)."""
-        self.db.execute(
-            "UPDATE answers SET finished_at=?, answer=?, sources=?, timings=?, tokens=?, stop_reason=?, "
-            "answered_by=?, model=?, cost_usd=?, allocation=?, abstention=? WHERE id=?",
-            (time.time(), answer, json.dumps(sources), json.dumps(timings), json.dumps(tokens), stop_reason,
-             answered_by, model, cost_usd, json.dumps(allocation) if allocation else None,
-             json.dumps(abstention) if abstention else None, answer_id),
-        )
+               abstention: dict | None = None, draft: DraftRecord | None = None) -> None:
+        """The answer and who wrote it (`start` recorded who was to, before any token), with the
+        draft check's record when a local draft was checked: all in one transaction."""
+        with transaction(self.db):
+            self.db.execute(
+                "UPDATE answers SET finished_at=?, answer=?, sources=?, timings=?, tokens=?, stop_reason=?, "
+                "answered_by=?, model=?, cost_usd=?, allocation=?, abstention=?, draft=? WHERE id=?",
+                (time.time(), answer, json.dumps(sources), json.dumps(timings), json.dumps(tokens), stop_reason,
+                 answered_by, model, cost_usd, json.dumps(allocation) if allocation else None,
+                 json.dumps(abstention) if abstention else None, draft.text if draft else None, answer_id),
+            )
+            if draft is not None:
+                self.db.execute(
+                    "UPDATE decisions SET draft_check=?, draft_features=?, draft_model=? WHERE answer_id=?",
+                    (json.dumps(draft.check), np.asarray(draft.features, dtype=np.float64).tobytes(), draft.model,
+                     answer_id))
 
     def set_sent(self, answer_id: str, sent: dict) -> None:
         """What left the machine for this answer, written before the request goes out."""
@@ -202,14 +229,15 @@ class AnswerStore:
         return {"answers": answers, "usd": round(usd, 6), "tokens_in": int(tokens_in), "tokens_out": int(tokens_out)}
 
     def get(self, answer_id: str) -> dict | None:
-        cursor = self.db.execute("SELECT * FROM answers WHERE id=?", (answer_id,))
+        cursor = self.db.execute("SELECT a.*, d.draft_check FROM answers a LEFT JOIN decisions d "
+                                 "ON d.answer_id = a.id WHERE a.id=?", (answer_id,))
         row = cursor.fetchone()
         if row is None:
             return None
         record = dict(zip([c[0] for c in cursor.description], row))
-        for key in ("signals", "sources", "timings", "tokens", "sent", "allocation", "abstention"):
-            record[key] = json.loads(record[key]) if record.get(key) else (
-                {} if key not in ("sent", "allocation", "abstention") else None)
+        optional = ("sent", "allocation", "abstention", "draft_check")
+        for key in ("signals", "sources", "timings", "tokens", *optional):
+            record[key] = json.loads(record[key]) if record.get(key) else ({} if key not in optional else None)
         return record
 
     def count(self) -> int:
@@ -222,6 +250,32 @@ class AnswerStore:
     def features(self, answer_id: str) -> np.ndarray | None:
         row = self.db.execute("SELECT features FROM decisions WHERE answer_id=?", (answer_id,)).fetchone()
         return None if row is None or row[0] is None else np.frombuffer(row[0], dtype=np.float64).copy()
+
+    def draft_features(self, answer_id: str, model: str) -> np.ndarray | None:
+        """ψ of the draft the check read for this answer, when `model` wrote it."""
+        row = self.db.execute("SELECT draft_features FROM decisions WHERE answer_id=? AND draft_model=?",
+                              (answer_id, model)).fetchone()
+        return None if row is None or row[0] is None else np.frombuffer(row[0], dtype=np.float64).copy()
+
+    def recent_draft_features(self, model: str, limit: int) -> np.ndarray:
+        """ψ of the most recent drafts `model` wrote and the check read."""
+        rows = self.db.execute(
+            "SELECT draft_features FROM decisions WHERE draft_model=? AND draft_features IS NOT NULL "
+            "ORDER BY created_at DESC LIMIT ?", (model, limit)).fetchall()
+        return np.stack([np.frombuffer(r[0], dtype=np.float64) for r in rows]) if rows else np.zeros((0, 0))
+
+    def draft_total(self, model: str) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM decisions WHERE draft_model=?", (model,)).fetchone()[0]
+
+    def cloud_stages(self, since: float = 0.0) -> dict[str, int]:
+        """Answers the cloud wrote, by stage: sent before any draft, or after the draft check
+        escalated a local draft; and how many drafts the check read."""
+        before, after, checked = self.db.execute(
+            "SELECT COALESCE(SUM(a.answered_by = 'cloud' AND d.draft_check IS NULL), 0), "
+            "COALESCE(SUM(a.answered_by = 'cloud' AND json_extract(d.draft_check, '$.escalated') = 1), 0), "
+            "COALESCE(SUM(d.draft_check IS NOT NULL), 0) "
+            "FROM decisions d JOIN answers a ON a.id = d.answer_id WHERE d.created_at >= ?", (since,)).fetchone()
+        return {"before_draft": int(before), "after_draft": int(after), "drafts_checked": int(checked)}
 
     def recent_features(self, limit: int) -> np.ndarray:
         """φ of the most recent routed questions, person's overrides included (they were asked)."""
@@ -281,6 +335,12 @@ class AnswerStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(*event, now) for event in events],
             )
+
+    def verdict_events_after(self, seq: int) -> list[tuple[int, str, str, str, str, float]]:
+        """(seq, answer_id, kind, verdict, answered_by, weight) in order, after event `seq`."""
+        return self.db.execute(
+            "SELECT seq, answer_id, kind, verdict, answered_by, weight FROM feedback_events WHERE seq > ? "
+            "ORDER BY seq", (seq,)).fetchall()
 
     def feedback_events_after(self, seq: int) -> list[tuple[int, str, float, float]]:
         """(seq, answer_id, target, weight) in order, for events the posterior has not absorbed."""

@@ -56,14 +56,18 @@ def _share_threshold(scores: np.ndarray, share: float) -> float:
 
 
 def thresholds_from_scores(scores: np.ndarray, cloud_share: float, local_plus_share: float,
-                           calibrated_on: str, decisions_at: int = 0) -> Thresholds:
-    """τ at the (1 − share) quantiles: that share of these scores lies above it."""
+                           calibrated_on: str, decisions_at: int = 0,
+                           before_draft_share: float | None = None) -> Thresholds:
+    """τ at the (1 − share) quantiles: that share of these scores lies above it. With the cascade,
+    τ_cloud sends only `before_draft_share` out before a draft (the draft check sends the rest)."""
     if not 0.0 <= cloud_share <= 1.0 or not 0.0 <= local_plus_share <= 1.0 - cloud_share:
         raise ValueError("shares must lie in [0, 1] and add up to at most 1")
+    before = cloud_share if before_draft_share is None else min(before_draft_share, cloud_share)
     scores = np.asarray(scores, dtype=np.float64)
-    cloud = _share_threshold(scores, cloud_share)
-    local_plus = _share_threshold(scores, cloud_share + local_plus_share)
-    return Thresholds(cloud, min(local_plus, cloud), cloud_share, local_plus_share, calibrated_on, decisions_at)
+    cloud = _share_threshold(scores, before)
+    local_plus = _share_threshold(scores, before + local_plus_share)
+    return Thresholds(cloud, min(local_plus, cloud), cloud_share, local_plus_share, calibrated_on, decisions_at,
+                      None if before_draft_share is None else before)
 
 
 def difficulty(score: float, thresholds: Thresholds) -> float:
@@ -76,11 +80,12 @@ def difficulty(score: float, thresholds: Thresholds) -> float:
 
 class UncertaintyRouter:
     def __init__(self, state: RouterState, beta: float = 1.0, cloud_share: float = 0.2,
-                 local_plus_share: float = 0.2) -> None:
+                 local_plus_share: float = 0.2, before_draft_share: float | None = None) -> None:
         self.state = state
         self.beta = beta
         self.cloud_share = cloud_share
         self.local_plus_share = local_plus_share
+        self.before_draft_share = before_draft_share  # None: no cascade, all of cloud_share before a draft
 
     def thresholds(self) -> Thresholds:
         stored = self.state.thresholds()

@@ -22,7 +22,7 @@ from skiff.app.tui import format as fmt
 from skiff.app.tui.chat_list import ChatList
 from skiff.app.tui.commands import HELP, palette_commands
 from skiff.app.tui.source_panel import SourcePanel
-from skiff.app.tui.messages import Answered, Pending, Token, WorkProgress
+from skiff.app.tui.messages import Answered, Pending, SetAside, Token, WorkProgress
 from skiff.app.tui.notes_bar import NotesBar
 from skiff.app.tui.status_line import StatusLine
 from skiff.app.tui.widgets import AnswerView, ChatInput, MessageAction, QuestionView
@@ -281,7 +281,8 @@ class SkiffApp(App):
             answer = self.assistant.ask(
                 pending.question, history=history, route=pending.route,
                 on_token=lambda piece: self.post_message(Token(view, piece)), cancel=cancel,
-                on_progress=lambda stage, done, total: self.post_message(WorkProgress(view, stage, done, total)))
+                on_progress=lambda stage, done, total: self.post_message(WorkProgress(view, stage, done, total)),
+                on_set_aside=lambda reason: self.post_message(SetAside(view, reason)))
         except Exception as error:  # noqa: BLE001 - shown in the chat, never a crash
             self.post_message(Answered(view, None, "failed", str(error)))
             return
@@ -290,9 +291,12 @@ class SkiffApp(App):
 
     async def on_token(self, message: Token) -> None:
         # Stored first, then shown: a kill -9 can never lose text that was on screen.
-        self.history.update_answer(message.view.message_id, message.view.text + message.piece)
+        self.history.update_answer(message.view.message_id, message.view.stored_text + message.piece)
         await message.view.append(message.piece)
         self.messages_column.scroll_end(animate=False)
+
+    async def on_set_aside(self, message: SetAside) -> None:
+        await message.view.set_aside(message.reason)
 
     def on_work_progress(self, message: WorkProgress) -> None:
         label = fmt.STAGE_LABELS.get(message.stage, message.stage)

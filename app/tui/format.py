@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from textual.content import Content
 
-from skiff.app.render import STAGE_LABELS, abstention_line, allocation_line
+from skiff.app.render import STAGE_LABELS, abstention_line, allocation_line, draft_check_line
 from skiff.app.terminal_text import terminal_safe
 
 if TYPE_CHECKING:
@@ -36,6 +36,13 @@ def badge(answer: Answer, status: str) -> str:
         parts.append(f"gain {signals['gain_mean']:+.2f} ± {signals.get('gain_std', 0):.2f}")
     if answer.abstained:
         parts.append("[yellow]notes don't say[/]")
+    check = answer.draft_check or {}
+    if check.get("escalated"):
+        parts.append(f"draft unsure {check['confidence']:.2f} → cloud")
+    elif check.get("unsure"):
+        parts.append(f"[yellow]unsure {check['confidence']:.2f}[/]")
+    elif check:
+        parts.append(f"sure {check['confidence']:.2f}")
     allocation = answer.allocation or {}
     if allocation.get("vote"):
         vote = allocation["vote"]
@@ -75,6 +82,8 @@ def details(answer: Answer, record: dict | None) -> Content:
         lines.append(markup("[b]local+[/] $allocation", allocation=allocation_line(answer.allocation)))
     if answer.abstention:
         lines.append(markup("[b]notes check[/] $check", check=abstention_line(answer.abstention)))
+    if answer.draft_check:
+        lines.append(markup("[b]draft check[/] $check", check=draft_check_line(answer.draft_check)))
     for notice in answer.notices:
         lines.append(markup("[yellow]note[/] $notice", notice=notice))
     sent = (record or {}).get("sent")

@@ -26,6 +26,14 @@ class Token(TextualMessage):
         self.view, self.piece = view, piece
 
 
+class SetAside(TextualMessage):
+    """The text streamed so far was a draft set aside for a stronger answer."""
+
+    def __init__(self, view: AnswerView, reason: str) -> None:
+        super().__init__()
+        self.view, self.reason = view, reason
+
+
 class WorkProgress(TextualMessage):
     def __init__(self, view: AnswerView, stage: str, done: int, total: int) -> None:
         super().__init__()

@@ -9,7 +9,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message as TextualMessage
 from textual.widget import Widget
-from textual.widgets import Markdown, ProgressBar, Static, TextArea
+from textual.widgets import Collapsible, Markdown, ProgressBar, Static, TextArea
 from textual.widgets._markdown import MarkdownStream
 
 from skiff.app.terminal_text import terminal_safe
@@ -158,6 +158,7 @@ class AnswerView(ChatMessage, Vertical):
         self.work.display = self.work_label.display = False
         self._stream: MarkdownStream | None = None
         self._code_copied = -1
+        self.set_aside_prefix = ""
 
     def compose(self):
         yield self.work_label
@@ -210,7 +211,32 @@ class AnswerView(ChatMessage, Vertical):
         """The answer's record as the chat history keeps it."""
         return self.answer.as_dict() if self.answer is not None else {}
 
+    async def set_aside(self, reason: str) -> None:
+        """The text so far was a draft the check set aside: it folds under a line saying why, and
+        the stronger answer streams in its place."""
+        await self.finish()
+        draft, self.text = self.text, ""
+        # Until the answer is finished (and its record keeps the draft), the chat history holds
+        # the draft above what follows, so a kill -9 loses nothing that was on screen.
+        self.set_aside_prefix = f"{draft}\n\n*draft set aside: {reason}*\n\n"
+        await self.markdown.update("")
+        self._fold(draft, reason)
+
+    @property
+    def stored_text(self) -> str:
+        """The text the chat history holds while the answer streams."""
+        return self.set_aside_prefix + self.text
+
+    def _fold(self, draft: str, reason: str) -> None:
+        if not self.query(".draft"):
+            folded = Collapsible(Static(terminal_safe(draft), markup=False), title=f"draft set aside: {reason}",
+                                 collapsed=True, classes="draft")
+            self.mount(folded, before=self.markdown)
+
     def show_meta(self, answer: Answer | None, badge: str, sources: str, details: str) -> None:
+        if answer is not None and answer.draft:
+            check = answer.draft_check or {}
+            self._fold(answer.draft, check.get("reason", "the local model was unsure"))
         self.answer = answer
         self.badge.update(badge)
         self.sources.update(sources)

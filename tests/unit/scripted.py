@@ -18,11 +18,15 @@ from skiff.router.policy import Decision, QuestionWithNotes, Route
 
 
 class ScriptedModel:
-    """LocalModel's methods the answer path calls. Each answer is the next line of `answers`."""
+    """LocalModel's methods the answer path calls. Each answer is the next line of `answers`;
+    `logprobs`, when given, is each answer's log-probability for every one of its tokens (what a
+    draft check reads; the entropy reported is its negative)."""
 
-    def __init__(self, path: Path, answers: Sequence[str], n_ctx: int = 4096) -> None:
+    def __init__(self, path: Path, answers: Sequence[str], n_ctx: int = 4096,
+                 logprobs: Sequence[float] = ()) -> None:
         path.write_bytes(b"GGUF scripted")  # a file, as the personal adapter's key reads one
         self.path, self.answers, self.n_ctx = path, list(answers), n_ctx
+        self.logprobs = list(logprobs)
         self.base_adapter: Path | None = None
         self.prompts: list[list[int]] = []
 
@@ -44,14 +48,20 @@ class ScriptedModel:
         stats = stats if stats is not None else GenerationStats()
         self.prompts.append(list(prompt_tokens))
         words = self.answers.pop(0).split(" ")
+        logprob = self.logprobs.pop(0) if self.logprobs else -0.5
         stats.prompt_tokens, stats.stop_reason = len(prompt_tokens), "eos"
         started = time.perf_counter()
         for n, word in enumerate(words[:max_tokens]):
+            piece = word if n == 0 else " " + word
+            stats.completion_tokens += 1
+            if stats.confidence is not None:
+                stats.confidence.logprobs.append(logprob)
+                stats.confidence.entropies.append(-logprob)
+                stats.confidence.pieces.append(piece)
+            yield piece
             if should_stop is not None and should_stop():
                 stats.stop_reason = "cancelled"
                 return
-            stats.completion_tokens += 1
-            yield word if n == 0 else " " + word
         stats.decode_s = time.perf_counter() - started
 
     def set_base_adapter(self, path: Path | None) -> None:

@@ -90,6 +90,8 @@ def expected(field: str, value):
             return ConfigError
         if kind == "int" and isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
             return ConfigError
+        if kind == "int" and isinstance(value, float) and abs(value) >= 2**63:
+            return ConfigError  # pydantic reads a float as an int only within 64 bits; refused clearly
         try:
             number = int(value) if kind == "int" else float(value)
         except OverflowError:

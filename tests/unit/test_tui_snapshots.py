@@ -87,3 +87,26 @@ def test_snapshot_source_panel_beside_the_chat(skiff_home, snap_compare, tmp_pat
         await pilot.pause(0.3)
 
     assert snap_compare(SkiffApp(), terminal_size=(110, 30), run_before=show_source)
+
+
+def test_snapshot_an_escalated_answer_keeps_its_draft_folded(skiff_home, snap_compare):
+    """The cascade set the local draft aside for the cloud's answer: the draft stays, folded under
+    the reason, above the answer that replaced it."""
+    reason = "the local model is unsure (0.31 < τ 0.45): asking the cloud"
+    meta = {**ANSWER_META, "route": "local", "notices": [reason], "draft": "You can link a heading by typing",
+            "draft_check": {"confidence": 0.31, "std": 0.04, "threshold": 0.45, "unsure": True, "escalated": True,
+                            "at_tokens": 32, "reason": "the local model is unsure (0.31 < τ 0.45)",
+                            "signals": {"-mean logprob": 1.9, "mean entropy": 2.2}}}
+    history = ChatHistory(skiff_home / "data" / "chats.sqlite3")
+    conversation = history.create()
+    history.add_question(conversation.id, "How do I link to a heading?")
+    answer = history.start_answer(conversation.id)
+    history.finish_answer(answer.id, ANSWER, "done", meta["id"], meta)
+    history.close()
+
+    async def expand(pilot) -> None:
+        await _until_ready(pilot)
+        pilot.app.views[-1].toggle_details()
+        await pilot.pause(0.3)
+
+    assert snap_compare(SkiffApp(), terminal_size=(110, 34), run_before=expand)

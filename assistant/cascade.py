@@ -1,0 +1,67 @@
+"""The cascade's second stage at run time: watch the local draft as it streams, and once its first
+tokens are out (router/draft_check.py), let the check say whether the local model is sure of it.
+
+An unsure draft with a cloud to ask stops there and escalates; the person sees it set aside with
+the confidence and τ ("the local model is unsure (0.31 < τ 0.45): asking the cloud"). Offline,
+with no endpoint, or with the local model asked for by name, the draft is finished and stays,
+marked unsure.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Sequence
+
+from skiff.local.llm import TokenConfidence
+from skiff.router.draft_check import CHECK_AT, DraftCheck, DraftVerdict
+
+ASKING_THE_CLOUD = "asking the cloud"
+
+
+class DraftWatch:
+    """Reads the draft's token confidence as it is written and judges it once, at CHECK_AT tokens
+    or at its end, whichever comes first."""
+
+    def __init__(self, check: DraftCheck, chunks: Sequence[str] | None, stop_when_unsure: bool,
+                 cancel: threading.Event | None) -> None:
+        self.check, self.chunks = check, chunks
+        self.stop_when_unsure, self.cancel = stop_when_unsure, cancel
+        self.confidence = TokenConfidence()
+        self.verdict: DraftVerdict | None = None
+        self.stopped = False  # the draft was cut short to escalate
+
+    def should_stop(self) -> bool:
+        """Called after every token: stop for a cancel, or for an unsure draft that may escalate."""
+        if self.cancel is not None and self.cancel.is_set():
+            return True
+        if self.verdict is None and len(self.confidence.logprobs) >= CHECK_AT:
+            self.verdict = self._judge()
+            self.stopped = self.stop_when_unsure and self.verdict.unsure
+        return self.stopped
+
+    def finish(self) -> DraftVerdict:
+        """The verdict (judged now, on the whole draft, when it ended before CHECK_AT tokens)."""
+        if self.verdict is None:
+            self.verdict = self._judge()
+        return self.verdict
+
+    def escalates(self, cancelled: bool) -> bool:
+        return not cancelled and self.stop_when_unsure and self.finish().unsure
+
+    def escalated(self) -> DraftVerdict:
+        return replace(self.finish(), escalated=True)
+
+    def _judge(self) -> DraftVerdict:
+        confidence = self.confidence
+        return self.check.judge(confidence.logprobs, confidence.entropies, confidence.pieces, self.chunks)
+
+
+def escalation_reason(verdict: DraftVerdict) -> str:
+    return f"{verdict.reason}: {ASKING_THE_CLOUD}"
+
+
+def unsure_notice(verdict: DraftVerdict, why_it_stays: str) -> str:
+    """What a kept, unsure draft is marked with."""
+    return (f"the local model is unsure of this answer (confidence {verdict.confidence:.2f} < τ "
+            f"{verdict.threshold:.2f}); {why_it_stays}. Check it against the sources")

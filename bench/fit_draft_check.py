@@ -1,0 +1,106 @@
+"""Fit the draft check's prior for each local model (skiff.router.draft_check) on skiff's own
+routing tables (bench/own_tables.py), and report how well it ranks held-out drafts.
+
+Fitted on: the notes set's dev split (answerable questions, with the chunks each draft was given)
+and the first half of the GSM8K rows in their seeded order (no notes). Reported on: the notes test
+split and the second GSM8K half, which the fit never sees. Only the first CHECK_AT tokens of each
+draft are read, as at run time.
+
+    .venv/bin/python bench/fit_draft_check.py --model qwen2.5-coder-1.5b [--write]
+
+--write saves router/priors/draft_check--<model file>.npz, with the fitted drafts' ψ for
+calibrating τ before a person has drafts of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cascade_signals import auroc  # noqa: E402
+from notes_qa import resolve_model  # noqa: E402
+from own_tables import TABLES, gsm8k_items, rows_done  # noqa: E402
+
+from skiff.router.draft_check import CHECK_AT, SIGNALS, DraftFeatureMap, prior_name, signals_at  # noqa: E402
+from skiff.router.surrogate import BayesianLinearRegression  # noqa: E402
+
+PRIORS = Path(__file__).resolve().parent.parent / "router" / "priors"
+PRIOR_VARIANCE = 1.0
+
+
+def split_rows(model: str) -> dict[str, list[dict]]:
+    """{"fit": [...], "notes test": [...], "gsm8k test": [...]}: each row with its signals."""
+    notes = [r for r in rows_done(TABLES / f"notes--{model}.jsonl").values() if r["answerable"]]
+    order = {item["id"]: n for n, item in enumerate(gsm8k_items())}
+    gsm8k = sorted(rows_done(TABLES / f"gsm8k--{model}.jsonl").values(), key=lambda r: order[r["id"]])
+    half = len(gsm8k) // 2
+    for row in notes + gsm8k:
+        row["signals"] = signals_at(row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
+    return {"fit": [r for r in notes if r["split"] == "dev"] + gsm8k[:half],
+            "notes test": [r for r in notes if r["split"] == "test"], "gsm8k test": gsm8k[half:]}
+
+
+def feature_map_for(rows: list[dict]) -> DraftFeatureMap:
+    """Standardised on the fitted rows; the notes signals on the rows that had notes."""
+    every = DraftFeatureMap.fitted([r["signals"] for r in rows])
+    with_notes = [r["signals"] for r in rows if r.get("chunks") is not None]
+    if with_notes:
+        notes = DraftFeatureMap.fitted(with_notes)
+        cut = len(SIGNALS)
+        every = DraftFeatureMap(np.concatenate([every.means[:cut], notes.means[cut:]]),
+                                np.concatenate([every.scales[:cut], notes.scales[cut:]]))
+    return every
+
+
+def features(feature_map: DraftFeatureMap, rows: list[dict]) -> np.ndarray:
+    return np.array([feature_map(r["signals"], with_notes=r.get("chunks") is not None) for r in rows])
+
+
+def fit(rows: list[dict]) -> tuple[BayesianLinearRegression, DraftFeatureMap]:
+    feature_map = feature_map_for(rows)
+    x = features(feature_map, rows)
+    right = np.array([float(r["correct"]) for r in rows])
+    model = BayesianLinearRegression.isotropic(feature_map.dim, PRIOR_VARIANCE, 0.25)
+    model.fit(x, right)
+    # The noise a 0/1 outcome leaves around its fitted chance, measured on the fitted rows.
+    noise = float(np.mean((right - x @ model.mean) ** 2))
+    model = BayesianLinearRegression.isotropic(feature_map.dim, PRIOR_VARIANCE, noise)
+    model.fit(x, right)
+    model.observations = 0  # the person's own observations are counted from here
+    return model, feature_map
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a `skiff model list` name")
+    parser.add_argument("--write", action="store_true", help="save the prior under router/priors/")
+    args = parser.parse_args()
+    rows = split_rows(args.model)
+    model, feature_map = fit(rows["fit"])
+    print(f"{args.model}: fitted on {len(rows['fit'])} drafts (first {CHECK_AT} tokens), "
+          f"noise variance {model.noise_variance:.3f}")
+    print("| held out | drafts | local right | AUROC of the check (local wrong) |\n|---|---|---|---|")
+    for name in ("notes test", "gsm8k test"):
+        held = rows[name]
+        if not held:
+            print(f"| {name} | 0 | — | — |")
+            continue
+        confidence = features(feature_map, held) @ model.mean
+        wrong = np.array([not r["correct"] for r in held])
+        print(f"| {name} | {len(held)} | {1 - wrong.mean():.1%} | {auroc(-confidence, wrong):.3f} |")
+    if args.write:
+        path = PRIORS / prior_name(resolve_model(args.model).name)
+        model.meta = {"features": feature_map.as_meta(), "model": resolve_model(args.model).name,
+                      "at_tokens": CHECK_AT, "fitted_on": f"{len(rows['fit'])} drafts: skiff's notes set (dev split, "
+                      "answerable) and GSM8K test questions (first half of bench/own_tables.py's seeded order)",
+                      "fitted_by": "bench/fit_draft_check.py"}
+        model.save(path, calibration_features=features(feature_map, rows["fit"]).round(5))
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The cascade's second stage with scripted parts: a local draft checked as it streams, escalated
+to the cloud mid-stream when the local model is unsure (the draft kept), finished and marked unsure
+when there is no cloud to ask, calibrated to a share of drafts, and taught by feedback."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from scripted import RouteAs, ScriptedEmbedder, ScriptedModel, cloud_answering
+
+from skiff.router.draft_check import CHECK_AT, DraftFeatureMap
+from skiff.router.surrogate import BayesianLinearRegression
+
+CLOUD = {"cloud_base_url": "http://cloud.test/v1", "cloud_model": "big", "cloud_api_key": "sk-scripted-key-123"}
+SURE, UNSURE = -0.05, -2.5  # a scripted draft's log-probability for every token
+LONG = " ".join(f"w{n}" for n in range(60))  # longer than CHECK_AT tokens
+
+
+def write_prior(path, n_calibration: int = 200):
+    """A check whose confidence falls with the draft's −mean log-probability: 0.8 − 0.2·(−mean lp)."""
+    names = DraftFeatureMap.names
+    feature_map = DraftFeatureMap(np.zeros(len(names)), np.ones(len(names)))
+    mean = np.zeros(feature_map.dim)
+    mean[names.index("-mean logprob")] = -0.2
+    mean[-1] = 0.8
+    model = BayesianLinearRegression(mean, np.eye(feature_map.dim) * 1e-3, 0.2,
+                                     meta={"features": feature_map.as_meta()})
+    rng = np.random.default_rng(0)
+    calibration = np.zeros((n_calibration, feature_map.dim))
+    calibration[:, names.index("-mean logprob")] = rng.uniform(0, 3, n_calibration)
+    calibration[:, -1] = 1.0
+    model.save(path, calibration_features=calibration)
+    return path
+
+
+def assistant_with(tmp_path, answers, logprobs, cloud=None, route="local", **settings):
+    from skiff.assistant import Assistant
+    from skiff.cloud import CloudClient
+    from skiff.config import load_settings
+
+    prior = write_prior(tmp_path / "check-prior.npz")
+    loaded = load_settings(abstain=False, draft_check_prior=prior, cloud_share=0.25, cloud_share_before_draft=0.0,
+                           local_plus_share=0.0, **settings)
+
+    def opener(s):
+        return CloudClient(s.cloud_base_url, s.cloud_model, s.cloud_key(), transport=cloud, retries=0)
+
+    model = ScriptedModel(tmp_path / "scripted.gguf", answers, logprobs=logprobs)
+    return Assistant(loaded, RouteAs(route), model=model, embedder=ScriptedEmbedder(), open_cloud_client=opener)
+
+
+def decision_row(answer_id: str) -> dict:
+    from skiff.config import load_settings
+
+    with sqlite3.connect(load_settings().database_path) as db:
+        db.row_factory = sqlite3.Row
+        return dict(db.execute("SELECT d.draft_check, d.draft_model, a.draft, a.answered_by FROM decisions d "
+                               "JOIN answers a ON a.id = d.answer_id WHERE d.answer_id=?", (answer_id,)).fetchone())
+
+
+def test_a_confident_draft_stays_local_and_its_check_is_recorded(skiff_home, tmp_path):
+    assistant = assistant_with(tmp_path, [LONG], [SURE], cloud_answering(["never"]), **CLOUD)
+    answer = assistant.ask("What is a sail?", use_notes=False)
+    assert answer.answered_by == "local" and answer.text == LONG and answer.draft is None
+    check = answer.draft_check
+    assert check["unsure"] is False and check["confidence"] > check["threshold"]
+    assert check["at_tokens"] == CHECK_AT and "confident" in check["reason"]
+    row = decision_row(answer.id)
+    assert json.loads(row["draft_check"])["confidence"] == check["confidence"]
+    assert row["draft_model"] == "scripted.gguf"
+
+
+def test_an_unsure_draft_escalates_mid_stream_and_is_kept_folded(skiff_home, tmp_path):
+    cloud = cloud_answering(["The cloud ", "answers."])
+    assistant = assistant_with(tmp_path, [LONG], [UNSURE], cloud, **CLOUD)
+    shown: list[str] = []
+    set_aside: list[tuple[str, str]] = []
+    answer = assistant.ask("What is a sail?", use_notes=False, on_token=shown.append,
+                           on_set_aside=lambda reason: set_aside.append(("".join(shown), reason)))
+    draft = " ".join(LONG.split()[:CHECK_AT])
+    assert answer.answered_by == "cloud" and answer.text == "The cloud answers."
+    assert answer.draft == draft  # stopped at the check, not written to the end
+    assert set_aside and set_aside[0][0] == draft
+    reason = set_aside[0][1]
+    assert reason.startswith("the local model is unsure (0.30 < τ") and reason.endswith(": asking the cloud")
+    assert reason in answer.notices
+    assert answer.draft_check["escalated"] and answer.draft_check["unsure"]
+    row = decision_row(answer.id)
+    assert row["draft"] == draft and json.loads(row["draft_check"])["escalated"] is True
+
+
+def test_offline_an_unsure_draft_is_finished_and_marked_unsure(skiff_home, tmp_path):
+    assistant = assistant_with(tmp_path, [LONG], [UNSURE], offline=True, **CLOUD)
+    answer = assistant.ask("What is a sail?", use_notes=False)
+    assert answer.answered_by == "local" and answer.text == LONG and answer.draft is None
+    assert answer.draft_check["unsure"] and not answer.draft_check["escalated"]
+    marked = [n for n in answer.notices if n.startswith("the local model is unsure of this answer")]
+    assert marked and "(confidence 0.30 < τ" in marked[0] and "offline mode" in marked[0]
+
+
+def test_asked_for_by_name_the_local_model_is_never_escalated(skiff_home, tmp_path):
+    assistant = assistant_with(tmp_path, [LONG], [UNSURE], cloud_answering(["never"]), route="cloud", **CLOUD)
+    answer = assistant.ask("What is a sail?", use_notes=False, route="local")
+    assert answer.answered_by == "local" and answer.text == LONG
+    assert any("you asked for the local model" in n for n in answer.notices)
+
+
+def test_when_the_cloud_fails_after_an_escalation_the_local_answer_is_written_in_full(skiff_home, tmp_path):
+    assistant = assistant_with(tmp_path, [LONG, LONG], [UNSURE, UNSURE], cloud_answering(None, 500), **CLOUD)
+    set_aside: list[str] = []
+    answer = assistant.ask("What is a sail?", use_notes=False, on_set_aside=set_aside.append)
+    assert answer.answered_by == "local" and answer.text == LONG
+    assert set_aside and any("answered locally" in n for n in answer.notices)
+    assert answer.draft_check["escalated"]
+
+
+def test_a_draft_shorter_than_the_check_is_judged_at_its_end(skiff_home, tmp_path):
+    cloud = cloud_answering(["Cloud."])
+    assistant = assistant_with(tmp_path, ["Too short."], [UNSURE], cloud, **CLOUD)
+    answer = assistant.ask("What is a sail?", use_notes=False)
+    assert answer.answered_by == "cloud" and answer.draft == "Too short."
+    assert answer.draft_check["at_tokens"] == 2
+
+
+@pytest.mark.parametrize("share", [0.1, 0.25, 0.5])
+def test_the_check_is_calibrated_to_the_share_of_drafts_asked_for(skiff_home, tmp_path, share):
+    from skiff.router.draft_check import DraftCheck
+
+    check = DraftCheck(tmp_path / "router", "scripted.gguf", write_prior(tmp_path / "prior.npz", 400))
+    threshold = check.calibrate(share, np.zeros((0, 0)), checked=0)
+    confidences = check.confidences(check.shipped_drafts())
+    assert abs(float(np.mean(confidences < threshold.threshold)) - share) <= 0.01
+    assert "shipped" in threshold.calibrated_on
+    # Once a person has drafts of their own, τ follows theirs.
+    own = check.shipped_drafts()[:50] * np.r_[np.full(check.feature_map().dim - 1, 0.5), 1.0]
+    mine = check.calibrate(share, own, checked=50)
+    assert mine.calibrated_on == "your 50 most recent drafts"
+    assert abs(float(np.mean(check.confidences(own) < mine.threshold)) - share) <= 0.03
+
+
+def test_feedback_on_local_answers_moves_later_checks(skiff_home, tmp_path):
+    assistant = assistant_with(tmp_path, [LONG] * 9, [SURE] * 9)
+    first = assistant.ask("What is a sail?", use_notes=False)
+    for _ in range(8):
+        answer = assistant.ask("What is a sail?", use_notes=False)
+        assistant.feedback("bad", answer.id)
+    check = assistant.draft_check()
+    assert check.surrogate().observations == 8
+    later = check.judge([SURE] * CHECK_AT, [-SURE] * CHECK_AT, ["w"] * CHECK_AT, None)
+    assert later.confidence < first.draft_check["confidence"] - 0.1
+    # Changing one's mind takes the observation back, exactly.
+    assistant.feedback("good", answer.id)
+    assert check.surrogate().observations == 8
