@@ -10,6 +10,7 @@ marked unsure.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from typing import Sequence
 
@@ -20,30 +21,35 @@ ASKING_THE_CLOUD = "asking the cloud"
 
 
 class DraftWatch:
-    """Reads the draft's token confidence as it is written and judges it once, at CHECK_AT tokens
-    or at its end, whichever comes first."""
+    """Reads the draft's token confidence as it is written. The check reads it after CHECK_AT
+    tokens (early: an unsure draft that may escalate stops there) and again once a longer draft
+    is finished (final); a draft shorter than CHECK_AT is read once, at its end."""
 
     def __init__(self, check: DraftCheck, chunks: Sequence[str] | None, stop_when_unsure: bool,
                  cancel: threading.Event | None) -> None:
         self.check, self.chunks = check, chunks
         self.stop_when_unsure, self.cancel = stop_when_unsure, cancel
         self.confidence = TokenConfidence()
-        self.verdict: DraftVerdict | None = None
+        self.early: DraftVerdict | None = None
+        self.verdict: DraftVerdict | None = None  # the one that decides
         self.stopped = False  # the draft was cut short to escalate
+        self.started = time.perf_counter()  # made just before the draft starts
 
     def should_stop(self) -> bool:
         """Called after every token: stop for a cancel, or for an unsure draft that may escalate."""
         if self.cancel is not None and self.cancel.is_set():
             return True
-        if self.verdict is None and len(self.confidence.logprobs) >= CHECK_AT:
-            self.verdict = self._judge()
-            self.stopped = self.stop_when_unsure and self.verdict.unsure
+        if self.early is None and len(self.confidence.logprobs) >= CHECK_AT:
+            self.early = self._judge(whole=False)
+            self.stopped = self.stop_when_unsure and self.early.unsure
+            if self.stopped:
+                self.verdict = self.early
         return self.stopped
 
     def finish(self) -> DraftVerdict:
-        """The verdict (judged now, on the whole draft, when it ended before CHECK_AT tokens)."""
+        """The deciding verdict: the early one that stopped the draft, else the final reading."""
         if self.verdict is None:
-            self.verdict = self._judge()
+            self.verdict = self._judge(whole=True)
         return self.verdict
 
     def escalates(self, cancelled: bool) -> bool:
@@ -52,9 +58,11 @@ class DraftWatch:
     def escalated(self) -> DraftVerdict:
         return replace(self.finish(), escalated=True)
 
-    def _judge(self) -> DraftVerdict:
-        confidence = self.confidence
-        return self.check.judge(confidence.logprobs, confidence.entropies, confidence.pieces, self.chunks)
+    def _judge(self, whole: bool) -> DraftVerdict:
+        confidence, now = self.confidence, time.perf_counter()
+        verdict = self.check.judge(confidence.logprobs, confidence.entropies, confidence.pieces, self.chunks, whole,
+                                   earlier=self.early if whole else None)
+        return replace(verdict, draft_s=now - self.started, check_ms=(time.perf_counter() - now) * 1000)
 
 
 def escalation_reason(verdict: DraftVerdict) -> str:

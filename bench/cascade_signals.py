@@ -1,20 +1,26 @@
 """Which signal knows when the local answer is wrong (the cascade issue, part 2), from the rows of
-bench/own_tables.py: no model runs here.
+bench/own_tables.py: no model runs here. One ablation table per (dataset, weak, strong).
 
-For each signal: its AUROC for "the local answer is wrong" (0.5 is chance), and the APGR and
-CPT(50%) of routing questions to the strong side in the signal's order, beside the router as it
-ships (its score before any model runs), random and the oracle. Signals, each oriented so that
-higher means "more likely wrong":
+For each signal: its AUROC for "the local answer is wrong" (0.5 is chance), the APGR and
+CPT(50%) of routing questions to the strong side in the signal's order, and the accuracy at a
+30% strong share as a fraction of always-strong accuracy; beside the router as it ships (its
+score before any model runs), random and the oracle, all on the same held-out questions.
+Intervals: 95% bootstrap over questions (1,000 resamples) for AUROC and APGR.
 
 - before the draft: the shipped router's score (embedding, text features, notes coverage σ²);
 - after the draft, at no extra call: skiff.router.draft_signals (token log-probabilities and
-  entropies, the answer's span, early exit after 16 and 32 tokens, length, refusal words,
-  citations and support by the chunks);
-- combined: a logistic regression over the post-draft signals, fitted on the other half (GSM8K,
-  seeded halves) or on dev (notes, reported on test).
+  entropies, the answer's span, length, refusal words, citations and support by the chunks);
+- early exit: the signals of the first 16 and 32 tokens, combined;
+- combined: a logistic regression over the whole draft's signals;
+- the draft check: the Bayesian linear regression skiff runs, reading the draft after 32 tokens
+  and at its end (its lowest confidence decides), fitted as bench/fit_draft_check.py fits the
+  shipped prior; and its early reading alone.
+
+Held out: the notes test split, or the second half of the GSM8K rows in their seeded order; the
+combinations are fitted on the notes dev split and the first GSM8K half (bench/fit_draft_check.py).
 
     .venv/bin/python bench/cascade_signals.py gsm8k --weak qwen2.5-coder-1.5b --strong gpt-4-1106-preview
-    .venv/bin/python bench/cascade_signals.py notes --weak qwen2.5-coder-0.5b --strong qwen2.5-coder-1.5b --split test
+    .venv/bin/python bench/cascade_signals.py notes --weak qwen2.5-coder-0.5b --strong qwen2.5-coder-1.5b
 """
 
 from __future__ import annotations
@@ -27,28 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notes_qa_abstention import fit_logistic as fit_standardised  # noqa: E402
+from fit_draft_check import confidence, features, fit, split_rows  # noqa: E402
 from own_tables import GPT4, TABLES, rows_done  # noqa: E402
-from skiff.router.draft_signals import draft_signals  # noqa: E402
-from skiff.router.research.metrics import oracle_curve, random_curve, router_curve  # noqa: E402
-
-def auroc(scores: np.ndarray, wrong: np.ndarray) -> float:
-    """The chance that a wrong answer scores above a right one (ties count half)."""
-    positives, negatives = scores[wrong], scores[~wrong]
-    if not len(positives) or not len(negatives):
-        return float("nan")
-    order = np.argsort(np.concatenate([positives, negatives]), kind="mergesort")
-    ranks = np.empty(len(order))
-    values = np.concatenate([positives, negatives])[order]
-    start = 0
-    while start < len(values):  # average ranks over ties
-        end = start
-        while end + 1 < len(values) and values[end + 1] == values[start]:
-            end += 1
-        ranks[order[start:end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return float((ranks[:len(positives)].sum() - len(positives) * (len(positives) + 1) / 2)
-                 / (len(positives) * len(negatives)))
-
+from skiff.router.draft_signals import draft_signals, words  # noqa: E402
+from skiff.router.research.metrics import auroc, oracle_curve, random_curve, router_curve  # noqa: E402
 
 def post_draft(row: dict) -> dict[str, float]:
     return draft_signals(row["response"], row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
@@ -83,65 +71,115 @@ def router_scores(rows: list[dict]) -> np.ndarray:
                      for row, vector in zip(rows, vectors)])
 
 
+def early(row: dict, tokens: int) -> dict[str, float]:
+    """The signals of the draft's first `tokens` tokens, as a check that stops there reads them."""
+    pieces = row["pieces"][:tokens]
+    return draft_signals("".join(pieces), row["logprobs"][:tokens], row["entropies"][:tokens], pieces,
+                         row.get("chunks"))
+
+
+def matrix(rows: list[dict], read) -> tuple[np.ndarray, list[str]]:
+    signals = [read(row) for row in rows]
+    names = [name for name in signals[0] if "first" not in name]
+    return np.array([[s[name] for name in names] for s in signals]), names
+
+
+def bootstrap(metric, scores: np.ndarray, weak: np.ndarray, strong: np.ndarray, rng) -> tuple[float, float]:
+    values = []
+    for _ in range(1000):
+        pick = rng.integers(0, len(scores), len(scores))
+        value = metric(scores[pick], weak[pick], strong[pick])
+        if np.isfinite(value):
+            values.append(value)
+    return float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))
+
+
+def disagreement(greedy: str, sample: str) -> float:
+    """1 − the Jaccard overlap of the content words of the greedy draft and a sampled one."""
+    first, second = set(words(greedy)), set(words(sample))
+    return 1.0 - len(first & second) / len(first | second) if first | second else 0.0
+
+
+def scored_table(fit_rows: list[dict], held: list[dict], model: str) -> dict[str, np.ndarray]:
+    """Every signal's score on the held-out rows (higher = more likely wrong)."""
+    wrong_fit = np.array([not r["correct"] for r in fit_rows], dtype=float)
+    table = {"before the draft: the router as shipped": router_scores(held)}
+    samples = rows_done(TABLES / f"notes-sample--{model}.jsonl")
+    if held and all(row["id"] in samples for row in held):
+        table["disagreement with one sample (an extra call)"] = np.array(
+            [disagreement("".join(row["pieces"][:32]), samples[row["id"]]["sample"]) for row in held])
+    x, names = matrix(held, post_draft)
+    for n, name in enumerate(names):
+        table[name] = x[:, n]
+    for label, read in (("first 16 tokens", lambda r: early(r, 16)), ("first 32 tokens", lambda r: early(r, 32)),
+                        ("whole draft", post_draft)):
+        fx, _ = matrix(fit_rows, read)
+        hx, _ = matrix(held, read)
+        table[f"combined (logistic), {label}"] = predict(fit_logistic(fx, wrong_fit), hx)
+    check, feature_map = fit(fit_rows)
+    table["the draft check, early reading only (first 32 tokens)"] = -(features(feature_map, held, "first")
+                                                                       @ check.mean)
+    table["**the draft check** (early and final readings, as it runs)"] = -confidence(check, feature_map, held)
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=["gsm8k", "notes"])
     parser.add_argument("--weak", required=True)
     parser.add_argument("--strong", required=True, help=f"a model with rows, {GPT4} (gsm8k), or none (AUROC only)")
-    parser.add_argument("--split", default="test", choices=["dev", "test"], help="notes: report on this split")
+    parser.add_argument("--share", type=float, default=0.3, help="the strong share to report accuracy at")
     args = parser.parse_args()
 
-    weak = rows_done(TABLES / f"{args.dataset}--{args.weak}.jsonl")
+    rows = split_rows(args.weak)
+    held = rows[f"{args.dataset} test"]
     if args.strong == "none":  # no stronger side measured: the signals' AUROC only
-        strong = {key: True for key in weak}
+        strong = {row["id"]: True for row in held}
     elif args.strong == GPT4:
-        strong = {key: row["strong"] for key, row in weak.items()}
+        strong = {row["id"]: row["strong"] for row in held}
     else:
         measured = rows_done(TABLES / f"{args.dataset}--{args.strong}.jsonl")
         strong = {key: row["correct"] for key, row in measured.items()}
-    rows = [row for key, row in weak.items() if key in strong and (args.dataset == "gsm8k" or row["answerable"])]
-    if args.dataset == "notes":
-        train = [row for row in rows if row["split"] != args.split]
-        rows = [row for row in rows if row["split"] == args.split]
-    else:  # seeded halves: the combined signal is fitted on one and scored on the other, both ways
-        rng = np.random.default_rng(20261130)
-        half = set(rng.permutation(len(rows))[: len(rows) // 2].tolist())
-        train = None
-    signals = [post_draft(row) for row in rows]
-    names = list(signals[0])
-    x = np.array([[s[name] for name in names] for s in signals])
-    weak_right = np.array([bool(row["correct"]) for row in rows])
-    strong_right = np.array([bool(strong[row["id"]]) for row in rows])
+    held = [row for row in held if row["id"] in strong]
+    weak_right = np.array([bool(row["correct"]) for row in held])
+    strong_right = np.array([bool(strong[row["id"]]) for row in held])
     wrong = ~weak_right
-    table = {name: x[:, n] for n, name in enumerate(names)}
-    if args.dataset == "notes":
-        tx = np.array([[post_draft(row)[name] for name in names] for row in train])
-        ty = np.array([not row["correct"] for row in train], dtype=float)
-        table["combined (logistic, fitted on the other split)"] = predict(fit_logistic(tx, ty), x)
-    else:
-        combined = np.zeros(len(rows))
-        for fit_on in (True, False):
-            chosen = np.array([(i in half) == fit_on for i in range(len(rows))])
-            model = fit_logistic(x[chosen], wrong[chosen].astype(float))
-            combined[~chosen] = predict(model, x[~chosen])
-        table["combined (logistic, fitted on the other half)"] = combined
-    table = {"before the draft: the router as shipped": router_scores(rows), **table}
-    print(f"\n{args.dataset}: {len(rows)} questions, weak {args.weak} right {weak_right.mean():.1%}, "
-          f"strong {args.strong} "
-          f"right {strong_right.mean():.1%}\n")
+    table = scored_table(rows["fit"], held, args.weak)
+    rng = np.random.default_rng(20261130)
+    print(f"\n{args.dataset}, held out: {len(held)} questions; weak {args.weak} right {weak_right.mean():.1%}, "
+          f"strong {args.strong} right {strong_right.mean():.1%}; fitted on {len(rows['fit'])} other drafts\n")
+
+    def auroc_of(scores, weak, _strong):
+        return auroc(scores, ~weak.astype(bool))
+
     if args.strong == "none":
-        print("| signal | AUROC (weak wrong) |\n|---|---|")
+        print("| signal | AUROC (weak wrong) [95%] |\n|---|---|")
         for name, scores in table.items():
-            print(f"| {name} | {auroc(scores, wrong):.3f} |")
+            low, high = bootstrap(auroc_of, scores, weak_right, strong_right, rng)
+            print(f"| {name} | {auroc(scores, wrong):.3f} [{low:.2f}, {high:.2f}] |")
         return
-    print("| signal | AUROC (weak wrong) | APGR | CPT(50%) |")
-    print("|---|---|---|---|")
+
+    def apgr_of(scores, weak, strong_):
+        return router_curve(scores, weak.astype(float), strong_.astype(float)).apgr if strong_.mean() != weak.mean() \
+            else float("nan")
+
+    share = args.share
+    always = strong_right.mean()
+    print(f"| signal | AUROC (weak wrong) [95%] | APGR [95%] | CPT(50%) | accuracy at {share:.0%} strong "
+          "(of always-strong) |")
+    print("|---|---|---|---|---|")
     for name, scores in table.items():
         curve = router_curve(scores, weak_right.astype(float), strong_right.astype(float))
-        print(f"| {name} | {auroc(scores, wrong):.3f} | {curve.apgr:.3f} | {curve.cpt(0.5):.1%} |")
+        a_low, a_high = bootstrap(auroc_of, scores, weak_right, strong_right, rng)
+        p_low, p_high = bootstrap(apgr_of, scores, weak_right, strong_right, rng)
+        at = float(np.interp(share, curve.strong_share, curve.accuracy))
+        print(f"| {name} | {auroc(scores, wrong):.3f} [{a_low:.2f}, {a_high:.2f}] | {curve.apgr:.3f} "
+              f"[{p_low:.2f}, {p_high:.2f}] | {curve.cpt(0.5):.1%} | {at:.1%} ({at / always:.0%}) |")
     for name, curve in (("random", random_curve(weak_right.astype(float), strong_right.astype(float))),
                         ("oracle", oracle_curve(weak_right.astype(float), strong_right.astype(float)))):
-        print(f"| {name} | — | {curve.apgr:.3f} | {curve.cpt(0.5):.1%} |")
+        at = float(np.interp(share, curve.strong_share, curve.accuracy))
+        print(f"| {name} | — | {curve.apgr:.3f} | {curve.cpt(0.5):.1%} | {at:.1%} ({at / always:.0%}) |")
+    print(f"| always strong | — | — | — | {always:.1%} (100%) |")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@ routing tables (bench/own_tables.py), and report how well it ranks held-out draf
 
 Fitted on: the notes set's dev split (answerable questions, with the chunks each draft was given)
 and the first half of the GSM8K rows in their seeded order (no notes). Reported on: the notes test
-split and the second GSM8K half, which the fit never sees. Only the first CHECK_AT tokens of each
-draft are read, as at run time.
+split and the second GSM8K half, which the fit never sees. Each draft is read as at run time:
+after its first CHECK_AT tokens (when it is longer) and at its end.
 
     .venv/bin/python bench/fit_draft_check.py --model qwen2.5-coder-1.5b [--write]
 
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cascade_signals import auroc  # noqa: E402
 from notes_qa import resolve_model  # noqa: E402
 from own_tables import TABLES, gsm8k_items, rows_done  # noqa: E402
 
 from skiff.router.draft_check import CHECK_AT, SIGNALS, DraftFeatureMap, prior_name, signals_at  # noqa: E402
+from skiff.router.research.metrics import auroc  # noqa: E402
 from skiff.router.surrogate import BayesianLinearRegression  # noqa: E402
 
 PRIORS = Path(__file__).resolve().parent.parent / "router" / "priors"
@@ -33,21 +33,25 @@ PRIOR_VARIANCE = 1.0
 
 
 def split_rows(model: str) -> dict[str, list[dict]]:
-    """{"fit": [...], "notes test": [...], "gsm8k test": [...]}: each row with its signals."""
+    """{"fit": [...], "notes test": [...], "gsm8k test": [...]}: each row with its readings'
+    signals (early, when the draft is longer than CHECK_AT tokens, then final)."""
     notes = [r for r in rows_done(TABLES / f"notes--{model}.jsonl").values() if r["answerable"]]
     order = {item["id"]: n for n, item in enumerate(gsm8k_items())}
     gsm8k = sorted(rows_done(TABLES / f"gsm8k--{model}.jsonl").values(), key=lambda r: order[r["id"]])
     half = len(gsm8k) // 2
     for row in notes + gsm8k:
-        row["signals"] = signals_at(row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
+        args = (row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
+        row["readings"] = ([(signals_at(*args), False)] if len(row["logprobs"]) > CHECK_AT else [])
+        row["readings"].append((signals_at(*args, None), True))
+        row["signals"] = row["readings"][0][0]  # the first reading: what an early check sees
     return {"fit": [r for r in notes if r["split"] == "dev"] + gsm8k[:half],
             "notes test": [r for r in notes if r["split"] == "test"], "gsm8k test": gsm8k[half:]}
 
 
 def feature_map_for(rows: list[dict]) -> DraftFeatureMap:
-    """Standardised on the fitted rows; the notes signals on the rows that had notes."""
-    every = DraftFeatureMap.fitted([r["signals"] for r in rows])
-    with_notes = [r["signals"] for r in rows if r.get("chunks") is not None]
+    """Standardised on the fitted rows' readings; the notes signals on the rows that had notes."""
+    every = DraftFeatureMap.fitted([signals for r in rows for signals, _ in r["readings"]])
+    with_notes = [signals for r in rows if r.get("chunks") is not None for signals, _ in r["readings"]]
     if with_notes:
         notes = DraftFeatureMap.fitted(with_notes)
         cut = len(SIGNALS)
@@ -56,20 +60,35 @@ def feature_map_for(rows: list[dict]) -> DraftFeatureMap:
     return every
 
 
-def features(feature_map: DraftFeatureMap, rows: list[dict]) -> np.ndarray:
-    return np.array([feature_map(r["signals"], with_notes=r.get("chunks") is not None) for r in rows])
+def reading_features(feature_map: DraftFeatureMap, row: dict) -> np.ndarray:
+    return np.array([feature_map(signals, row.get("chunks") is not None, whole) for signals, whole in row["readings"]])
+
+
+def features(feature_map: DraftFeatureMap, rows: list[dict], reading: str = "lowest") -> np.ndarray:
+    """One ψ per row: its first reading ("first") or its last ("final"), for scoring by a weight
+    vector. With "lowest", use `confidence` instead."""
+    pick = 0 if reading == "first" else -1
+    return np.array([reading_features(feature_map, row)[pick] for row in rows])
+
+
+def confidence(model: BayesianLinearRegression, feature_map: DraftFeatureMap, rows: list[dict]) -> np.ndarray:
+    """Each row's lowest confidence over its readings: what decides at run time."""
+    return np.array([float((reading_features(feature_map, row) @ model.mean).min()) for row in rows])
 
 
 def fit(rows: list[dict]) -> tuple[BayesianLinearRegression, DraftFeatureMap]:
+    """Every reading of every draft is an observation of whether the draft was right, at the
+    weight of its share of the draft (a verdict counts once, as feedback counts it at run time)."""
     feature_map = feature_map_for(rows)
-    x = features(feature_map, rows)
-    right = np.array([float(r["correct"]) for r in rows])
+    x = np.vstack([reading_features(feature_map, row) for row in rows])
+    right = np.concatenate([[float(row["correct"])] * len(row["readings"]) for row in rows])
+    weight = np.concatenate([[1.0 / len(row["readings"])] * len(row["readings"]) for row in rows])
     model = BayesianLinearRegression.isotropic(feature_map.dim, PRIOR_VARIANCE, 0.25)
-    model.fit(x, right)
-    # The noise a 0/1 outcome leaves around its fitted chance, measured on the fitted rows.
-    noise = float(np.mean((right - x @ model.mean) ** 2))
+    model.fit(x * np.sqrt(weight)[:, None], right * np.sqrt(weight))
+    # The noise a 0/1 outcome leaves around its fitted chance, measured on the fitted readings.
+    noise = float(np.average((right - x @ model.mean) ** 2, weights=weight))
     model = BayesianLinearRegression.isotropic(feature_map.dim, PRIOR_VARIANCE, noise)
-    model.fit(x, right)
+    model.fit(x * np.sqrt(weight)[:, None], right * np.sqrt(weight))
     model.observations = 0  # the person's own observations are counted from here
     return model, feature_map
 
@@ -81,24 +100,29 @@ def main() -> None:
     args = parser.parse_args()
     rows = split_rows(args.model)
     model, feature_map = fit(rows["fit"])
-    print(f"{args.model}: fitted on {len(rows['fit'])} drafts (first {CHECK_AT} tokens), "
+    print(f"{args.model}: fitted on {len(rows['fit'])} drafts (read after {CHECK_AT} tokens and at their end), "
           f"noise variance {model.noise_variance:.3f}")
-    print("| held out | drafts | local right | AUROC of the check (local wrong) |\n|---|---|---|---|")
+    print("| held out | drafts | local right | AUROC (local wrong): early reading | final reading | "
+          "the check (lowest) |\n|---|---|---|---|---|---|")
     for name in ("notes test", "gsm8k test"):
         held = rows[name]
         if not held:
-            print(f"| {name} | 0 | — | — |")
+            print(f"| {name} | 0 | — | — | — | — |")
             continue
-        confidence = features(feature_map, held) @ model.mean
         wrong = np.array([not r["correct"] for r in held])
-        print(f"| {name} | {len(held)} | {1 - wrong.mean():.1%} | {auroc(-confidence, wrong):.3f} |")
+        figures = [auroc(-(features(feature_map, held, reading) @ model.mean), wrong) for reading in ("first", "final")]
+        lowest = auroc(-confidence(model, feature_map, held), wrong)
+        print(f"| {name} | {len(held)} | {1 - wrong.mean():.1%} | {figures[0]:.3f} | {figures[1]:.3f} | {lowest:.3f} |")
     if args.write:
         path = PRIORS / prior_name(resolve_model(args.model).name)
         model.meta = {"features": feature_map.as_meta(), "model": resolve_model(args.model).name,
-                      "at_tokens": CHECK_AT, "fitted_on": f"{len(rows['fit'])} drafts: skiff's notes set (dev split, "
+                      "check_at": CHECK_AT, "fitted_on": f"{len(rows['fit'])} drafts: skiff's notes set (dev split, "
                       "answerable) and GSM8K test questions (first half of bench/own_tables.py's seeded order)",
                       "fitted_by": "bench/fit_draft_check.py"}
-        model.save(path, calibration_features=features(feature_map, rows["fit"]).round(5))
+        readings = [reading_features(feature_map, row) for row in rows["fit"]]
+        model.save(path, calibration_features=np.vstack(readings).round(5),
+                   calibration_drafts=np.concatenate([[n] * len(r) for n, r in enumerate(readings)]))
+        path.chmod(0o644)
         print(f"wrote {path}")
 
 

@@ -7,6 +7,8 @@ token, so that any signal can be recomputed later without running the model agai
         the answer graded against GSM8K's key; beside GPT-4-1106's correctness from that table.
     notes: the notes question set (bench/data/notes_qa_dev.jsonl) through skiff's own retrieval
         (hybrid, k 5) and prompt; graded as bench/notes_qa.py grades.
+    sample: one short answer sampled at temperature 0.7 beside each notes row, for the agreement
+        signal (rows in notes-sample--MODEL.jsonl).
     table: a RouteLLM-format CSV (prompt, weak, strong, weak's response) from the rows, for
         `skiff router eval`.
 
@@ -150,6 +152,40 @@ def run_notes(args) -> None:
     print(file=sys.stderr)
 
 
+def run_sample(args) -> None:
+    """One short sampled answer beside each notes row's greedy one, for the "agreement with a
+    sample" signal (a cheap extra call, if it pays): the same retrieval and prompt, temperature
+    0.7, seeded, `--max-tokens` long."""
+    from notes_qa import open_assistant, resolve_model, retrieval_configs
+
+    from skiff.assistant.prompting import plan_prompt
+    from skiff.assistant.retrieval import retrieve
+    from skiff.local.llm import GenerationStats, LocalModel
+
+    greedy = rows_done(TABLES / f"notes--{args.model}.jsonl")
+    path = TABLES / f"notes-sample--{args.model}.jsonl"
+    done = rows_done(path)
+    todo = [row for key, row in greedy.items() if key not in done]
+    print(f"{len(greedy)} notes rows ({len(done)} sampled)", file=sys.stderr)
+    if not todo:
+        return
+    assistant = open_assistant()
+    config = retrieval_configs()["hybrid RRF top-5"]
+    model = LocalModel(resolve_model(args.model), n_ctx=4096, n_threads=args.threads, seed=SEED)
+    with open_rows(path) as sink:
+        for number, row in enumerate(todo, start=1):
+            found = retrieve(assistant.notes, row["prompt"], assistant.embedder.encode_query(row["prompt"]), config)
+            plan = plan_prompt(model, row["prompt"], found.selected, (), max_answer_tokens=args.max_tokens)
+            stats = GenerationStats()
+            started = time.perf_counter()
+            text = "".join(model.stream(plan.prompt_tokens, args.max_tokens, temperature=0.7, stats=stats))
+            sink.write(json.dumps({"id": row["id"], "sample": text, "seconds": round(time.perf_counter() - started, 3),
+                                   "completion_tokens": stats.completion_tokens}, ensure_ascii=False) + "\n")
+            sink.flush()
+            print(f"\r{number}/{len(todo)}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+
+
 def run_table(args) -> None:
     weak = rows_done(TABLES / f"{args.dataset}--{args.weak}.jsonl")
     if args.strong == GPT4:
@@ -178,12 +214,16 @@ def main() -> None:
             command.add_argument("--limit", type=int, default=0, help="the first N of the seeded order")
         else:
             command.add_argument("--split", default="all", choices=["dev", "test", "all"])
+    sample = commands.add_parser("sample", help="one short sampled answer per notes row (agreement signal)")
+    sample.add_argument("--model", required=True)
+    sample.add_argument("--threads", type=int, default=2)
+    sample.add_argument("--max-tokens", type=int, default=32)
     table = commands.add_parser("table")
     table.add_argument("dataset", choices=["gsm8k", "notes"])
     table.add_argument("--weak", required=True)
     table.add_argument("--strong", required=True, help=f"a model name, or {GPT4} (gsm8k)")
     args = parser.parse_args()
-    {"gsm8k": run_gsm8k, "notes": run_notes, "table": run_table}[args.command](args)
+    {"gsm8k": run_gsm8k, "notes": run_notes, "sample": run_sample, "table": run_table}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -75,8 +75,7 @@ def keep_calibrated(records: AnswerStore, router: UncertaintyRouter, embed: Call
                     every: int = RECALIBRATE_EVERY) -> Thresholds | None:
     """Calibrate when there are no thresholds yet, or `every` decisions after the last time."""
     current = router.state.thresholds()
-    if (current is None or records.decision_total() - current.decisions_at >= every
-            or current.before_draft_share != router.before_draft_share):
+    if current is None or records.decision_total() - current.decisions_at >= every:
         return calibrate(records, router, embed)
     return None
 

@@ -15,15 +15,23 @@ fitted per local model on skiff's own routing tables (bench/fit_draft_check.py),
 model's token confidence means nothing on another's scale; a model with no fitted prior gets no
 check (and the decision record says so).
 
-A draft whose estimated chance of being right falls below τ is "unsure": with a cloud to ask it
-escalates, otherwise it stays, marked. τ is the quantile of recent drafts' confidences that sends
-the wanted share of drafts on (shipped drafts stand in until there are enough of the person's).
-The signals of the first 32 tokens rank drafts as well as the whole draft's (median notes answer
-of the default model: 37 tokens), so the check waits for no more than that.
+The check reads a draft at two points: after its first CHECK_AT tokens ("early"), and once more
+when a longer draft is finished ("final"). On a notes answer the first 32 tokens rank drafts as
+well as the whole (the default model's median notes answer is 37 tokens long), so an unsure one
+stops there and costs little. A worked answer (GSM8K) states its result only at the end, and
+only the final reading knows (bench/RESULTS.md). One regression serves both points: it is fitted
+on both readings of every draft, with the reading's length and whether it was the whole draft
+among its features.
+
+A draft whose estimated chance of being right falls below τ at either point is "unsure": with a
+cloud to ask it escalates, otherwise it stays, marked. τ is the quantile of recent drafts' lowest
+confidence that sends the wanted share of drafts on (shipped drafts stand in until there are
+enough of the person's).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
@@ -56,8 +64,9 @@ def shipped_prior(model_file: str) -> Path:
 
 @dataclass(frozen=True)
 class DraftFeatureMap:
-    """ψ(draft): the signals, standardised as on the prior's data; the notes signals count only
-    for a question answered from notes, and an indicator carries the difference otherwise."""
+    """ψ(reading): the signals, standardised as on the prior's data; the notes signals count only
+    for a question answered from notes, and an indicator carries the difference otherwise; one
+    more says whether the reading covers the whole draft (the final one) or its start."""
 
     means: np.ndarray
     scales: np.ndarray
@@ -66,14 +75,14 @@ class DraftFeatureMap:
 
     @property
     def dim(self) -> int:
-        return len(self.names) + 2
+        return len(self.names) + 3
 
-    def __call__(self, signals: dict[str, float], with_notes: bool) -> np.ndarray:
+    def __call__(self, signals: dict[str, float], with_notes: bool, whole: bool) -> np.ndarray:
         raw = np.array([signals.get(name, 0.0) for name in self.names], dtype=np.float64)
         standard = (raw - self.means) / self.scales
         if not with_notes:
             standard[len(SIGNALS):] = 0.0
-        return np.concatenate([standard, [0.0 if with_notes else 1.0, 1.0]])
+        return np.concatenate([standard, [0.0 if with_notes else 1.0, 1.0 if whole else 0.0, 1.0]])
 
     def as_meta(self) -> dict:
         return {"names": list(self.names), "means": self.means.round(6).tolist(),
@@ -92,22 +101,50 @@ class DraftFeatureMap:
 
 
 def signals_at(logprobs: Sequence[float], entropies: Sequence[float], pieces: Sequence[str],
-               chunks: Sequence[str] | None, at: int = CHECK_AT) -> dict[str, float]:
-    """The draft's signals over its first `at` tokens (all of them when it is shorter)."""
+               chunks: Sequence[str] | None, at: int | None = CHECK_AT) -> dict[str, float]:
+    """The draft's signals over its first `at` tokens (all of them when None or the draft is shorter)."""
+    at = len(logprobs) if at is None else at
     text = "".join(pieces[:at])
     every = draft_signals(text, logprobs[:at], entropies[:at], pieces[:at], chunks)
     return {name: round(value, 4) for name, value in every.items() if name in DraftFeatureMap.names}
 
 
+def readings(logprobs: Sequence[float], entropies: Sequence[float], pieces: Sequence[str],
+             chunks: Sequence[str] | None, feature_map: "DraftFeatureMap") -> list[np.ndarray]:
+    """ψ of each reading a whole draft gets: early (its first CHECK_AT tokens) when it is longer
+    than that, then final (all of it). What the check is fitted on, and calibrated with."""
+    with_notes = chunks is not None
+    found = []
+    if len(logprobs) > CHECK_AT:
+        found.append(feature_map(signals_at(logprobs, entropies, pieces, chunks), with_notes, whole=False))
+    found.append(feature_map(signals_at(logprobs, entropies, pieces, chunks, None), with_notes, whole=True))
+    return found
+
+
+def pack(features: Sequence[np.ndarray]) -> bytes:
+    """ψ of a draft's readings as bytes for the records (one row per reading)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(np.stack(features), dtype=np.float64), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def unpack(blob: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
 @dataclass(frozen=True)
 class DraftVerdict:
-    confidence: float  # the posterior mean of P(the draft is right)
+    confidence: float  # the posterior mean of P(the draft is right), at the reading that decided
     std: float  # the posterior's uncertainty about that mean
     threshold: float | None  # τ; None when the check was not calibrated (never "unsure" then)
-    at_tokens: int  # how many of the draft's tokens it read
+    at_tokens: int  # how many of the draft's tokens that reading covered
+    stage: str  # "early" (the first CHECK_AT tokens) or "final" (the whole draft)
     signals: dict[str, float]
+    # ψ of every reading the draft got (early, then final): feedback trains on exactly these.
     features: np.ndarray = field(repr=False, compare=False)
     escalated: bool = False  # the draft was set aside and the question sent to the cloud
+    draft_s: float | None = None  # seconds of drafting before the check ran
+    check_ms: float | None = None  # the check's own time
 
     @property
     def unsure(self) -> bool:
@@ -124,8 +161,10 @@ class DraftVerdict:
     def as_dict(self) -> dict:
         return {"confidence": round(self.confidence, 4), "std": round(self.std, 4),
                 "threshold": None if self.threshold is None else round(self.threshold, 4),
-                "unsure": self.unsure, "escalated": self.escalated, "at_tokens": self.at_tokens,
-                "reason": self.reason, "signals": self.signals}
+                "unsure": self.unsure, "escalated": self.escalated, "at_tokens": self.at_tokens, "stage": self.stage,
+                "reason": self.reason, "signals": self.signals,
+                "draft_s": None if self.draft_s is None else round(self.draft_s, 3),
+                "check_ms": None if self.check_ms is None else round(self.check_ms, 3)}
 
 
 @dataclass(frozen=True)
@@ -161,18 +200,26 @@ class DraftCheck:
     def feature_map(self) -> DraftFeatureMap:
         return DraftFeatureMap.from_meta(self.surrogate().meta["features"])
 
-    def confidences(self, features: np.ndarray) -> np.ndarray:
-        return self.surrogate().predict_many(features)[0] if len(features) else np.zeros(0)
-
     def judge(self, logprobs: Sequence[float], entropies: Sequence[float], pieces: Sequence[str],
-              chunks: Sequence[str] | None) -> DraftVerdict:
-        at = min(len(logprobs), CHECK_AT)
-        signals = signals_at(logprobs, entropies, pieces, chunks)
-        features = self.feature_map()(signals, with_notes=chunks is not None)
+              chunks: Sequence[str] | None, whole: bool, earlier: DraftVerdict | None = None) -> DraftVerdict:
+        """Read the draft so far: its first CHECK_AT tokens (early), or all of it once it is
+        finished (whole). `earlier` is the early verdict, whose ψ the final one keeps too."""
+        signals = signals_at(logprobs, entropies, pieces, chunks, None if whole else CHECK_AT)
+        features = self.feature_map()(signals, chunks is not None, whole)
         prediction = self.surrogate().predict(features)
         stored = self.threshold()
-        return DraftVerdict(prediction.mean, prediction.std, stored.threshold if stored else None, at, signals,
-                            features)
+        seen = features[None, :] if earlier is None else np.vstack([earlier.features, features])
+        return DraftVerdict(prediction.mean, prediction.std, stored.threshold if stored else None,
+                            len(logprobs) if whole else min(len(logprobs), CHECK_AT), "final" if whole else "early",
+                            signals, seen)
+
+    def lowest_confidence(self, drafts: Sequence[np.ndarray]) -> np.ndarray:
+        """Each draft's lowest confidence over its readings (what decides whether it escalates)."""
+        if not len(drafts):
+            return np.zeros(0)
+        means, _ = self.surrogate().predict_many(np.vstack(drafts))
+        bounds = np.cumsum([0] + [len(draft) for draft in drafts])
+        return np.array([means[a:b].min() for a, b in zip(bounds[:-1], bounds[1:])])
 
     # -- τ -----------------------------------------------------------------------------------
 
@@ -182,22 +229,26 @@ class DraftCheck:
         except (OSError, ValueError, TypeError):
             return None
 
-    def shipped_drafts(self) -> np.ndarray:
-        """ψ of the drafts the prior was fitted on (the stand-in for a new person's own)."""
+    def shipped_drafts(self) -> list[np.ndarray]:
+        """ψ of the readings of the drafts the prior was fitted on (a new person's stand-in)."""
         with np.load(self.posterior.prior_path, allow_pickle=False) as data:
-            return np.asarray(data["calibration_features"], dtype=np.float64)
+            features = np.asarray(data["calibration_features"], dtype=np.float64)
+            draft_of = np.asarray(data["calibration_drafts"], dtype=np.int64)
+        return [features[draft_of == n] for n in np.unique(draft_of)]
 
-    def calibrate(self, share: float, recent: np.ndarray, checked: int) -> DraftThreshold:
+    def calibrate(self, share: float, recent: Sequence[np.ndarray], checked: int) -> DraftThreshold:
         """τ such that `share` of these drafts (the person's recent ones, or the shipped ones while
-        there are fewer than MIN_RECENT_DRAFTS) would have escalated."""
+        there are fewer than MIN_RECENT_DRAFTS) would have escalated at one of their readings."""
         if not 0.0 <= share <= 1.0:
             raise ValueError("the share of drafts to escalate must lie in [0, 1]")
-        if len(recent) >= MIN_RECENT_DRAFTS and recent.shape[1] == self.feature_map().dim:
+        dim = self.feature_map().dim
+        recent = [draft for draft in recent if draft.ndim == 2 and draft.shape[1] == dim]
+        if len(recent) >= MIN_RECENT_DRAFTS:
             drafts, source = recent, f"your {len(recent)} most recent drafts"
         else:
             drafts = self.shipped_drafts()
             source = f"{len(drafts)} drafts shipped with the check (you have {len(recent)})"
-        confidences = self.confidences(drafts)
+        confidences = self.lowest_confidence(drafts)
         if share <= 0:
             tau = -np.inf
         elif share >= 1:

@@ -76,7 +76,8 @@ def sync_draft_check(records: AnswerStore, check: DraftCheck) -> int:
     """Absorb every feedback event this model's draft check has not seen yet; returns how many.
 
     A verdict on a local answer whose draft the check read is one observation of whether that
-    draft was right (good 1, bad 0), on ψ exactly as the check saw it. A verdict on a cloud answer
+    draft was right (good 1, bad 0), on ψ exactly as the check saw it (split evenly over its
+    readings, early and final). A verdict on a cloud answer
     says nothing about the draft it replaced, and a pair (both models judged) teaches the first
     stage only, so neither moves the check."""
     posterior = check.posterior
@@ -88,9 +89,10 @@ def sync_draft_check(records: AnswerStore, check: DraftCheck) -> int:
     for _seq, answer_id, kind, verdict, answered_by, weight in pending:
         if kind != "single" or answered_by != "local":
             continue
-        features = records.draft_features(answer_id, check.model_file)
-        if features is not None:
-            observations.append((features, 1.0 if verdict == "good" else 0.0, weight))
+        readings = records.draft_features(answer_id, check.model_file)
+        if readings is not None:
+            # One verdict, however many readings: each counts for its share of it.
+            observations += [(psi, 1.0 if verdict == "good" else 0.0, weight / len(readings)) for psi in readings]
     if pending:
         posterior.learn(observations, pending[-1][0])
     return len(pending)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from skiff.local.sqlite_store import open_database, transaction
+from skiff.router.draft_check import pack, unpack
 from skiff.router.policy import Decision
 
 _MIGRATIONS = [
@@ -102,7 +103,7 @@ class DraftRecord:
     """What the cascade's check saw of a local draft: its verdict (as a dict), ψ, and the model."""
 
     check: dict
-    features: np.ndarray
+    features: np.ndarray  # ψ of each reading, a row each
     model: str
     text: str | None = None  # the draft itself, when it was set aside for a stronger answer
 
@@ -173,8 +174,7 @@ class AnswerStore:
             if draft is not None:
                 self.db.execute(
                     "UPDATE decisions SET draft_check=?, draft_features=?, draft_model=? WHERE answer_id=?",
-                    (json.dumps(draft.check), np.asarray(draft.features, dtype=np.float64).tobytes(), draft.model,
-                     answer_id))
+                    (json.dumps(draft.check), pack(draft.features), draft.model, answer_id))
 
     def set_sent(self, answer_id: str, sent: dict) -> None:
         """What left the machine for this answer, written before the request goes out."""
@@ -252,17 +252,17 @@ class AnswerStore:
         return None if row is None or row[0] is None else np.frombuffer(row[0], dtype=np.float64).copy()
 
     def draft_features(self, answer_id: str, model: str) -> np.ndarray | None:
-        """ψ of the draft the check read for this answer, when `model` wrote it."""
+        """ψ of each reading the check made of this answer's draft (a row each), when `model` wrote it."""
         row = self.db.execute("SELECT draft_features FROM decisions WHERE answer_id=? AND draft_model=?",
                               (answer_id, model)).fetchone()
-        return None if row is None or row[0] is None else np.frombuffer(row[0], dtype=np.float64).copy()
+        return None if row is None or row[0] is None else unpack(row[0])
 
-    def recent_draft_features(self, model: str, limit: int) -> np.ndarray:
-        """ψ of the most recent drafts `model` wrote and the check read."""
+    def recent_draft_features(self, model: str, limit: int) -> list[np.ndarray]:
+        """ψ of the readings of the most recent drafts `model` wrote and the check read."""
         rows = self.db.execute(
             "SELECT draft_features FROM decisions WHERE draft_model=? AND draft_features IS NOT NULL "
             "ORDER BY created_at DESC LIMIT ?", (model, limit)).fetchall()
-        return np.stack([np.frombuffer(r[0], dtype=np.float64) for r in rows]) if rows else np.zeros((0, 0))
+        return [unpack(row[0]) for row in rows]
 
     def draft_total(self, model: str) -> int:
         return self.db.execute("SELECT COUNT(*) FROM decisions WHERE draft_model=?", (model,)).fetchone()[0]

@@ -85,3 +85,22 @@ def oracle_curve(weak_correct: np.ndarray, strong_correct: np.ndarray) -> Router
     """A router that knows the answers: questions only the strong model gets right go first."""
     gain = np.asarray(strong_correct, dtype=np.float64) - np.asarray(weak_correct, dtype=np.float64)
     return router_curve(gain, weak_correct, strong_correct)
+
+
+def auroc(scores: np.ndarray, wrong: np.ndarray) -> float:
+    """The chance that a wrong answer scores above a right one (ties count half)."""
+    positives, negatives = scores[wrong], scores[~wrong]
+    if not len(positives) or not len(negatives):
+        return float("nan")
+    order = np.argsort(np.concatenate([positives, negatives]), kind="mergesort")
+    ranks = np.empty(len(order))
+    values = np.concatenate([positives, negatives])[order]
+    start = 0
+    while start < len(values):  # average ranks over ties
+        end = start
+        while end + 1 < len(values) and values[end + 1] == values[start]:
+            end += 1
+        ranks[order[start:end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return float((ranks[:len(positives)].sum() - len(positives) * (len(positives) + 1) / 2)
+                 / (len(positives) * len(negatives)))

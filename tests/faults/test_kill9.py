@@ -171,6 +171,7 @@ def test_kill_9_during_an_answer_keeps_everything_shown(tmp_path, shared_cache):
 _FEEDBACK_WORKER = r"""
 import sys
 from skiff.config import load_settings
+from skiff.router.draft_check import DraftCheck
 from skiff.router.feedback import give_feedback
 from skiff.router.records import AnswerStore
 from skiff.router.state import RouterState
@@ -178,12 +179,13 @@ from skiff.router.state import RouterState
 settings = load_settings()
 records = AnswerStore(settings.database_path)
 state = RouterState(settings.router_dir, settings.router_prior)
-answers = sys.argv[1:]
+check = DraftCheck(settings.router_dir, sys.argv[1])
+answers = sys.argv[2:]
 print("ready", flush=True)
 number = 0
 while True:
     verdict = ("good", "bad")[(number + number // len(answers)) % 2]
-    give_feedback(records, state, verdict, answers[number % len(answers)])
+    give_feedback(records, state, verdict, answers[number % len(answers)], check)
     print(state.last_feedback_event(), flush=True)
     number += 1
 """
@@ -206,25 +208,46 @@ def replayed_posterior(home: Path, prior_path: Path | None = None):
     return model, last
 
 
+def replayed_draft_check(home: Path, model_file: str):
+    """The draft check's prior plus every verdict on a local answer whose draft it read, once each."""
+    from skiff.router.draft_check import DraftCheck
+    from skiff.router.records import AnswerStore
+
+    model = DraftCheck(home / "data" / "router", model_file).posterior.prior()
+    records = AnswerStore(home / "data" / "skiff.sqlite3")
+    for _seq, answer_id, kind, verdict, answered_by, weight in records.verdict_events_after(0):
+        readings = records.draft_features(answer_id, model_file)
+        if kind == "single" and answered_by == "local" and readings is not None:
+            for psi in readings:
+                model.update(psi, float(verdict == "good"), weight / len(readings))
+    records.close()
+    return model
+
+
 def test_kill_9_during_router_updates_keeps_the_last_committed_posterior(tmp_path, shared_cache):
-    from skiff.router.feedback import sync
+    from skiff.router.draft_check import DraftCheck
+    from skiff.router.feedback import sync, sync_draft_check
     from skiff.router.records import AnswerStore
     from skiff.router.state import RouterState
     from skiff.router.surrogate import BayesianLinearRegression
 
     seed_home = tmp_path / "seed"
     env = environment(seed_home, shared_cache)
-    answers = []
+    answers, checked = [], 0
     for question in ["What is six times seven?", "Name a prime above 100.", "What is the capital of Peru?"]:
-        answers.append(json.loads(run_skiff("ask", "--no-notes", "--max-tokens", "4", "--json", question,
-                                            env=env).stdout)["id"])
+        answer = json.loads(run_skiff("ask", "--no-notes", "--max-tokens", "4", "--route", "local", "--json",
+                                      question, env=env).stdout)
+        answers.append(answer["id"])
+        checked += answer["draft_check"] is not None
+    model_file = Path(env["SKIFF_MODEL_PATH"]).name
+    assert checked == 3  # each answer's draft was checked: the check's learning is under test too
     rng = random.Random(SEED + 2)
     landed = 0
     for trial in range(20):
         home = tmp_path / f"trial{trial}"
         shutil.copytree(seed_home, home)
         env = environment(home, shared_cache)
-        process = subprocess.Popen([sys.executable, "-c", _FEEDBACK_WORKER, *answers], env=env,
+        process = subprocess.Popen([sys.executable, "-c", _FEEDBACK_WORKER, model_file, *answers], env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert process.stdout.readline().strip() == "ready"
         committed = 0
@@ -239,10 +262,16 @@ def test_kill_9_during_router_updates_keeps_the_last_committed_posterior(tmp_pat
         records = AnswerStore(home / "data" / "skiff.sqlite3")
         sync(records, state)  # what the next skiff does first: absorb events written before the kill
         assert state.last_feedback_event() == records.last_feedback_event()
-        records.close()
         expected, _ = replayed_posterior(home)
         np.testing.assert_allclose(state.surrogate().mean, expected.mean, rtol=1e-7, atol=1e-10)
         np.testing.assert_allclose(state.surrogate().covariance, expected.covariance, rtol=1e-7, atol=1e-10)
+        check = DraftCheck(router, model_file)
+        sync_draft_check(records, check)
+        assert check.posterior.last_feedback_event() == records.last_feedback_event()
+        expected_check = replayed_draft_check(home, model_file)
+        np.testing.assert_allclose(check.surrogate().mean, expected_check.mean, rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(check.surrogate().covariance, expected_check.covariance, rtol=1e-7, atol=1e-10)
+        records.close()
         assert not list(router.glob("*.damaged-*"))
         shutil.rmtree(home)
     assert landed == 20

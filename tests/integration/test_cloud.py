@@ -167,12 +167,11 @@ def test_escalation_end_to_end_streams_the_cloud_answer_and_keeps_private_notes(
                             "name of my first cat.\n", encoding="utf-8")
     monkeypatch.setenv("SKIFF_CLOUD_API_KEY", llama_server.api_key)
     assistant = cloud_assistant(skiff_home, llama_server.base_url, cloud_price_in_per_mtok=1.0,
-                                cloud_price_out_per_mtok=2.0)
+                                cloud_price_out_per_mtok=2.0, cloud_share_before_draft=1.0)
     try:
         assistant.index([vault])
-        assistant.calibrate(
-            cloud_share=1.0, local_plus_share=0.0
-        )  # every question is hard: the router itself escalates
+        # Every question is hard, and goes out before any draft: the router itself escalates.
+        assistant.calibrate(cloud_share=1.0, local_plus_share=0.0)
         question = "What is the password hint in my diary for the daily notes plugin?"
         assert any(hit.private for hit in assistant.retrieve(question))  # the private note is relevant
         pieces: list[str] = []
@@ -192,6 +191,63 @@ def test_escalation_end_to_end_streams_the_cloud_answer_and_keeps_private_notes(
         assert spend["answers"] == 1 and spend["usd"] == pytest.approx(answer.cost_usd)
     finally:
         assistant.close()
+
+
+def test_an_unsure_draft_escalates_to_a_real_cloud_mid_stream_and_is_kept(skiff_home, llama_server, monkeypatch):
+    """The cascade end to end on real engines: the local model drafts, the shipped draft check for
+    it reads the draft's token confidence, and with τ above every confidence (a cloud share of 1,
+    none of it before a draft) the draft stops at the check and the cloud answers below it."""
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
+    from skiff.router.draft_check import CHECK_AT
+
+    monkeypatch.setenv("SKIFF_CLOUD_API_KEY", llama_server.api_key)
+    assistant = Assistant(load_settings(cloud_base_url=llama_server.base_url, cloud_model="smollm2", max_tokens=96,
+                                        cloud_max_tokens=24, cloud_share_before_draft=0.0))
+    try:
+        assistant.calibrate(cloud_share=1.0, local_plus_share=0.0)
+        shown: list[str] = []
+        set_aside: list[tuple[str, str]] = []
+        answer = assistant.ask("Write a long story about a lighthouse keeper and the sea.", use_notes=False,
+                               on_token=shown.append,
+                               on_set_aside=lambda reason: set_aside.append(("".join(shown), reason)))
+        assert answer.route == "local" and answer.answered_by == "cloud" and answer.model == "smollm2"
+        check = answer.draft_check
+        assert check["escalated"] and check["unsure"] and check["at_tokens"] == CHECK_AT
+        assert set_aside and set_aside[0][0] == answer.draft and answer.draft.strip()
+        assert set_aside[0][1] == f"{check['reason']}: asking the cloud"
+        assert "".join(shown) == answer.draft + answer.text  # the draft, then the cloud's answer below it
+        record = assistant.answer_record(answer.id)
+        assert record["draft"] == answer.draft and record["draft_check"]["escalated"] is True
+        stages = assistant.router_stats()["stages"]
+        assert (stages["before_draft"], stages["after_draft"], stages["drafts_checked"]) == (0, 1, 1)
+    finally:
+        assistant.close()
+
+
+async def test_the_tui_folds_an_unsure_draft_and_shows_the_cloud_answer(skiff_home, llama_server, monkeypatch):
+    from skiff.app.tui.app import SkiffApp
+
+    monkeypatch.setenv("SKIFF_CLOUD_API_KEY", llama_server.api_key)
+    app = SkiffApp(max_tokens=96, cloud_max_tokens=24, cloud_base_url=llama_server.base_url, cloud_model="smollm2",
+                   cloud_share=1.0, local_plus_share=0.0, cloud_share_before_draft=0.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        box = app.query_one("ChatInput")
+        box.load_text("Write a long story about a lighthouse keeper and the sea.")
+        box.move_cursor(box.document.end)
+        await pilot.press("enter")
+        deadline = time.monotonic() + 300
+        while not (not app.answering and app.views and app.views[-1].answer_id):
+            assert time.monotonic() < deadline, "timed out waiting for the answer"
+            await pilot.pause(0.1)
+        view = app.views[-1]
+        answer = view.answer
+        assert answer.answered_by == "cloud" and answer.draft and view.text == answer.text
+        folded = view.query(".draft")
+        assert len(folded) == 1 and folded.first().title.startswith("draft set aside: the local model is unsure")
+        assert "→ cloud" in view.badge.render().plain
+        stored = app.history.messages(app.conversation_id)[-1]
+        assert stored.content == answer.text
 
 
 @pytest.mark.parametrize("scenario, expect", [("always500", "500"), ("refuse401", "API key was refused"),

@@ -33,7 +33,7 @@ def write_prior(path, n_calibration: int = 200):
     calibration = np.zeros((n_calibration, feature_map.dim))
     calibration[:, names.index("-mean logprob")] = rng.uniform(0, 3, n_calibration)
     calibration[:, -1] = 1.0
-    model.save(path, calibration_features=calibration)
+    model.save(path, calibration_features=calibration, calibration_drafts=np.arange(n_calibration))
     return path
 
 
@@ -68,7 +68,7 @@ def test_a_confident_draft_stays_local_and_its_check_is_recorded(skiff_home, tmp
     assert answer.answered_by == "local" and answer.text == LONG and answer.draft is None
     check = answer.draft_check
     assert check["unsure"] is False and check["confidence"] > check["threshold"]
-    assert check["at_tokens"] == CHECK_AT and "confident" in check["reason"]
+    assert (check["stage"], check["at_tokens"]) == ("final", 60) and "confident" in check["reason"]
     row = decision_row(answer.id)
     assert json.loads(row["draft_check"])["confidence"] == check["confidence"]
     assert row["draft_model"] == "scripted.gguf"
@@ -89,6 +89,7 @@ def test_an_unsure_draft_escalates_mid_stream_and_is_kept_folded(skiff_home, tmp
     assert reason.startswith("the local model is unsure (0.30 < τ") and reason.endswith(": asking the cloud")
     assert reason in answer.notices
     assert answer.draft_check["escalated"] and answer.draft_check["unsure"]
+    assert (answer.draft_check["stage"], answer.draft_check["at_tokens"]) == ("early", CHECK_AT)
     row = decision_row(answer.id)
     assert row["draft"] == draft and json.loads(row["draft_check"])["escalated"] is True
 
@@ -123,7 +124,24 @@ def test_a_draft_shorter_than_the_check_is_judged_at_its_end(skiff_home, tmp_pat
     assistant = assistant_with(tmp_path, ["Too short."], [UNSURE], cloud, **CLOUD)
     answer = assistant.ask("What is a sail?", use_notes=False)
     assert answer.answered_by == "cloud" and answer.draft == "Too short."
-    assert answer.draft_check["at_tokens"] == 2
+    assert (answer.draft_check["stage"], answer.draft_check["at_tokens"]) == ("final", 2)
+
+
+def test_a_draft_sure_at_first_and_unsure_by_its_end_escalates_after_it(skiff_home, tmp_path):
+    """A worked answer states its result at the end: the final reading can escalate what the
+    early one let through (the draft was written in full, and is kept folded)."""
+    long = " ".join(f"w{n}" for n in range(300))
+    assistant = assistant_with(tmp_path, [long], [SURE], cloud_answering(["Cloud."]), **CLOUD)
+    prior = tmp_path / "check-prior.npz"
+    model = BayesianLinearRegression.load(prior)
+    model.mean[len(DraftFeatureMap.names) + 1] = -0.6  # the whole draft's reading trusts it much less
+    with np.load(prior) as shipped:
+        model.save(prior, calibration_features=shipped["calibration_features"],
+                   calibration_drafts=shipped["calibration_drafts"])
+    answer = assistant.ask("What is a sail?", use_notes=False)
+    check = answer.draft_check
+    assert answer.answered_by == "cloud" and answer.draft == long
+    assert (check["stage"], check["at_tokens"], check["escalated"]) == ("final", 300, True)
 
 
 @pytest.mark.parametrize("share", [0.1, 0.25, 0.5])
@@ -132,14 +150,16 @@ def test_the_check_is_calibrated_to_the_share_of_drafts_asked_for(skiff_home, tm
 
     check = DraftCheck(tmp_path / "router", "scripted.gguf", write_prior(tmp_path / "prior.npz", 400))
     threshold = check.calibrate(share, np.zeros((0, 0)), checked=0)
-    confidences = check.confidences(check.shipped_drafts())
+    confidences = check.lowest_confidence(check.shipped_drafts())
     assert abs(float(np.mean(confidences < threshold.threshold)) - share) <= 0.01
     assert "shipped" in threshold.calibrated_on
-    # Once a person has drafts of their own, τ follows theirs.
-    own = check.shipped_drafts()[:50] * np.r_[np.full(check.feature_map().dim - 1, 0.5), 1.0]
+    # Once a person has drafts of their own, τ follows theirs; a draft read twice counts by its
+    # lower reading.
+    scale = np.r_[np.full(check.feature_map().dim - 1, 0.5), 1.0]
+    own = [np.vstack([draft * scale, draft * scale * 1.5]) for draft in check.shipped_drafts()[:50]]
     mine = check.calibrate(share, own, checked=50)
     assert mine.calibrated_on == "your 50 most recent drafts"
-    assert abs(float(np.mean(check.confidences(own) < mine.threshold)) - share) <= 0.03
+    assert abs(float(np.mean(check.lowest_confidence(own) < mine.threshold)) - share) <= 0.03
 
 
 def test_feedback_on_local_answers_moves_later_checks(skiff_home, tmp_path):
@@ -149,9 +169,11 @@ def test_feedback_on_local_answers_moves_later_checks(skiff_home, tmp_path):
         answer = assistant.ask("What is a sail?", use_notes=False)
         assistant.feedback("bad", answer.id)
     check = assistant.draft_check()
-    assert check.surrogate().observations == 8
-    later = check.judge([SURE] * CHECK_AT, [-SURE] * CHECK_AT, ["w"] * CHECK_AT, None)
+    assert check.surrogate().observations == 16  # each verdict: the draft's two readings, half each
+    later = check.judge([SURE] * 60, [-SURE] * 60, ["w"] * 60, None, whole=True)
     assert later.confidence < first.draft_check["confidence"] - 0.1
     # Changing one's mind takes the observation back, exactly.
+    before = check.surrogate().mean.copy()
     assistant.feedback("good", answer.id)
-    assert check.surrogate().observations == 8
+    assistant.feedback("bad", answer.id)
+    np.testing.assert_allclose(check.surrogate().mean, before, atol=1e-9)

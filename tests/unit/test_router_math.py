@@ -217,3 +217,14 @@ def test_thresholds_hit_their_target_share(share):
     assert np.mean(scores > thresholds.local_plus) == pytest.approx(share + 0.1, abs=0.005)
     with pytest.raises(ValueError):
         thresholds_from_scores(scores, 0.8, 0.5, "test")
+
+
+def test_auroc_counts_the_pairs_a_score_orders_right():
+    from skiff.router.research.metrics import auroc
+
+    wrong = np.array([True, True, False, False])
+    assert auroc(np.array([0.9, 0.8, 0.2, 0.1]), wrong) == 1.0
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), wrong) == 0.0
+    assert auroc(np.zeros(4), wrong) == 0.5  # ties count half: no ordering, no credit
+    assert auroc(np.array([0.9, 0.1, 0.5, 0.2]), wrong) == 0.5  # 2 of the 4 pairs ordered right
+    assert np.isnan(auroc(np.array([0.3, 0.4]), np.array([True, True])))
