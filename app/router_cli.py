@@ -143,7 +143,8 @@ def feedback(
 
 @router_app.command("fit-prior")
 def fit_prior(
-    data: list[Path] = typer.Option(..., "--data", help="RouteLLM-format CSV file or folder; repeat for more."),
+    data: list[str] = typer.Option(..., "--data", help="RouteLLM-format CSV file or folder, or PATH=WEAK,STRONG "
+                                                       "naming its own columns; repeat for more."),
     out_path: Path = typer.Option(..., "--out", help="Where to write the prior (.npz); point router_prior at it."),
     weak_col: str = typer.Option(WEAK_COLUMN, help="Weak (local) model's column."),
     strong_col: str = typer.Option(STRONG_COLUMN, help="Strong (cloud) model's column."),
@@ -154,11 +155,14 @@ def fit_prior(
     """Fit the router's prior on per-query correctness data (how the shipped prior was made)."""
     from skiff.router.research.embed_cache import EmbeddingCache
     from skiff.router.research.prior import fit_prior_file
-    from skiff.router.research.routing_data import RoutingDataError, load_routing_data
+    from skiff.router.research.routing_data import RoutingDataError, data_source, load_routing_data
 
     with assistant_session() as assistant:
         try:
-            datasets = [load_routing_data(source, weak_col, strong_col) for source in data]
+            datasets = []
+            for spec in data:
+                path, weak, strong = data_source(spec)
+                datasets.append(load_routing_data(path, weak or weak_col, strong or strong_col))
             embed = EmbeddingCache.for_embedder(assistant.embedder, assistant.settings.cache_dir)
             with err.status("embedding prompts and fitting…"):
                 model = fit_prior_file(embed, datasets, out_path, effective_questions)

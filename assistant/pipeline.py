@@ -21,6 +21,7 @@ from skiff.assistant.answer import Answer, Source, unknown_citations_notice
 from skiff.assistant.answering import Generated
 from skiff.assistant.attempts import Attempted, Turn, chain_for, run_attempts
 from skiff.assistant.cloud_prompt import cloud_unreachable, open_cloud_client, why_no_cloud
+from skiff.assistant.learning import Learning
 from skiff.assistant.model_choice import ModelInstallError, catalog, current_model
 from skiff.assistant.model_choice import use as use_model
 from skiff.assistant.personal_adapter import PersonalAdapter, PersonalStatus, tune_on_notes
@@ -35,20 +36,17 @@ from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
 from skiff.local.recovery import DiskFullError, disk_full
 from skiff.local.sampling import ParallelSampler
-from skiff.router.calibration import (calibrate, keep_calibrated, keep_draft_check_calibrated, router_stats,
-                                      share_for_budget)
-from skiff.router.draft_check import DraftCheck, share_of_drafts
-from skiff.router.feedback import FeedbackResult, give_feedback, sync, sync_draft_check
+from skiff.router.draft_check import DraftCheck
 from skiff.router.policy import Decision, QuestionWithNotes, Route, RoutePolicy
 from skiff.router.records import AnswerStore, DraftRecord, new_answer_id
-from skiff.router.state import RouterState, Thresholds
+from skiff.router.state import RouterState
 from skiff.router.uncertainty import UncertaintyRouter
 
 # A question asked again on the other model within this window pairs with the earlier answer.
 PAIR_WINDOW_S = 24 * 3600.0
 
 
-class Assistant:
+class Assistant(Learning):
     """Owns the heavy parts and loads each on first use, so opening it is instant.
 
     Each part may be given instead (a library user's own, or a test's scripted stand-in): the
@@ -410,78 +408,6 @@ class Assistant:
     def prepare_local(self) -> list[str]:
         """Before a local answer: the personal adapter goes under the model while it matches."""
         return self._use_personal_adapter()
-
-    def draft_check(self) -> DraftCheck | None:
-        """The cascade's check for the model in use, up to date with feedback and calibrated to the
-        share of drafts it should escalate; None when drafts are not checked or no check was fitted
-        for this model (router/draft_check.py)."""
-        if not self.settings.check_drafts:
-            return None
-        name = self.model_name
-        if name not in self._draft_checks:
-            self._draft_checks[name] = DraftCheck(self.settings.router_dir, name, self.settings.draft_check_prior)
-        check = self._draft_checks[name]
-        if not check.available:
-            return None
-        sync_draft_check(self.records, check)
-        keep_draft_check_calibrated(self.records, check, self._drafts_to_escalate())
-        return check
-
-    def _drafts_to_escalate(self) -> float:
-        thresholds = self.router_state.thresholds() if isinstance(self.policy, UncertaintyRouter) else None
-        if thresholds is not None:
-            return thresholds.drafts_to_escalate
-        settings = self.settings
-        return share_of_drafts(settings.cloud_share, settings.cloud_share_before_draft, settings.local_plus_share)
-
-    # -- learning ------------------------------------------------------------------------------
-
-    def feedback(self, verdict: str, answer_id: str | None = None) -> FeedbackResult:
-        """good/bad on an answer (the latest when no id is given); the router learns from it."""
-        return give_feedback(self.records, self.router_state, verdict, answer_id, self.draft_check())
-
-    def reset_router(self) -> None:
-        """Forget what the router learned from feedback (the history stays in the database)."""
-        last = self.records.last_feedback_event()
-        self.router_state.reset(last)
-        for posterior in self.settings.router_dir.glob("draft_check--*.npz"):
-            posterior.unlink()  # each starts again from its prior, past the reset mark just written
-        self._draft_checks.clear()
-
-    def calibrate(self, cloud_share: float | None = None, local_plus_share: float | None = None,
-                  budget_usd: float | None = None) -> Thresholds:
-        """Thresholds that send `cloud_share` of recent questions to the cloud, or the share a monthly
-        `budget_usd` affords at this person's question rate and cloud cost (router/calibration.py)."""
-        if budget_usd is not None:
-            cloud_share, _ = share_for_budget(self.records, budget_usd)
-            if local_plus_share is not None:
-                local_plus_share = min(local_plus_share, 1.0 - cloud_share)
-        thresholds = calibrate(self.records, self._uncertainty_router(), self.embedder.encode, cloud_share,
-                               local_plus_share)
-        if (check := self.draft_check()) is not None:
-            check.calibrate(thresholds.drafts_to_escalate, self.records.recent_draft_features(check.model_file, 500),
-                            self.records.draft_total(check.model_file))
-        return thresholds
-
-    def budget_share(self, budget_usd: float) -> tuple[float, str]:
-        return share_for_budget(self.records, budget_usd)
-
-    def router_stats(self) -> dict:
-        return router_stats(self.records, self._uncertainty_router(), self.settings.cloud_budget_usd,
-                            self.draft_check())
-
-    def _uncertainty_router(self) -> UncertaintyRouter:
-        if not isinstance(self.policy, UncertaintyRouter):
-            raise ValueError("this assistant was given another routing policy")
-        return self.policy
-
-    def _prepare_router(self) -> None:
-        if not self._router_prepared:
-            # Events written by a process that died before its posterior write are absorbed here.
-            sync(self.records, self.router_state)
-            self._router_prepared = True
-        if isinstance(self.policy, UncertaintyRouter):
-            keep_calibrated(self.records, self.policy, self.embedder.encode)
 
     # -- cloud and records -------------------------------------------------------------------
 

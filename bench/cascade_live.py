@@ -39,7 +39,7 @@ from check_notes_qa import load  # noqa: E402
 from cloud_pair import correct  # noqa: E402
 from common import OUT  # noqa: E402
 from notes_qa import HOME, NOTES, bootstrap_mean, resolve_model  # noqa: E402
-from own_tables import gsm8k_items  # noqa: E402
+from own_tables import gsm8k_items, rows_done  # noqa: E402
 from qa_grading import grade  # noqa: E402
 
 LIVE = OUT / "cascade_live"
@@ -108,21 +108,9 @@ def questions(gsm8k: int) -> list[dict]:
                     for item in held]
 
 
-def rows_of(path: Path) -> dict[str, dict]:
-    rows = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            rows[row["id"]] = row
-    return rows
-
-
 def run_policy(policy: str, items: list[dict], args, base_url: str) -> None:
     path = LIVE / f"{policy.replace(' ', '-')}.jsonl"
-    done = rows_of(path)
+    done = rows_done(path)
     todo = [item for item in items if item["id"] not in done]
     if not todo:
         return
@@ -163,7 +151,7 @@ def report(items: list[dict], share: float) -> None:
               "check's own time (median) | drafting before an escalation (median) |")
         print("|---|---|---|---|---|---|---|---|")
         for policy in POLICIES:
-            rows = [row for key, row in rows_of(LIVE / f"{policy.replace(' ', '-')}.jsonl").items() if key in ids]
+            rows = [row for key, row in rows_done(LIVE / f"{policy.replace(' ', '-')}.jsonl").items() if key in ids]
             if not rows:
                 continue
             right = [float(row["right"]) for row in rows]

@@ -186,6 +186,16 @@ def run_sample(args) -> None:
     print(file=sys.stderr)
 
 
+def fit_part(dataset: str, rows: dict[str, dict]) -> set[str]:
+    """The rows a fit may use: the notes dev split, or the first half of the GSM8K rows in their
+    seeded order (bench/fit_draft_check.py holds the rest out the same way)."""
+    if dataset == "notes":
+        return {key for key, row in rows.items() if row["split"] == "dev"}
+    order = {item["id"]: n for n, item in enumerate(gsm8k_items())}
+    ranked = sorted(rows, key=order.__getitem__)
+    return set(ranked[: len(ranked) // 2])
+
+
 def run_table(args) -> None:
     weak = rows_done(TABLES / f"{args.dataset}--{args.weak}.jsonl")
     if args.strong == GPT4:
@@ -193,12 +203,19 @@ def run_table(args) -> None:
     else:
         strong = rows_done(TABLES / f"{args.dataset}--{args.strong}.jsonl")
     shared = [key for key in weak if key in strong]
-    out = TABLES / f"{args.dataset}--{args.weak}--{args.strong}_responses.csv"
+    if args.part == "fit":
+        chosen = fit_part(args.dataset, weak)
+        shared = [key for key in shared if key in chosen]
+    out = args.out or TABLES / f"{args.dataset}--{args.weak}--{args.strong}--{args.part}_responses.csv"
+    with_notes = args.dataset == "notes"
     with out.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["prompt", args.weak, args.strong, f"{args.weak}_response"])
+        header = ["prompt", args.weak, args.strong, f"{args.weak}_response"]
+        writer.writerow(header + (["sigma2"] if with_notes else []))
         for key in shared:
-            writer.writerow([weak[key]["prompt"], weak[key]["correct"], strong[key]["correct"], weak[key]["response"]])
+            row = weak[key]
+            writer.writerow([row["prompt"], row["correct"], strong[key]["correct"], row["response"]]
+                            + ([row["coverage"]] if with_notes else []))
     print(f"{len(shared)} rows -> {out}")
 
 
@@ -222,6 +239,9 @@ def main() -> None:
     table.add_argument("dataset", choices=["gsm8k", "notes"])
     table.add_argument("--weak", required=True)
     table.add_argument("--strong", required=True, help=f"a model name, or {GPT4} (gsm8k)")
+    table.add_argument("--part", default="all", choices=["all", "fit"],
+                       help="fit: only the rows a fit may use (notes dev split, the first GSM8K half)")
+    table.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     {"gsm8k": run_gsm8k, "notes": run_notes, "sample": run_sample, "table": run_table}[args.command](args)
 

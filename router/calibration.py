@@ -80,13 +80,14 @@ def keep_calibrated(records: AnswerStore, router: UncertaintyRouter, embed: Call
     return None
 
 
-def keep_draft_check_calibrated(records: AnswerStore, check: DraftCheck, share: float,
+def keep_draft_check_calibrated(records: AnswerStore, check: DraftCheck, share: float, force: bool = False,
                                 every: int = RECALIBRATE_EVERY, recent: int = RECENT_QUESTIONS) -> DraftThreshold:
-    """τ of the draft check for `share` of drafts: set when missing, when the share changed, and
-    every `every` checked drafts after the last time (feedback moves the confidences)."""
+    """τ of the draft check for `share` of drafts: set when missing, when forced, when the share
+    changed, and every `every` checked drafts after the last time (feedback moves the confidences)."""
     current = check.threshold()
     checked = records.draft_total(check.model_file)
-    if current is None or abs(current.share - share) > 1e-9 or checked - current.decisions_at >= every:
+    if (force or current is None or abs(current.share - share) > 1e-9
+            or checked - current.decisions_at >= every):
         return check.calibrate(share, records.recent_draft_features(check.model_file, recent), checked)
     return current
 

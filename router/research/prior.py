@@ -46,19 +46,26 @@ def temper(model: BayesianLinearRegression, questions: int, effective_questions:
 
 def build_prior(datasets: list[RoutingData], embed: Callable[[list[str]], np.ndarray],
                 effective_questions: int = DEFAULT_EFFECTIVE_QUESTIONS) -> BayesianLinearRegression:
-    """The tempered posterior, with what it was fitted on in its meta."""
+    """The tempered posterior, with what it was fitted on in its meta. When a dataset was asked
+    with notes (its σ² known), the coverage weight is learned with the rest; otherwise the data
+    says nothing about it and it is set to its stated prior."""
     prompts = [p for d in datasets for p in d.prompts]
     gains = np.concatenate([d.gain for d in datasets])
+    sigma2 = np.concatenate([np.ones(len(d)) if d.sigma2 is None else d.sigma2 for d in datasets])
     feature_map = FeatureMap.fitted(prompts)
-    features = feature_map.many(prompts, embed(prompts))
+    features = feature_map.many(prompts, embed(prompts), sigma2)
     model = temper(fit_blr(features, gains), len(prompts), effective_questions)
     coverage = feature_map.coverage_index
-    model.mean[coverage] = COVERAGE_WEIGHT_MEAN
-    model.covariance[coverage, :] = 0.0
-    model.covariance[:, coverage] = 0.0
-    model.covariance[coverage, coverage] = COVERAGE_WEIGHT_VARIANCE
+    with_notes = [d.name for d in datasets if d.sigma2 is not None]
+    if not with_notes:
+        model.mean[coverage] = COVERAGE_WEIGHT_MEAN
+        model.covariance[coverage, :] = 0.0
+        model.covariance[:, coverage] = 0.0
+        model.covariance[coverage, coverage] = COVERAGE_WEIGHT_VARIANCE
     model.observations = 0  # the person's own observations are counted from here
     model.meta.update({
+        "coverage_weight": (f"learned from {', '.join(with_notes)}" if with_notes
+                            else f"set: mean {COVERAGE_WEIGHT_MEAN}, variance {COVERAGE_WEIGHT_VARIANCE}"),
         "features": feature_map.as_meta(),
         "weak_accuracy": float(np.concatenate([d.weak for d in datasets]).mean()),
         "strong_accuracy": float(np.concatenate([d.strong for d in datasets]).mean()),

@@ -28,6 +28,9 @@ class RoutingData:
     dropped_contaminated: int
     sources: list[str]
     drafts: list[str] | None = None  # the weak model's own responses, when the table has them
+    # The notes coverage σ² each prompt was answered with (a `sigma2` column; skiff's own notes
+    # table has one). None: asked without notes, as in RouteLLM's tables.
+    sigma2: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -39,7 +42,7 @@ class RoutingData:
     def subset(self, index: np.ndarray) -> "RoutingData":
         drafts = None if self.drafts is None else [self.drafts[i] for i in index]
         return RoutingData(self.name, [self.prompts[i] for i in index], self.weak[index], self.strong[index],
-                           0, self.sources, drafts)
+                           0, self.sources, drafts, None if self.sigma2 is None else self.sigma2[index])
 
     def describe(self) -> dict:
         return {"name": self.name, "prompts": len(self), "dropped_contaminated": self.dropped_contaminated,
@@ -104,6 +107,7 @@ def load_routing_data(source: str | Path, weak_col: str = DEFAULT_WEAK, strong_c
     weak: list[float] = []
     strong: list[float] = []
     drafts: list[str] | None = [] if draft_col else None
+    sigma2: list[float] | None = []
     dropped = 0
     for path in files:
         with path.open(encoding="utf-8", newline="") as handle:
@@ -113,6 +117,8 @@ def load_routing_data(source: str | Path, weak_col: str = DEFAULT_WEAK, strong_c
                 raise RoutingDataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
             if draft_col and draft_col not in (reader.fieldnames or []):
                 drafts = None
+            if "sigma2" not in (reader.fieldnames or []):
+                sigma2 = None
             for line, row in enumerate(reader, start=2):
                 if row["prompt"] in contaminated:
                     dropped += 1
@@ -122,8 +128,34 @@ def load_routing_data(source: str | Path, weak_col: str = DEFAULT_WEAK, strong_c
                 strong.append(_truth(row[strong_col], f"{path.name}:{line}"))
                 if drafts is not None:
                     drafts.append(row[draft_col] or "")
+                if sigma2 is not None:
+                    sigma2.append(_coverage(row["sigma2"], f"{path.name}:{line}"))
     if not prompts:
         raise RoutingDataError(f"{source}: no prompts left")
     if drafts is not None and len(drafts) != len(prompts):
         drafts = None  # some file lacked the column: no cascade for this dataset
-    return RoutingData(name, prompts, np.asarray(weak), np.asarray(strong), dropped, [str(f) for f in files], drafts)
+    if sigma2 is not None and len(sigma2) != len(prompts):
+        sigma2 = None
+    return RoutingData(name, prompts, np.asarray(weak), np.asarray(strong), dropped, [str(f) for f in files], drafts,
+                       None if sigma2 is None else np.asarray(sigma2))
+
+
+def _coverage(value: str, where: str) -> float:
+    try:
+        sigma2 = float(value)
+    except ValueError:
+        raise RoutingDataError(f"{where}: sigma2 {value!r} is not a number") from None
+    if not 0.0 <= sigma2 <= 1.0:
+        raise RoutingDataError(f"{where}: sigma2 {value!r} is outside 0..1")
+    return sigma2
+
+
+def data_source(spec: str) -> tuple[Path, str | None, str | None]:
+    """`PATH`, or `PATH=WEAK,STRONG` naming a table's own weak and strong columns."""
+    path, _, columns = spec.partition("=")
+    if not columns:
+        return Path(spec), None, None
+    weak, _, strong = columns.partition(",")
+    if not weak or not strong:
+        raise RoutingDataError(f"{spec}: name both columns, PATH=WEAK,STRONG")
+    return Path(path), weak, strong

@@ -37,13 +37,19 @@ async def _until_ready(pilot) -> None:
     await pilot.pause(0.3)
 
 
-def _seed_history(home) -> None:
+def _seed_history(home, meta: dict = ANSWER_META) -> None:
     history = ChatHistory(home / "data" / "chats.sqlite3")
     conversation = history.create()
     history.add_question(conversation.id, "How do I link to a heading?")
     answer = history.start_answer(conversation.id)
-    history.finish_answer(answer.id, ANSWER, "done", ANSWER_META["id"], ANSWER_META)
+    history.finish_answer(answer.id, ANSWER, "done", meta["id"], meta)
     history.close()
+
+
+async def _expand_details(pilot) -> None:
+    await _until_ready(pilot)
+    pilot.app.views[-1].toggle_details()
+    await pilot.pause(0.3)
 
 
 def test_snapshot_empty_chat(skiff_home, snap_compare):
@@ -52,13 +58,7 @@ def test_snapshot_empty_chat(skiff_home, snap_compare):
 
 def test_snapshot_answer_with_badge_sources_and_decision(skiff_home, snap_compare):
     _seed_history(skiff_home)
-
-    async def expand(pilot) -> None:
-        await _until_ready(pilot)
-        pilot.app.views[-1].toggle_details()
-        await pilot.pause(0.3)
-
-    assert snap_compare(SkiffApp(), terminal_size=(110, 30), run_before=expand)
+    assert snap_compare(SkiffApp(), terminal_size=(110, 30), run_before=_expand_details)
 
 
 def test_snapshot_source_panel_beside_the_chat(skiff_home, snap_compare, tmp_path, monkeypatch):
@@ -97,16 +97,5 @@ def test_snapshot_an_escalated_answer_keeps_its_draft_folded(skiff_home, snap_co
             "draft_check": {"confidence": 0.31, "std": 0.04, "threshold": 0.45, "unsure": True, "escalated": True,
                             "at_tokens": 32, "reason": "the local model is unsure (0.31 < τ 0.45)",
                             "signals": {"-mean logprob": 1.9, "mean entropy": 2.2}}}
-    history = ChatHistory(skiff_home / "data" / "chats.sqlite3")
-    conversation = history.create()
-    history.add_question(conversation.id, "How do I link to a heading?")
-    answer = history.start_answer(conversation.id)
-    history.finish_answer(answer.id, ANSWER, "done", meta["id"], meta)
-    history.close()
-
-    async def expand(pilot) -> None:
-        await _until_ready(pilot)
-        pilot.app.views[-1].toggle_details()
-        await pilot.pause(0.3)
-
-    assert snap_compare(SkiffApp(), terminal_size=(110, 34), run_before=expand)
+    _seed_history(skiff_home, meta)
+    assert snap_compare(SkiffApp(), terminal_size=(110, 34), run_before=_expand_details)
