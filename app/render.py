@@ -104,6 +104,11 @@ def eval_table(block: dict) -> Table:
     return table
 
 
+def _tau(value: float | None) -> str:
+    """τ as stats carry it: None stands for ±∞ (a share of 0 or 1: nothing, or everything, passes)."""
+    return "±∞" if value is None else f"{value:.3f}"
+
+
 def _share(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
 
@@ -121,17 +126,18 @@ def router_stats_table(info: dict) -> Table:
     if stages:
         table.add_row("sent to the cloud", f"before a draft {stages['before_draft']} "
                                            f"({_share(stages['before_draft_share'])}), after a draft "
-                                           f"{stages['after_draft']} ({_share(stages['after_draft_share'])} of "
-                                           f"{stages['drafts_checked']} checked drafts)")
+                                           f"{stages['after_draft']} ({_share(stages['after_draft_share'])}); "
+                                           f"{stages['drafts_checked']} drafts checked")
     thresholds = info["thresholds"]
     if thresholds:
-        table.add_row("thresholds", f"cloud > {thresholds['cloud']:.3f}, local+ > {thresholds['local_plus']:.3f}")
+        table.add_row("thresholds",
+                      f"cloud > {_tau(thresholds['cloud'])}, local+ > {_tau(thresholds['local_plus'])}")
         table.add_row("", Text(f"calibrated on {thresholds['calibrated_on']}", style="dim"))
     else:
         table.add_row("thresholds", "not calibrated yet (set on the first question)")
     check = info.get("draft_check")
-    if check and check["threshold"] is not None:
-        table.add_row("draft check", f"escalate below τ {check['threshold']:.3f} ({_share(check['share'])} of drafts), "
+    if check and check["share"] is not None:
+        table.add_row("draft check", f"escalate below τ {_tau(check['threshold'])} ({_share(check['share'])} of drafts), "
                                      f"{check['observations']} observations since its prior")
         table.add_row("", Text(f"{check['model']}; calibrated on {check['calibrated_on']}", style="dim"))
     elif "draft_check" in info:

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from skiff.router.draft_check import DraftCheck, DraftThreshold
-from skiff.router.policy import ROUTES
+from skiff.router.policy import ROUTES, json_number
 from skiff.router.records import AnswerStore
 from skiff.router.state import RouterState, Thresholds, calibration_questions
 from skiff.router.uncertainty import MIN_RECENT_FOR_CALIBRATION, UncertaintyRouter, thresholds_from_scores
@@ -101,7 +101,7 @@ def draft_check_stats(check: DraftCheck | None) -> dict | None:
     if check is None:
         return None
     threshold = check.threshold()
-    return {"model": check.model_file, "threshold": threshold.threshold if threshold else None,
+    return {"model": check.model_file, "threshold": json_number(threshold.threshold) if threshold else None,
             "share": threshold.share if threshold else None,
             "calibrated_on": threshold.calibrated_on if threshold else "not yet",
             "observations": check.surrogate().observations}
@@ -127,7 +127,8 @@ def router_stats(records: AnswerStore, router: UncertaintyRouter, budget_usd: fl
         "target_cloud_share": thresholds.cloud_share if thresholds else router.cloud_share,
         "stages": stages,
         "draft_check": draft_check_stats(check),
-        "thresholds": thresholds.as_dict() if thresholds else None,
+        "thresholds": ({**thresholds.as_dict(), "cloud": json_number(thresholds.cloud),
+                        "local_plus": json_number(thresholds.local_plus)} if thresholds else None),
         "feedback": records.feedback_counts(),
         "cloud_spend": {**records.cloud_spend(month_start()), "period": "this month", "budget_usd": budget_usd},
         "surrogate": {

@@ -42,6 +42,7 @@ import numpy as np
 
 from skiff.local.atomic import write_atomically
 from skiff.router.draft_signals import draft_signals
+from skiff.router.policy import json_number
 from skiff.router.posterior_file import PosteriorFile
 from skiff.router.surrogate import BayesianLinearRegression
 
@@ -136,7 +137,7 @@ def unpack(blob: bytes) -> np.ndarray:
 class DraftVerdict:
     confidence: float  # the posterior mean of P(the draft is right), at the reading that decided
     std: float  # the posterior's uncertainty about that mean
-    threshold: float | None  # τ; None when the check was not calibrated (never "unsure" then)
+    threshold: float | None  # τ (±∞ for a share of 1 or 0); None when not calibrated (never "unsure" then)
     at_tokens: int  # how many of the draft's tokens that reading covered
     stage: str  # "early" (the first CHECK_AT tokens) or "final" (the whole draft)
     signals: dict[str, float]
@@ -160,7 +161,7 @@ class DraftVerdict:
 
     def as_dict(self) -> dict:
         return {"confidence": round(self.confidence, 4), "std": round(self.std, 4),
-                "threshold": None if self.threshold is None else round(self.threshold, 4),
+                "threshold": json_number(self.threshold),
                 "unsure": self.unsure, "escalated": self.escalated, "at_tokens": self.at_tokens, "stage": self.stage,
                 "reason": self.reason, "signals": self.signals,
                 "draft_s": None if self.draft_s is None else round(self.draft_s, 3),

@@ -13,6 +13,14 @@ import numpy as np
 
 from skiff.local.notes_index import Hit
 
+def json_number(value: float | None, digits: int = 4) -> float | None:
+    """A number as records and `--json` carry it: rounded, and None for τ = ±∞ (a share of 0 or 1),
+    which JSON cannot hold."""
+    if value is None or not np.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
 Route = Literal["local", "local+", "cloud"]
 ROUTES: tuple[Route, ...] = ("local", "local+", "cloud")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skiff.router.policy import Decision, QuestionWithNotes, Route
+from skiff.router.policy import Decision, QuestionWithNotes, Route, json_number
 from skiff.router.state import RouterState, Thresholds
 
 # Fewer recent questions than this and calibration uses the shipped everyday questions.
@@ -116,8 +116,8 @@ class UncertaintyRouter:
             "gain_std": round(std, 4),
             "score": round(score, 4),
             "beta": self.beta,
-            "threshold_cloud": round(thresholds.cloud, 4),
-            "threshold_local_plus": round(thresholds.local_plus, 4),
+            "threshold_cloud": json_number(thresholds.cloud),
+            "threshold_local_plus": json_number(thresholds.local_plus),
             "notes": len(consulted.hits),
         }
         return Decision(route, reason, signals, difficulty=difficulty(score, thresholds), features=features)

@@ -225,6 +225,26 @@ def test_an_unsure_draft_escalates_to_a_real_cloud_mid_stream_and_is_kept(skiff_
         assistant.close()
 
 
+def test_offline_an_unsure_real_draft_is_kept_and_marked(skiff_home, faults):
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
+
+    assistant = Assistant(load_settings(cloud_base_url=faults.url("ok"), cloud_model="fault-model", offline=True,
+                                        max_tokens=48, cloud_share_before_draft=0.0))
+    try:
+        assistant.calibrate(cloud_share=1.0, local_plus_share=0.0)  # τ above every confidence
+        before = sum(faults.requests.values())
+        answer = assistant.ask("Write a long story about a lighthouse keeper and the sea.", use_notes=False)
+        assert answer.answered_by == "local" and answer.draft is None and answer.text.strip()
+        check = answer.draft_check
+        assert check["unsure"] and not check["escalated"] and check["stage"] == "final"
+        assert any(n.startswith("the local model is unsure of this answer") and "offline mode" in n
+                   for n in answer.notices)
+        assert sum(faults.requests.values()) == before  # offline: the endpoint was never asked
+    finally:
+        assistant.close()
+
+
 async def test_the_tui_folds_an_unsure_draft_and_shows_the_cloud_answer(skiff_home, llama_server, monkeypatch):
     from skiff.app.tui.app import SkiffApp
 

@@ -177,3 +177,27 @@ def test_feedback_on_local_answers_moves_later_checks(skiff_home, tmp_path):
     assistant.feedback("good", answer.id)
     assistant.feedback("bad", answer.id)
     np.testing.assert_allclose(check.surrogate().mean, before, atol=1e-9)
+
+
+def test_router_stats_say_how_many_went_out_before_and_after_a_draft(skiff_home, tmp_path):
+    from rich.console import Console
+
+    from skiff.app.render import router_stats_table
+    from skiff.router.calibration import router_stats
+    from skiff.router.uncertainty import UncertaintyRouter
+
+    cloud = cloud_answering(["Cloud."])
+    assistant = assistant_with(tmp_path, [LONG, LONG, LONG], [UNSURE, SURE, SURE], cloud, **CLOUD)
+    for _ in range(2):
+        assistant.ask("What is a sail?", use_notes=False)
+    assistant.ask("What is a sail?", use_notes=False, route="cloud")
+    stats = router_stats(assistant.records, UncertaintyRouter(assistant.router_state), None, assistant.draft_check())
+    stages = stats["stages"]
+    assert (stages["before_draft"], stages["after_draft"], stages["drafts_checked"]) == (1, 1, 2)
+    assert stages["after_draft_share"] == round(1 / 3, 4)
+    assert stats["draft_check"]["model"] == "scripted.gguf" and stats["draft_check"]["threshold"] is not None
+    console = Console(width=200, record=True)
+    console.print(router_stats_table(stats))
+    shown = console.export_text()
+    assert "before a draft 1 (33%), after a draft 1 (33%); 2 drafts checked" in shown
+    assert "draft check" in shown and "escalate below τ" in shown
