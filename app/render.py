@@ -137,7 +137,8 @@ def router_stats_table(info: dict) -> Table:
         table.add_row("thresholds", "not calibrated yet (set on the first question)")
     check = info.get("draft_check")
     if check and check["share"] is not None:
-        table.add_row("draft check", f"escalate below τ {_tau(check['threshold'])} ({_share(check['share'])} of drafts), "
+        table.add_row("draft check", f"escalate below τ {_tau(check['threshold'])} "
+                                     f"({_share(check['share'])} of drafts), "
                                      f"{check['observations']} observations since its prior")
         table.add_row("", Text(f"{check['model']}; calibrated on {check['calibrated_on']}", style="dim"))
     elif "draft_check" in info:

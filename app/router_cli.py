@@ -79,8 +79,10 @@ def calibrate(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Set the escalation threshold so that a target share of recent questions goes to the cloud,
-    or the share a monthly budget affords."""
+    """Set the thresholds so that a target share of recent questions goes to the cloud (some before
+    a draft, the rest by the draft check), or the share a monthly budget affords."""
+    from skiff.router.policy import json_number
+
     if (cloud_share is None) == (budget is None):
         fail("give exactly one of --cloud-share and --budget")
     with assistant_session() as assistant:
@@ -91,14 +93,21 @@ def calibrate(
                 if local_plus_share is not None:
                     local_plus_share = min(local_plus_share, 1.0 - cloud_share)
             thresholds = assistant.calibrate(cloud_share, local_plus_share)
+            check = assistant.draft_check()
+            after = check.threshold() if check is not None else None
         except ValueError as error:
             fail(str(error))
     if as_json:
-        dump(thresholds.as_dict())
-    else:
-        out.print(f"cloud above τ={thresholds.cloud:.3f} ({thresholds.cloud_share:.0%}), local+ above "
-                  f"τ={thresholds.local_plus:.3f} ({thresholds.local_plus_share:.0%}); "
-                  f"calibrated on {thresholds.calibrated_on}", highlight=False)
+        dump({**thresholds.as_dict(), "cloud": json_number(thresholds.cloud),
+              "local_plus": json_number(thresholds.local_plus),
+              "draft_check": None if after is None else {**after.as_dict(), "threshold": json_number(after.threshold)}})
+        return
+    out.print(f"before a draft: cloud above τ={thresholds.cloud:.3f} ({thresholds.sent_before_draft:.0%}), local+ "
+              f"above τ={thresholds.local_plus:.3f} ({thresholds.local_plus_share:.0%}); "
+              f"calibrated on {thresholds.calibrated_on}", highlight=False)
+    if after is not None:
+        out.print(f"after a draft: escalate below τ={after.threshold:.3f} ({after.share:.0%} of drafts, for "
+                  f"{thresholds.cloud_share:.0%} in all); calibrated on {after.calibrated_on}", highlight=False)
 
 
 @router_app.command()
