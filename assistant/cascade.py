@@ -15,15 +15,15 @@ from dataclasses import replace
 from typing import Sequence
 
 from skiff.local.llm import TokenConfidence
-from skiff.router.draft_check import CHECK_AT, DraftCheck, DraftVerdict
+from skiff.router.draft_check import CHECK_AT, DraftCheck, DraftVerdict, reads_early
 
 ASKING_THE_CLOUD = "asking the cloud"
 
 
 class DraftWatch:
-    """Reads the draft's token confidence as it is written. The check reads it after CHECK_AT
-    tokens (early: an unsure draft that may escalate stops there) and again once a longer draft
-    is finished (final); a draft shorter than CHECK_AT is read once, at its end."""
+    """Reads the draft's token confidence as it is written. The check reads an answer from notes
+    after CHECK_AT tokens (early: an unsure draft that may escalate stops there) and every draft
+    once it is finished (final); a draft shorter than CHECK_AT is read once, at its end."""
 
     def __init__(self, check: DraftCheck, chunks: Sequence[str] | None, stop_when_unsure: bool,
                  cancel: threading.Event | None) -> None:
@@ -34,12 +34,13 @@ class DraftWatch:
         self.verdict: DraftVerdict | None = None  # the one that decides
         self.stopped = False  # the draft was cut short to escalate
         self.started = time.perf_counter()  # made just before the draft starts
+        self.reads_early = reads_early(chunks is not None)
 
     def should_stop(self) -> bool:
         """Called after every token: stop for a cancel, or for an unsure draft that may escalate."""
         if self.cancel is not None and self.cancel.is_set():
             return True
-        if self.early is None and len(self.confidence.logprobs) >= CHECK_AT:
+        if self.early is None and self.reads_early and len(self.confidence.logprobs) >= CHECK_AT:
             self.early = self._judge(whole=False)
             self.stopped = self.stop_when_unsure and self.early.unsure
             if self.stopped:

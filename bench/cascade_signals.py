@@ -54,8 +54,8 @@ def predict(model, x: np.ndarray) -> np.ndarray:
     return np.hstack([(x - means) / scales, np.ones((len(x), 1))]) @ w
 
 
-def router_scores(rows: list[dict]) -> np.ndarray:
-    """The shipped router's score before any model runs (its prior, no feedback)."""
+def router_scores(rows: list[dict], prior: Path | None = None) -> np.ndarray:
+    """The router's score before any model runs (the shipped prior, or `prior`; no feedback)."""
     import os
     import tempfile
 
@@ -63,7 +63,7 @@ def router_scores(rows: list[dict]) -> np.ndarray:
     from skiff.assistant import Assistant
     from skiff.config import load_settings
 
-    assistant = Assistant(load_settings(offline=True))
+    assistant = Assistant(load_settings(offline=True, router_prior=prior))
     state, policy = assistant.router_state, assistant.policy
     feature_map = state.feature_map()
     vectors = assistant.embedder.encode([row["prompt"] for row in rows])
@@ -100,10 +100,16 @@ def disagreement(greedy: str, sample: str) -> float:
     return 1.0 - len(first & second) / len(first | second) if first | second else 0.0
 
 
-def scored_table(fit_rows: list[dict], held: list[dict], model: str) -> dict[str, np.ndarray]:
-    """Every signal's score on the held-out rows (higher = more likely wrong)."""
-    wrong_fit = np.array([not r["correct"] for r in fit_rows], dtype=float)
+def scored_table(fit_rows: list[dict], held: list[dict], model: str,
+                 other_prior: Path | None = None) -> dict[str, np.ndarray]:
+    """Every signal's score on the held-out rows (higher = more likely wrong). The logistic
+    combinations are fitted on the same dataset's fit part; the draft check on all of it, as shipped."""
+    with_notes = held[0].get("chunks") is not None
+    same = [row for row in fit_rows if (row.get("chunks") is not None) == with_notes]
+    wrong_fit = np.array([not r["correct"] for r in same], dtype=float)
     table = {"before the draft: the router as shipped": router_scores(held)}
+    if other_prior is not None:
+        table[f"before the draft: the router with {other_prior.name}"] = router_scores(held, other_prior)
     samples = rows_done(TABLES / f"notes-sample--{model}.jsonl")
     if held and all(row["id"] in samples for row in held):
         table["disagreement with one sample (an extra call)"] = np.array(
@@ -113,7 +119,7 @@ def scored_table(fit_rows: list[dict], held: list[dict], model: str) -> dict[str
         table[name] = x[:, n]
     for label, read in (("first 16 tokens", lambda r: early(r, 16)), ("first 32 tokens", lambda r: early(r, 32)),
                         ("whole draft", post_draft)):
-        fx, _ = matrix(fit_rows, read)
+        fx, _ = matrix(same, read)
         hx, _ = matrix(held, read)
         table[f"combined (logistic), {label}"] = predict(fit_logistic(fx, wrong_fit), hx)
     check, feature_map = fit(fit_rows)
@@ -129,6 +135,7 @@ def main() -> None:
     parser.add_argument("--weak", required=True)
     parser.add_argument("--strong", required=True, help=f"a model with rows, {GPT4} (gsm8k), or none (AUROC only)")
     parser.add_argument("--share", type=float, default=0.3, help="the strong share to report accuracy at")
+    parser.add_argument("--other-prior", type=Path, default=None, help="also score the router with this prior")
     args = parser.parse_args()
 
     rows = split_rows(args.weak)
@@ -144,7 +151,7 @@ def main() -> None:
     weak_right = np.array([bool(row["correct"]) for row in held])
     strong_right = np.array([bool(strong[row["id"]]) for row in held])
     wrong = ~weak_right
-    table = scored_table(rows["fit"], held, args.weak)
+    table = scored_table(rows["fit"], held, args.weak, args.other_prior)
     rng = np.random.default_rng(20261130)
     print(f"\n{args.dataset}, held out: {len(held)} questions; weak {args.weak} right {weak_right.mean():.1%}, "
           f"strong {args.strong} right {strong_right.mean():.1%}; fitted on {len(rows['fit'])} other drafts\n")

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notes_qa import resolve_model  # noqa: E402
 from own_tables import TABLES, gsm8k_items, rows_done  # noqa: E402
 
-from skiff.router.draft_check import CHECK_AT, SIGNALS, DraftFeatureMap, prior_name, signals_at  # noqa: E402
+from skiff.router.draft_check import (CHECK_AT, SIGNALS, DraftFeatureMap, prior_name, reads_early,  # noqa: E402
+                                      signals_at)
 from skiff.router.research.metrics import auroc  # noqa: E402
 from skiff.router.surrogate import BayesianLinearRegression  # noqa: E402
 
@@ -34,14 +35,15 @@ PRIOR_VARIANCE = 1.0
 
 def split_rows(model: str) -> dict[str, list[dict]]:
     """{"fit": [...], "notes test": [...], "gsm8k test": [...]}: each row with its readings'
-    signals (early, when the draft is longer than CHECK_AT tokens, then final)."""
+    signals (early, for an answer from notes longer than CHECK_AT tokens, then final), as at run time."""
     notes = [r for r in rows_done(TABLES / f"notes--{model}.jsonl").values() if r["answerable"]]
     order = {item["id"]: n for n, item in enumerate(gsm8k_items())}
     gsm8k = sorted(rows_done(TABLES / f"gsm8k--{model}.jsonl").values(), key=lambda r: order[r["id"]])
     half = len(gsm8k) // 2
     for row in notes + gsm8k:
         args = (row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
-        row["readings"] = ([(signals_at(*args), False)] if len(row["logprobs"]) > CHECK_AT else [])
+        early = reads_early(row.get("chunks") is not None) and len(row["logprobs"]) > CHECK_AT
+        row["readings"] = [(signals_at(*args), False)] if early else []
         row["readings"].append((signals_at(*args, None), True))
         row["signals"] = row["readings"][0][0]  # the first reading: what an early check sees
     return {"fit": [r for r in notes if r["split"] == "dev"] + gsm8k[:half],

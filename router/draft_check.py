@@ -15,13 +15,13 @@ fitted per local model on skiff's own routing tables (bench/fit_draft_check.py),
 model's token confidence means nothing on another's scale; a model with no fitted prior gets no
 check (and the decision record says so).
 
-The check reads a draft at two points: after its first CHECK_AT tokens ("early"), and once more
-when a longer draft is finished ("final"). On a notes answer the first 32 tokens rank drafts as
+The check reads an answer from notes at two points: after its first CHECK_AT tokens ("early"),
+and once more when a longer draft is finished ("final"). There the first 32 tokens rank drafts as
 well as the whole (the default model's median notes answer is 37 tokens long), so an unsure one
-stops there and costs little. A worked answer (GSM8K) states its result only at the end, and
-only the final reading knows (bench/RESULTS.md). One regression serves both points: it is fitted
-on both readings of every draft, with the reading's length and whether it was the whole draft
-among its features.
+stops early and costs little. A general answer, such as a worked GSM8K solution, states its
+result only at the end, so it is read once, when finished (bench/RESULTS.md). One regression
+serves both points: it is fitted on every reading of every draft, with the reading's length and
+whether it was the whole draft among its features.
 
 A draft whose estimated chance of being right falls below τ at either point is "unsure": with a
 cloud to ask it escalates, otherwise it stays, marked. τ is the quantile of recent drafts' lowest
@@ -112,14 +112,24 @@ def signals_at(logprobs: Sequence[float], entropies: Sequence[float], pieces: Se
 
 def readings(logprobs: Sequence[float], entropies: Sequence[float], pieces: Sequence[str],
              chunks: Sequence[str] | None, feature_map: "DraftFeatureMap") -> list[np.ndarray]:
-    """ψ of each reading a whole draft gets: early (its first CHECK_AT tokens) when it is longer
-    than that, then final (all of it). What the check is fitted on, and calibrated with."""
+    """ψ of each reading a whole draft gets: early (its first CHECK_AT tokens) when it answers from
+    notes and is longer than that (see `reads_early`), then final (all of it). What the check is
+    fitted on, and calibrated with."""
     with_notes = chunks is not None
     found = []
-    if len(logprobs) > CHECK_AT:
+    if reads_early(with_notes) and len(logprobs) > CHECK_AT:
         found.append(feature_map(signals_at(logprobs, entropies, pieces, chunks), with_notes, whole=False))
     found.append(feature_map(signals_at(logprobs, entropies, pieces, chunks, None), with_notes, whole=True))
     return found
+
+
+def reads_early(with_notes: bool) -> bool:
+    """Whether a draft gets the early reading. An answer from notes says what it found first, and
+    its first 32 tokens rank drafts as well as the whole; a general answer (a worked GSM8K
+    solution) states its result last, and an early verdict only adds noise there (on the fitted
+    drafts, the early reading lowered the GSM8K ranking from 0.807 to 0.744 AUROC and raised the
+    notes one from 0.739 to 0.760)."""
+    return with_notes
 
 
 def pack(features: Sequence[np.ndarray]) -> bytes:

@@ -24,7 +24,8 @@ from skiff.router.surrogate import BayesianLinearRegression
 
 ATTRIBUTION = (
     "Fitted on RouteLLM's per-query correctness data (Mixtral-8x7B-Instruct vs GPT-4-1106 on GSM8K "
-    "and MMLU; github.com/lm-sys/RouteLLM, Apache-2.0), decontaminated as RouteLLM does."
+    "and MMLU; github.com/lm-sys/RouteLLM, Apache-2.0), decontaminated as RouteLLM does; and, when "
+    "given, on skiff's own routing tables (bench/own_tables.py; bench/data/own_tables)."
 )
 COVERAGE_WEIGHT_MEAN = -0.2
 COVERAGE_WEIGHT_VARIANCE = 0.05

@@ -193,10 +193,12 @@ def test_escalation_end_to_end_streams_the_cloud_answer_and_keeps_private_notes(
         assistant.close()
 
 
-def test_an_unsure_draft_escalates_to_a_real_cloud_mid_stream_and_is_kept(skiff_home, llama_server, monkeypatch):
-    """The cascade end to end on real engines: the local model drafts, the shipped draft check for
-    it reads the draft's token confidence, and with τ above every confidence (a cloud share of 1,
-    none of it before a draft) the draft stops at the check and the cloud answers below it."""
+def test_an_unsure_draft_escalates_to_a_real_cloud_mid_stream_and_is_kept(skiff_home, vault, llama_server,
+                                                                          monkeypatch):
+    """The cascade end to end on real engines: the local model drafts from notes, the shipped draft
+    check for it reads the draft's token confidence, and with τ above every confidence (a cloud
+    share of 1, none of it before a draft) the draft stops at the early reading and the cloud
+    answers below it."""
     from skiff.assistant import Assistant
     from skiff.config import load_settings
     from skiff.router.draft_check import CHECK_AT
@@ -205,15 +207,16 @@ def test_an_unsure_draft_escalates_to_a_real_cloud_mid_stream_and_is_kept(skiff_
     assistant = Assistant(load_settings(cloud_base_url=llama_server.base_url, cloud_model="smollm2", max_tokens=96,
                                         cloud_max_tokens=24, cloud_share_before_draft=0.0))
     try:
+        assistant.index([vault])
         assistant.calibrate(cloud_share=1.0, local_plus_share=0.0)
         shown: list[str] = []
         set_aside: list[tuple[str, str]] = []
-        answer = assistant.ask("Write a long story about a lighthouse keeper and the sea.", use_notes=False,
-                               on_token=shown.append,
+        answer = assistant.ask("Write a long story about a lighthouse keeper and the sea.", on_token=shown.append,
                                on_set_aside=lambda reason: set_aside.append(("".join(shown), reason)))
         assert answer.route == "local" and answer.answered_by == "cloud" and answer.model == "smollm2"
+        assert answer.sources  # an answer from notes: read early
         check = answer.draft_check
-        assert check["escalated"] and check["unsure"] and check["at_tokens"] == CHECK_AT
+        assert check["escalated"] and check["unsure"] and (check["stage"], check["at_tokens"]) == ("early", CHECK_AT)
         assert set_aside and set_aside[0][0] == answer.draft and answer.draft.strip()
         assert set_aside[0][1] == f"{check['reason']}: asking the cloud"
         assert "".join(shown) == answer.draft + answer.text  # the draft, then the cloud's answer below it

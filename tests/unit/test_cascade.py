@@ -53,6 +53,21 @@ def assistant_with(tmp_path, answers, logprobs, cloud=None, route="local", **set
     return Assistant(loaded, RouteAs(route), model=model, embedder=ScriptedEmbedder(), open_cloud_client=opener)
 
 
+def with_a_note(assistant):
+    """Every question finds one note chunk (an answer from notes gets the check's early reading)."""
+    from skiff.local.notes_index import Hit
+    from skiff.router.policy import QuestionWithNotes
+
+    hit = Hit("n1", "A sail is a sheet of fabric that catches the wind.", "/notes/Sail.md", "Sail", "", 1, 1, None,
+              False, 0.2)
+
+    def consult(question, k=None, use_notes=True):
+        return QuestionWithNotes(question, assistant.embedder.encode_query(question), [hit], 0.3)
+
+    assistant.consult_notes = consult
+    return assistant
+
+
 def decision_row(answer_id: str) -> dict:
     from skiff.config import load_settings
 
@@ -76,10 +91,10 @@ def test_a_confident_draft_stays_local_and_its_check_is_recorded(skiff_home, tmp
 
 def test_an_unsure_draft_escalates_mid_stream_and_is_kept_folded(skiff_home, tmp_path):
     cloud = cloud_answering(["The cloud ", "answers."])
-    assistant = assistant_with(tmp_path, [LONG], [UNSURE], cloud, **CLOUD)
+    assistant = with_a_note(assistant_with(tmp_path, [LONG], [UNSURE], cloud, **CLOUD))
     shown: list[str] = []
     set_aside: list[tuple[str, str]] = []
-    answer = assistant.ask("What is a sail?", use_notes=False, on_token=shown.append,
+    answer = assistant.ask("What is a sail?", on_token=shown.append,
                            on_set_aside=lambda reason: set_aside.append(("".join(shown), reason)))
     draft = " ".join(LONG.split()[:CHECK_AT])
     assert answer.answered_by == "cloud" and answer.text == "The cloud answers."
@@ -111,12 +126,13 @@ def test_asked_for_by_name_the_local_model_is_never_escalated(skiff_home, tmp_pa
 
 
 def test_when_the_cloud_fails_after_an_escalation_the_local_answer_is_written_in_full(skiff_home, tmp_path):
-    assistant = assistant_with(tmp_path, [LONG, LONG], [UNSURE, UNSURE], cloud_answering(None, 500), **CLOUD)
+    assistant = with_a_note(assistant_with(tmp_path, [LONG, LONG], [UNSURE, UNSURE], cloud_answering(None, 500),
+                                           **CLOUD))
     set_aside: list[str] = []
-    answer = assistant.ask("What is a sail?", use_notes=False, on_set_aside=set_aside.append)
-    assert answer.answered_by == "local" and answer.text == LONG
+    answer = assistant.ask("What is a sail?", on_set_aside=set_aside.append)
+    assert answer.answered_by == "local" and answer.text == LONG  # written in full after all
     assert set_aside and any("answered locally" in n for n in answer.notices)
-    assert answer.draft_check["escalated"]
+    assert answer.draft_check["escalated"] and answer.draft_check["stage"] == "early"
 
 
 def test_a_draft_shorter_than_the_check_is_judged_at_its_end(skiff_home, tmp_path):
@@ -127,9 +143,9 @@ def test_a_draft_shorter_than_the_check_is_judged_at_its_end(skiff_home, tmp_pat
     assert (answer.draft_check["stage"], answer.draft_check["at_tokens"]) == ("final", 2)
 
 
-def test_a_draft_sure_at_first_and_unsure_by_its_end_escalates_after_it(skiff_home, tmp_path):
-    """A worked answer states its result at the end: the final reading can escalate what the
-    early one let through (the draft was written in full, and is kept folded)."""
+def test_a_general_answer_is_judged_on_the_whole_draft(skiff_home, tmp_path):
+    """An answer without notes (a worked solution states its result at the end) is read once, when
+    finished, even when it would have looked sure after 32 tokens; escalated, it is kept folded."""
     long = " ".join(f"w{n}" for n in range(300))
     assistant = assistant_with(tmp_path, [long], [SURE], cloud_answering(["Cloud."]), **CLOUD)
     prior = tmp_path / "check-prior.npz"
@@ -142,6 +158,23 @@ def test_a_draft_sure_at_first_and_unsure_by_its_end_escalates_after_it(skiff_ho
     check = answer.draft_check
     assert answer.answered_by == "cloud" and answer.draft == long
     assert (check["stage"], check["at_tokens"], check["escalated"]) == ("final", 300, True)
+    assert len(assistant.records.draft_features(answer.id, "scripted.gguf")) == 1  # one reading
+
+
+def test_an_answer_from_notes_sure_at_first_and_unsure_by_its_end_escalates_after_it(skiff_home, tmp_path):
+    long = " ".join(f"w{n}" for n in range(300))
+    assistant = with_a_note(assistant_with(tmp_path, [long], [SURE], cloud_answering(["Cloud."]), **CLOUD))
+    prior = tmp_path / "check-prior.npz"
+    model = BayesianLinearRegression.load(prior)
+    model.mean[len(DraftFeatureMap.names) + 1] = -0.6  # the whole draft's reading trusts it much less
+    with np.load(prior) as shipped:
+        model.save(prior, calibration_features=shipped["calibration_features"],
+                   calibration_drafts=shipped["calibration_drafts"])
+    answer = assistant.ask("What is a sail?")
+    check = answer.draft_check
+    assert answer.answered_by == "cloud" and answer.draft == long
+    assert (check["stage"], check["escalated"]) == ("final", True)
+    assert len(assistant.records.draft_features(answer.id, "scripted.gguf")) == 2  # early, then final
 
 
 @pytest.mark.parametrize("share", [0.1, 0.25, 0.5])
@@ -169,7 +202,7 @@ def test_feedback_on_local_answers_moves_later_checks(skiff_home, tmp_path):
         answer = assistant.ask("What is a sail?", use_notes=False)
         assistant.feedback("bad", answer.id)
     check = assistant.draft_check()
-    assert check.surrogate().observations == 16  # each verdict: the draft's two readings, half each
+    assert check.surrogate().observations == 8
     later = check.judge([SURE] * 60, [-SURE] * 60, ["w"] * 60, None, whole=True)
     assert later.confidence < first.draft_check["confidence"] - 0.1
     # Changing one's mind takes the observation back, exactly.
