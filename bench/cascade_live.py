@@ -14,7 +14,9 @@ Questions: the notes set's test split (graded as bench/notes_qa.py grades) and, 
 N GSM8K questions from the held-out half of bench/own_tables.py's order.
 
 Each policy keeps its own records and router state (a copy of the bench home's index), so one
-policy's calibration never sees another's questions. Rows on disk, resumable:
+policy's calibration never sees another's questions. Before answering, each is warmed up as a
+person who has asked before: the notes dev split's questions are decided and recorded,
+unanswered and unlabelled, and the thresholds calibrated on them. Rows on disk, resumable:
 bench/out/cascade_live/POLICY--DATASET.jsonl.
 
     .venv/bin/python bench/cascade_live.py --share 0.3 [--gsm8k 60]
@@ -95,7 +97,22 @@ def open_policy(policy: str, local: Path, base_url: str, share: float, threads: 
                              local_plus_share=0.0, check_drafts=policy == "cascade")
     assistant = Assistant(settings)
     assistant.index([NOTES])
+    if assistant.records.decision_total() == 0:
+        warm_up(assistant, share)
     return assistant
+
+
+def warm_up(assistant, share: float) -> None:
+    """As a person who has asked before: the dev split's questions are decided and recorded
+    (unanswered, unlabelled), so each policy's thresholds are calibrated on notes questions like
+    the ones it is measured on, not on the everyday questions skiff ships for a new person."""
+    from skiff.router.records import new_answer_id
+
+    for item in load():
+        if item.split == "dev":
+            decision = assistant.decide(item.question)
+            assistant.records.start(new_answer_id(), item.question, decision, "local", "warm-up")
+    assistant.calibrate(cloud_share=share, local_plus_share=0.0)
 
 
 def questions(gsm8k: int) -> list[dict]:
