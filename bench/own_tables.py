@@ -5,6 +5,9 @@ token, so that any signal can be recomputed later without running the model agai
     gsm8k: the GSM8K test questions of RouteLLM's table (../shared/data/routing/gsm8k_responses.csv),
         less its decontamination list, in a seeded order (any prefix is a fair sample); greedy,
         the answer graded against GSM8K's key; beside GPT-4-1106's correctness from that table.
+    mmlu: the MMLU questions of RouteLLM's table (../shared/data/routing/mmlu), less its
+        decontamination list, in a seeded order; graded against MMLU's answer key
+        (bench/data/mmlu_key.tsv); beside GPT-4-1106's correctness.
     notes: the notes question set (bench/data/notes_qa_dev.jsonl) through skiff's own retrieval
         (hybrid, k 5) and prompt; graded as bench/notes_qa.py grades.
     sample: one short answer sampled at temperature 0.7 beside each notes row, for the agreement
@@ -38,6 +41,8 @@ from common import OUT, SHARED  # noqa: E402
 TABLES = OUT / "own_tables"
 ROUTING = SHARED / "data" / "routing"
 GSM8K_PROMPT = "{question}\nSolve it step by step, then give the final number after ####."
+MMLU_PROMPT = "{question}\nReply with the letter of the right choice, then one sentence on why."
+MMLU_KEY = Path(__file__).resolve().parent / "data" / "mmlu_key.tsv"
 GPT4 = "gpt-4-1106-preview"
 SEED = 20261130
 
@@ -68,6 +73,38 @@ def gsm8k_items() -> list[dict]:
              for n, (prompt, strong) in enumerate(zip(table.prompts, table.strong)) if prompt.strip() in key]
     random.Random(SEED).shuffle(items)
     return items
+
+
+def mmlu_items() -> list[dict]:
+    """RouteLLM's MMLU table (43 subjects, decontaminated), with MMLU's answer key
+    (bench/data/mmlu_key.tsv), in a seeded order (any prefix is a fair sample)."""
+    import hashlib
+
+    from skiff.router.research.routing_data import load_routing_data
+
+    table = load_routing_data(ROUTING / "mmlu", strong_col=GPT4)
+    key = {}
+    for line in MMLU_KEY.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            digest, answer = line.split("\t")
+            key[digest] = answer
+    items = [{"id": f"mmlu-{n:05d}", "prompt": prompt, "gold": key[digest], GPT4: bool(strong)}
+             for n, (prompt, strong) in enumerate(zip(table.prompts, table.strong))
+             if (digest := hashlib.sha256(prompt.encode()).hexdigest()[:16]) in key]
+    random.Random(SEED).shuffle(items)
+    return items
+
+
+def mmlu_letter(text: str) -> str | None:
+    """The letter an answer chooses: "answer is (B)", "B." or "B)" at a line's start, else the first
+    standalone capital A-D."""
+    import re
+
+    for pattern in (r"answer is[:\s]*\(?([ABCD])\b", r"(?m)^\s*\(?([ABCD])[.):]", r"\b([ABCD])\b"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(1)
+    return None
 
 
 def rows_done(path: Path) -> dict[str, dict]:
@@ -111,6 +148,31 @@ def run_gsm8k(args) -> None:
             messages = [{"role": "user", "content": GSM8K_PROMPT.format(question=item["prompt"])}]
             row = {"id": item["id"], "prompt": item["prompt"], **generate(model, messages, args.max_tokens)}
             row.update(correct=correct(row["response"], item["gold"]), gold=item["gold"], strong=item[GPT4])
+            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+            sink.flush()
+            print(f"\r{number}/{len(todo)}", end="", file=sys.stderr)
+    print(file=sys.stderr)
+
+
+def run_mmlu(args) -> None:
+    from notes_qa import resolve_model
+
+    from skiff.local.llm import LocalModel
+
+    items = mmlu_items()[: args.limit or None]
+    path = TABLES / f"mmlu--{args.model}.jsonl"
+    TABLES.mkdir(parents=True, exist_ok=True)
+    done = rows_done(path)
+    todo = [item for item in items if item["id"] not in done]
+    print(f"{len(items)} MMLU questions ({len(done)} done)", file=sys.stderr)
+    if not todo:
+        return
+    model = LocalModel(resolve_model(args.model), n_ctx=2048, n_threads=args.threads)
+    with open_rows(path) as sink:
+        for number, item in enumerate(todo, start=1):
+            messages = [{"role": "user", "content": MMLU_PROMPT.format(question=item["prompt"])}]
+            row = {"id": item["id"], "prompt": item["prompt"], **generate(model, messages, args.max_tokens)}
+            row.update(correct=mmlu_letter(row["response"]) == item["gold"], gold=item["gold"], strong=item[GPT4])
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
             print(f"\r{number}/{len(todo)}", end="", file=sys.stderr)
@@ -222,12 +284,12 @@ def run_table(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for name in ("gsm8k", "notes"):
+    for name in ("gsm8k", "mmlu", "notes"):
         command = commands.add_parser(name)
         command.add_argument("--model", required=True, help="a `skiff model list` name or a GGUF path")
         command.add_argument("--threads", type=int, default=2)
-        command.add_argument("--max-tokens", type=int, default=400 if name == "gsm8k" else 384)
-        if name == "gsm8k":
+        command.add_argument("--max-tokens", type=int, default={"gsm8k": 400, "mmlu": 64}.get(name, 384))
+        if name in ("gsm8k", "mmlu"):
             command.add_argument("--limit", type=int, default=0, help="the first N of the seeded order")
         else:
             command.add_argument("--split", default="all", choices=["dev", "test", "all"])
@@ -243,7 +305,8 @@ def main() -> None:
                        help="fit: only the rows a fit may use (notes dev split, the first GSM8K half)")
     table.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    {"gsm8k": run_gsm8k, "notes": run_notes, "sample": run_sample, "table": run_table}[args.command](args)
+    {"gsm8k": run_gsm8k, "mmlu": run_mmlu, "notes": run_notes, "sample": run_sample,
+     "table": run_table}[args.command](args)
 
 
 if __name__ == "__main__":
