@@ -129,54 +129,39 @@ def open_rows(path: Path):
     return path.open("a", encoding="utf-8")
 
 
-def run_gsm8k(args) -> None:
+def run_graded(args, dataset: str, items: list[dict], prompt: str, is_right) -> None:
+    """Every item answered greedily by the model, graded by `is_right(response, gold)`, beside
+    GPT-4-1106's correctness; rows appended as they come, those done skipped."""
     from notes_qa import resolve_model
 
     from skiff.local.llm import LocalModel
 
-    items = gsm8k_items()[: args.limit or None]
-    path = TABLES / f"gsm8k--{args.model}.jsonl"
+    items = items[: args.limit or None]
+    path = TABLES / f"{dataset}--{args.model}.jsonl"
     TABLES.mkdir(parents=True, exist_ok=True)
     done = rows_done(path)
     todo = [item for item in items if item["id"] not in done]
-    print(f"{len(items)} GSM8K questions ({len(done)} done)", file=sys.stderr)
+    print(f"{len(items)} {dataset} questions ({len(done)} done)", file=sys.stderr)
     if not todo:
         return
     model = LocalModel(resolve_model(args.model), n_ctx=2048, n_threads=args.threads)
     with open_rows(path) as sink:
         for number, item in enumerate(todo, start=1):
-            messages = [{"role": "user", "content": GSM8K_PROMPT.format(question=item["prompt"])}]
+            messages = [{"role": "user", "content": prompt.format(question=item["prompt"])}]
             row = {"id": item["id"], "prompt": item["prompt"], **generate(model, messages, args.max_tokens)}
-            row.update(correct=correct(row["response"], item["gold"]), gold=item["gold"], strong=item[GPT4])
+            row.update(correct=is_right(row["response"], item["gold"]), gold=item["gold"], strong=item[GPT4])
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
             print(f"\r{number}/{len(todo)}", end="", file=sys.stderr)
     print(file=sys.stderr)
+
+
+def run_gsm8k(args) -> None:
+    run_graded(args, "gsm8k", gsm8k_items(), GSM8K_PROMPT, correct)
 
 
 def run_mmlu(args) -> None:
-    from notes_qa import resolve_model
-
-    from skiff.local.llm import LocalModel
-
-    items = mmlu_items()[: args.limit or None]
-    path = TABLES / f"mmlu--{args.model}.jsonl"
-    TABLES.mkdir(parents=True, exist_ok=True)
-    done = rows_done(path)
-    todo = [item for item in items if item["id"] not in done]
-    print(f"{len(items)} MMLU questions ({len(done)} done)", file=sys.stderr)
-    if not todo:
-        return
-    model = LocalModel(resolve_model(args.model), n_ctx=2048, n_threads=args.threads)
-    with open_rows(path) as sink:
-        for number, item in enumerate(todo, start=1):
-            messages = [{"role": "user", "content": MMLU_PROMPT.format(question=item["prompt"])}]
-            row = {"id": item["id"], "prompt": item["prompt"], **generate(model, messages, args.max_tokens)}
-            row.update(correct=mmlu_letter(row["response"]) == item["gold"], gold=item["gold"], strong=item[GPT4])
-            sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-            sink.flush()
-            print(f"\r{number}/{len(todo)}", end="", file=sys.stderr)
-    print(file=sys.stderr)
+    run_graded(args, "mmlu", mmlu_items(), MMLU_PROMPT, lambda response, gold: mmlu_letter(response) == gold)
 
 
 def run_notes(args) -> None:

@@ -53,6 +53,15 @@ def assistant_with(tmp_path, answers, logprobs, cloud=None, route="local", **set
     return Assistant(loaded, RouteAs(route), model=model, embedder=ScriptedEmbedder(), open_cloud_client=opener)
 
 
+def distrust_whole_drafts(prior):
+    """The prior, changed so that the final reading (the whole draft) trusts a draft much less."""
+    model = BayesianLinearRegression.load(prior)
+    model.mean[len(DraftFeatureMap.names) + 1] = -0.6
+    with np.load(prior) as shipped:
+        model.save(prior, calibration_features=shipped["calibration_features"],
+                   calibration_drafts=shipped["calibration_drafts"])
+
+
 def with_a_note(assistant):
     """Every question finds one note chunk (an answer from notes gets the check's early reading)."""
     from skiff.local.notes_index import Hit
@@ -148,12 +157,7 @@ def test_a_general_answer_is_judged_on_the_whole_draft(skiff_home, tmp_path):
     finished, even when it would have looked sure after 32 tokens; escalated, it is kept folded."""
     long = " ".join(f"w{n}" for n in range(300))
     assistant = assistant_with(tmp_path, [long], [SURE], cloud_answering(["Cloud."]), **CLOUD)
-    prior = tmp_path / "check-prior.npz"
-    model = BayesianLinearRegression.load(prior)
-    model.mean[len(DraftFeatureMap.names) + 1] = -0.6  # the whole draft's reading trusts it much less
-    with np.load(prior) as shipped:
-        model.save(prior, calibration_features=shipped["calibration_features"],
-                   calibration_drafts=shipped["calibration_drafts"])
+    distrust_whole_drafts(tmp_path / "check-prior.npz")
     answer = assistant.ask("What is a sail?", use_notes=False)
     check = answer.draft_check
     assert answer.answered_by == "cloud" and answer.draft == long
@@ -164,12 +168,7 @@ def test_a_general_answer_is_judged_on_the_whole_draft(skiff_home, tmp_path):
 def test_an_answer_from_notes_sure_at_first_and_unsure_by_its_end_escalates_after_it(skiff_home, tmp_path):
     long = " ".join(f"w{n}" for n in range(300))
     assistant = with_a_note(assistant_with(tmp_path, [long], [SURE], cloud_answering(["Cloud."]), **CLOUD))
-    prior = tmp_path / "check-prior.npz"
-    model = BayesianLinearRegression.load(prior)
-    model.mean[len(DraftFeatureMap.names) + 1] = -0.6  # the whole draft's reading trusts it much less
-    with np.load(prior) as shipped:
-        model.save(prior, calibration_features=shipped["calibration_features"],
-                   calibration_drafts=shipped["calibration_drafts"])
+    distrust_whole_drafts(tmp_path / "check-prior.npz")
     answer = assistant.ask("What is a sail?")
     check = answer.draft_check
     assert answer.answered_by == "cloud" and answer.draft == long
