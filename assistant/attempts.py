@@ -200,12 +200,12 @@ class LocalAttempt:
                            stop_when_unsure=self.why_it_stays is None, cancel=turn.cancel)
         generated = stream_plan(self.parts.model, self.settings, plan, turn.on_token, turn.cancel,
                                 confidence=watch.confidence, should_stop=watch.should_stop)
-        if watch.escalates(turn.cancelled):
+        if watch.escalates(turn.cancelled, generated.stop_reason):
             if watch.stopped:
                 generated.stop_reason = "escalated"
             verdict = watch.escalated()
             return Tried(generated, "escalate", escalation_reason(verdict), draft_check=verdict)
-        verdict = watch.finish()
+        verdict = watch.finish(generated.stop_reason)
         if verdict.unsure and not turn.cancelled:
             generated.notices.append(unsure_notice(verdict, self.why_it_stays or "no cloud to ask"))
         return Tried(generated, draft_check=verdict)

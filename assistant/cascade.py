@@ -47,22 +47,23 @@ class DraftWatch:
                 self.verdict = self.early
         return self.stopped
 
-    def finish(self) -> DraftVerdict:
-        """The deciding verdict: the early one that stopped the draft, else the final reading."""
+    def finish(self, stop_reason: str = "") -> DraftVerdict:
+        """The deciding verdict: the early one that stopped the draft, else the final reading of
+        the draft, which ended for `stop_reason`."""
         if self.verdict is None:
-            self.verdict = self._judge(whole=True)
+            self.verdict = self._judge(whole=True, stop_reason=stop_reason)
         return self.verdict
 
-    def escalates(self, cancelled: bool) -> bool:
-        return not cancelled and self.stop_when_unsure and self.finish().unsure
+    def escalates(self, cancelled: bool, stop_reason: str = "") -> bool:
+        return not cancelled and self.stop_when_unsure and self.finish(stop_reason).unsure
 
     def escalated(self) -> DraftVerdict:
         return replace(self.finish(), escalated=True)
 
-    def _judge(self, whole: bool) -> DraftVerdict:
+    def _judge(self, whole: bool, stop_reason: str = "") -> DraftVerdict:
         confidence, now = self.confidence, time.perf_counter()
         verdict = self.check.judge(confidence.logprobs, confidence.entropies, confidence.pieces, self.chunks, whole,
-                                   earlier=self.early if whole else None)
+                                   earlier=self.early if whole else None, stop_reason=stop_reason)
         return replace(verdict, draft_s=now - self.started, check_ms=(time.perf_counter() - now) * 1000)
 
 

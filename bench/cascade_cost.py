@@ -2,7 +2,10 @@
 with the check reading the draft (per-token log-probabilities and entropies recorded, read after
 32 tokens and at the end) and without, in alternating order, on the same prompts; greedy, so
 both write the same text. Reports the median extra time per answer, the check's own time, and
-the decode speed either way. Run it alone on the machine (it times things).
+the decode speed either way; and, with τ calibrated to the default settings' share of drafts,
+the drafting time an escalated draft costs: up to the reading that found it unsure (the prompt is
+already evaluated then, as the notes check evaluates it before the draft starts). Run it alone on
+the machine (it times things).
 
     .venv/bin/python bench/cascade_cost.py --model qwen2.5-coder-1.5b --n 30
 """
@@ -33,7 +36,7 @@ def main() -> None:
     from skiff.assistant.retrieval import retrieve
     from skiff.config import load_settings
     from skiff.local.llm import LocalModel
-    from skiff.router.draft_check import DraftCheck
+    from skiff.router.draft_check import DraftCheck, share_of_drafts
 
     assistant = open_assistant()
     config = retrieval_configs()["hybrid RRF top-5"]
@@ -41,7 +44,9 @@ def main() -> None:
     model = LocalModel(path, n_ctx=4096, n_threads=args.threads)
     settings = load_settings(max_tokens=384)
     check = DraftCheck(settings.router_dir, path.name)
-    check.calibrate(0.2, [], 0)
+    share = share_of_drafts(settings.cloud_share, settings.cloud_share_before_draft, settings.local_plus_share)
+    check.calibrate(share, [], 0)
+    escalated_s = []  # drafting until the reading that would have escalated it
     items = [item for item in load() if item.split == "test" and item.answerable][: args.n]
     extra, check_ms, speed = [], [], {"checked": [], "plain": []}
     for number, item in enumerate(items):
@@ -55,8 +60,11 @@ def main() -> None:
                 watch = DraftWatch(check, [hit.text for hit in plan.notes], stop_when_unsure=False, cancel=None)
                 generated = stream_plan(model, settings, plan, None, None, confidence=watch.confidence,
                                         should_stop=watch.should_stop)
-                verdict = watch.finish()
+                verdict = watch.finish(generated.stop_reason)
                 check_ms.append((verdict.check_ms or 0) + ((watch.early.check_ms or 0) if watch.early else 0))
+                deciding = watch.early if watch.early is not None and watch.early.unsure else verdict
+                if deciding.unsure:
+                    escalated_s.append(deciding.draft_s)
             else:
                 generated = stream_plan(model, settings, plan, None, None)
             seconds[kind] = time.perf_counter() - started
@@ -74,6 +82,10 @@ def main() -> None:
     for kind in ("plain", "checked"):
         print(f"| decode tokens/s, {kind} | {statistics.median(speed[kind]):.2f} | "
               f"{statistics.fmean(speed[kind]):.2f} |")
+    if escalated_s:
+        print(f"| drafting before an escalation ({len(escalated_s)} of {len(items)} drafts unsure at τ for "
+              f"{share:.0%} of drafts) | {statistics.median(escalated_s):.2f} s | "
+              f"{statistics.fmean(escalated_s):.2f} s |")
 
 
 if __name__ == "__main__":

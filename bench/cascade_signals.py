@@ -16,11 +16,13 @@ Intervals: 95% bootstrap over questions (1,000 resamples) for AUROC and APGR.
   and at its end (its lowest confidence decides), fitted as bench/fit_draft_check.py fits the
   shipped prior; and its early reading alone.
 
-Held out: the notes test split, or the second half of the GSM8K rows in their seeded order; the
-combinations are fitted on the notes dev split and the first GSM8K half (bench/fit_draft_check.py).
+Held out: the notes test split, the second half of the GSM8K rows in their seeded order, or every
+MMLU row (no MMLU question is fitted on: a general answer of another kind); the combinations are
+fitted on the notes dev split and the first GSM8K half (bench/fit_draft_check.py).
 
     .venv/bin/python bench/cascade_signals.py gsm8k --weak qwen2.5-coder-1.5b --strong gpt-4-1106-preview
     .venv/bin/python bench/cascade_signals.py notes --weak qwen2.5-coder-0.5b --strong qwen2.5-coder-1.5b
+    .venv/bin/python bench/cascade_signals.py mmlu --weak qwen2.5-coder-1.5b --strong gpt-4-1106-preview
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notes_qa_abstention import fit_logistic as fit_standardised  # noqa: E402
 from fit_draft_check import confidence, features, fit, split_rows  # noqa: E402
 from own_tables import GPT4, TABLES, rows_done  # noqa: E402
+from skiff.router.draft_check import CUT_SHORT  # noqa: E402
 from skiff.router.draft_signals import draft_signals, words  # noqa: E402
 from skiff.router.research.metrics import auroc, oracle_curve, random_curve, router_curve  # noqa: E402
 
 def post_draft(row: dict) -> dict[str, float]:
-    return draft_signals(row["response"], row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
+    signals = draft_signals(row["response"], row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
+    return {**signals, "cut off at the token limit": float(row["stop_reason"] in CUT_SHORT)}
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0):
@@ -131,9 +135,10 @@ def scored_table(fit_rows: list[dict], held: list[dict], model: str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=["gsm8k", "notes"])
+    parser.add_argument("dataset", choices=["gsm8k", "notes", "mmlu"])
     parser.add_argument("--weak", required=True)
-    parser.add_argument("--strong", required=True, help=f"a model with rows, {GPT4} (gsm8k), or none (AUROC only)")
+    parser.add_argument("--strong", required=True,
+                        help=f"a model with rows, {GPT4} (gsm8k, mmlu), or none (AUROC only)")
     parser.add_argument("--share", type=float, default=0.3, help="the strong share to report accuracy at")
     parser.add_argument("--other-prior", type=Path, default=None, help="also score the router with this prior")
     args = parser.parse_args()

@@ -3,7 +3,8 @@ routing tables (bench/own_tables.py), and report how well it ranks held-out draf
 
 Fitted on: the notes set's dev split (answerable questions, with the chunks each draft was given)
 and the first half of the GSM8K rows in their seeded order (no notes). Reported on: the notes test
-split and the second GSM8K half, which the fit never sees. Each draft is read as at run time:
+split and the second GSM8K half, which the fit never sees, and on MMLU rows where they have been
+collected (a kind of question the fit has never seen at all). Each draft is read as at run time:
 after its first CHECK_AT tokens (when it is longer) and at its end.
 
     .venv/bin/python bench/fit_draft_check.py --model qwen2.5-coder-1.5b [--write]
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notes_qa import resolve_model  # noqa: E402
 from own_tables import TABLES, gsm8k_items, rows_done  # noqa: E402
 
-from skiff.router.draft_check import (CHECK_AT, SIGNALS, DraftFeatureMap, prior_name, reads_early,  # noqa: E402
+from skiff.router.draft_check import (CHECK_AT, DraftFeatureMap, prior_name, reads_early,  # noqa: E402
                                       signals_at)
 from skiff.router.research.metrics import auroc  # noqa: E402
 from skiff.router.surrogate import BayesianLinearRegression  # noqa: E402
@@ -34,32 +35,28 @@ PRIOR_VARIANCE = 1.0
 
 
 def split_rows(model: str) -> dict[str, list[dict]]:
-    """{"fit": [...], "notes test": [...], "gsm8k test": [...]}: each row with its readings'
+    """{"fit": [...], "notes test": [...], "gsm8k test": [...], "mmlu test": [...]}: each row with its readings'
     signals (early, for an answer from notes longer than CHECK_AT tokens, then final), as at run time."""
     notes = [r for r in rows_done(TABLES / f"notes--{model}.jsonl").values() if r["answerable"]]
     order = {item["id"]: n for n, item in enumerate(gsm8k_items())}
     gsm8k = sorted(rows_done(TABLES / f"gsm8k--{model}.jsonl").values(), key=lambda r: order[r["id"]])
     half = len(gsm8k) // 2
-    for row in notes + gsm8k:
+    mmlu = list(rows_done(TABLES / f"mmlu--{model}.jsonl").values())
+    for row in notes + gsm8k + mmlu:
         args = (row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
         early = reads_early(row.get("chunks") is not None) and len(row["logprobs"]) > CHECK_AT
         row["readings"] = [(signals_at(*args), False)] if early else []
-        row["readings"].append((signals_at(*args, None), True))
+        row["readings"].append((signals_at(*args, None, row["stop_reason"]), True))
         row["signals"] = row["readings"][0][0]  # the first reading: what an early check sees
     return {"fit": [r for r in notes if r["split"] == "dev"] + gsm8k[:half],
-            "notes test": [r for r in notes if r["split"] == "test"], "gsm8k test": gsm8k[half:]}
+            "notes test": [r for r in notes if r["split"] == "test"], "gsm8k test": gsm8k[half:], "mmlu test": mmlu}
 
 
 def feature_map_for(rows: list[dict]) -> DraftFeatureMap:
-    """Standardised on the fitted rows' readings; the notes signals on the rows that had notes."""
-    every = DraftFeatureMap.fitted([signals for r in rows for signals, _ in r["readings"]])
+    """Standardised on the fitted rows' readings, answers from notes and general answers apart."""
     with_notes = [signals for r in rows if r.get("chunks") is not None for signals, _ in r["readings"]]
-    if with_notes:
-        notes = DraftFeatureMap.fitted(with_notes)
-        cut = len(SIGNALS)
-        every = DraftFeatureMap(np.concatenate([every.means[:cut], notes.means[cut:]]),
-                                np.concatenate([every.scales[:cut], notes.scales[cut:]]))
-    return every
+    general = [signals for r in rows if r.get("chunks") is None for signals, _ in r["readings"]]
+    return DraftFeatureMap.fitted(with_notes, general)
 
 
 def reading_features(feature_map: DraftFeatureMap, row: dict) -> np.ndarray:
@@ -106,7 +103,7 @@ def main() -> None:
           f"noise variance {model.noise_variance:.3f}")
     print("| held out | drafts | local right | AUROC (local wrong): early reading | final reading | "
           "the check (lowest) |\n|---|---|---|---|---|---|")
-    for name in ("notes test", "gsm8k test"):
+    for name in ("notes test", "gsm8k test", "mmlu test"):
         held = rows[name]
         if not held:
             print(f"| {name} | 0 | — | — | — | — |")

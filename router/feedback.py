@@ -86,11 +86,13 @@ def sync_draft_check(records: AnswerStore, check: DraftCheck) -> int:
         records.number_events_after(absorbed)
     pending = records.verdict_events_after(absorbed)
     observations = []
+    dim = check.feature_map().dim
     for _seq, answer_id, kind, verdict, answered_by, weight in pending:
         if kind != "single" or answered_by != "local":
             continue
         readings = records.draft_features(answer_id, check.model_file)
-        if readings is not None:
+        # A draft read by an older check's signals cannot teach this one: its verdict is skipped.
+        if readings is not None and readings.shape[1] == dim:
             # One verdict, however many readings: each counts for its share of it.
             observations += [(psi, 1.0 if verdict == "good" else 0.0, weight / len(readings)) for psi in readings]
     if pending:

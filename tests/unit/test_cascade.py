@@ -22,16 +22,16 @@ LONG = " ".join(f"w{n}" for n in range(60))  # longer than CHECK_AT tokens
 
 def write_prior(path, n_calibration: int = 200):
     """A check whose confidence falls with the draft's −mean log-probability: 0.8 − 0.2·(−mean lp)."""
-    names = DraftFeatureMap.names
-    feature_map = DraftFeatureMap(np.zeros(len(names)), np.ones(len(names)))
+    feature_map = DraftFeatureMap.identity()
     mean = np.zeros(feature_map.dim)
-    mean[names.index("-mean logprob")] = -0.2
+    for with_notes in (True, False):
+        mean[feature_map.weight_of("-mean logprob", with_notes)] = -0.2
     mean[-1] = 0.8
     model = BayesianLinearRegression(mean, np.eye(feature_map.dim) * 1e-3, 0.2,
                                      meta={"features": feature_map.as_meta()})
     rng = np.random.default_rng(0)
     calibration = np.zeros((n_calibration, feature_map.dim))
-    calibration[:, names.index("-mean logprob")] = rng.uniform(0, 3, n_calibration)
+    calibration[:, feature_map.weight_of("-mean logprob")] = rng.uniform(0, 3, n_calibration)
     calibration[:, -1] = 1.0
     model.save(path, calibration_features=calibration, calibration_drafts=np.arange(n_calibration))
     return path
@@ -56,7 +56,7 @@ def assistant_with(tmp_path, answers, logprobs, cloud=None, route="local", **set
 def distrust_whole_drafts(prior):
     """The prior, changed so that the final reading (the whole draft) trusts a draft much less."""
     model = BayesianLinearRegression.load(prior)
-    model.mean[len(DraftFeatureMap.names) + 1] = -0.6
+    model.mean[-2] = -0.6  # the weight of "this reading covers the whole draft"
     with np.load(prior) as shipped:
         model.save(prior, calibration_features=shipped["calibration_features"],
                    calibration_drafts=shipped["calibration_drafts"])
@@ -209,6 +209,33 @@ def test_feedback_on_local_answers_moves_later_checks(skiff_home, tmp_path):
     assistant.feedback("good", answer.id)
     assistant.feedback("bad", answer.id)
     np.testing.assert_allclose(check.surrogate().mean, before, atol=1e-9)
+
+
+def test_a_verdict_on_a_draft_read_by_an_older_checks_signals_is_skipped_not_misapplied(skiff_home, tmp_path):
+    from skiff.router.draft_check import pack
+
+    assistant = assistant_with(tmp_path, [LONG] * 2, [SURE] * 2)
+    old = assistant.ask("What is a sail?", use_notes=False)
+    # As if this draft had been read before an upgrade changed ψ (one weight per signal, fewer of them).
+    assistant.records.db.execute("UPDATE decisions SET draft_features=? WHERE answer_id=?",
+                                 (pack([np.ones(12)]), old.id))
+    assistant.records.db.commit()
+    assistant.feedback("bad", old.id)
+    assert assistant.draft_check().surrogate().observations == 0
+    new = assistant.ask("What is a sail?", use_notes=False)
+    assistant.feedback("bad", new.id)
+    assert assistant.draft_check().surrogate().observations == 1
+
+
+def test_answers_from_notes_and_general_answers_weigh_their_token_signals_apart():
+    feature_map = DraftFeatureMap.identity()
+    signals = {"-mean logprob": 1.5, "cites no source": 1.0}
+    from_notes, general = feature_map(signals, True, True), feature_map(signals, False, True)
+    notes_weight, general_weight = (feature_map.weight_of("-mean logprob", regime) for regime in (True, False))
+    assert (from_notes[notes_weight], from_notes[general_weight]) == (1.5, 0.0)
+    assert (general[notes_weight], general[general_weight]) == (0.0, 1.5)
+    assert from_notes[feature_map.weight_of("cites no source")] == 1.0
+    assert general[feature_map.weight_of("cites no source")] == 0.0  # no notes, nothing to cite
 
 
 def test_router_stats_say_how_many_went_out_before_and_after_a_draft(skiff_home, tmp_path):
