@@ -123,7 +123,10 @@ class DraftFeatureMap:
         regime without readings keeps the other's token standardisation)."""
         def moments(signals, names):
             raw = np.array([[s.get(name, 0.0) for name in names] for s in signals], dtype=np.float64)
-            return raw.mean(axis=0), raw.std(axis=0) + 1e-6
+            spread = raw.std(axis=0)
+            # A signal that never varied in the fit (no notes answer was cut off) keeps its raw
+            # scale: dividing by its zero spread would blow up its first real value.
+            return raw.mean(axis=0), np.where(spread > 1e-6, spread, 1.0)
 
         notes = moments(with_notes or general, cls.names)
         token = moments(general, SIGNALS) if general else (notes[0][:len(SIGNALS)], notes[1][:len(SIGNALS)])

@@ -1,5 +1,5 @@
 """The TUI's slash commands and command-palette entries, as text and as a table: the app carries
-them out (SkiffApp.run_command), this module only says what exists."""
+them out (app/tui/slash_commands.py), this module only says what exists."""
 
 from __future__ import annotations
 

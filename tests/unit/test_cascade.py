@@ -227,6 +227,13 @@ def test_a_verdict_on_a_draft_read_by_an_older_checks_signals_is_skipped_not_mis
     assert assistant.draft_check().surrogate().observations == 1
 
 
+def test_a_signal_that_never_varied_in_the_fit_stays_on_its_raw_scale():
+    finished = [{"-mean logprob": value, "cut off at the token limit": 0.0} for value in (0.2, 0.4, 0.6)]
+    feature_map = DraftFeatureMap.fitted(finished, finished)
+    cut_short = feature_map({"-mean logprob": 0.4, "cut off at the token limit": 1.0}, True, True)
+    assert cut_short[feature_map.weight_of("cut off at the token limit")] == 1.0  # not 1 / 0
+
+
 def test_answers_from_notes_and_general_answers_weigh_their_token_signals_apart():
     feature_map = DraftFeatureMap.identity()
     signals = {"-mean logprob": 1.5, "cites no source": 1.0}
