@@ -5,7 +5,7 @@ escalates. Beside it, on the same questions and at the same cloud share, in the 
 - cascade: skiff as it ships (a small share sent before any draft, the draft check sending the rest);
 - before the draft only: the router deciding from the question alone (`check_drafts = false`),
   calibrated to the same share;
-- random: the same share sent to the cloud by a seeded coin.
+- random: the same share of each dataset's questions sent to the cloud, drawn by a seeded shuffle.
 
 Local: a small local model (default Qwen2.5-Coder-0.5B, whose draft check ships). Cloud:
 Qwen2.5-Coder-1.5B behind llama-cpp-python's OpenAI-compatible server on 127.0.0.1, started here
@@ -15,8 +15,9 @@ N GSM8K questions from the held-out half of bench/own_tables.py's order.
 
 Each policy keeps its own records and router state (a copy of the bench home's index), so one
 policy's calibration never sees another's questions. Before answering, each is warmed up as a
-person who has asked before: the notes dev split's questions are decided and recorded,
-unanswered and unlabelled, and the thresholds calibrated on them. Rows on disk, resumable:
+person who has asked before: the notes dev split's questions and GSM8K questions from the fitted
+half (in the measured mix's proportion) are decided and recorded, unanswered and unlabelled, and
+the thresholds calibrated on them. Rows on disk, resumable:
 bench/out/cascade_live/POLICY--DATASET.jsonl.
 
     .venv/bin/python bench/cascade_live.py --share 0.3 [--gsm8k 60]
@@ -41,7 +42,7 @@ from check_notes_qa import load  # noqa: E402
 from cloud_pair import correct  # noqa: E402
 from common import OUT  # noqa: E402
 from notes_qa import HOME, NOTES, bootstrap_mean, resolve_model  # noqa: E402
-from own_tables import gsm8k_items, rows_done  # noqa: E402
+from own_tables import GSM8K_PROMPT, gsm8k_items, rows_done  # noqa: E402
 from qa_grading import grade  # noqa: E402
 
 LIVE = OUT / "cascade_live"
@@ -86,7 +87,7 @@ def policy_home(policy: str) -> Path:
     return home
 
 
-def open_policy(policy: str, local: Path, base_url: str, share: float, threads: int):
+def open_policy(policy: str, local: Path, base_url: str, share: float, threads: int, gsm8k: int):
     os.environ["SKIFF_HOME"] = str(policy_home(policy))
     os.environ["SKIFF_CLOUD_API_KEY"] = KEY
     from skiff.assistant import Assistant
@@ -98,20 +99,27 @@ def open_policy(policy: str, local: Path, base_url: str, share: float, threads: 
     assistant = Assistant(settings)
     assistant.index([NOTES])
     if assistant.records.decision_total() == 0:
-        warm_up(assistant, share)
+        warm_up(assistant, share, gsm8k)
     return assistant
 
 
-def warm_up(assistant, share: float) -> None:
-    """As a person who has asked before: the dev split's questions are decided and recorded
-    (unanswered, unlabelled), so each policy's thresholds are calibrated on notes questions like
-    the ones it is measured on, not on the everyday questions skiff ships for a new person."""
+def warm_up(assistant, share: float, gsm8k: int) -> None:
+    """As a person who has asked before: questions like the measured ones, but never them, are
+    decided and recorded (unanswered, unlabelled), so each policy's thresholds are calibrated on
+    questions like the ones it is measured on, not on the everyday questions skiff ships for a new
+    person. The notes dev split, and GSM8K questions from the fitted half in the measured mix's
+    proportion (so that a math question is not out of everything the thresholds have seen)."""
     from skiff.router.records import new_answer_id
 
-    for item in load():
-        if item.split == "dev":
-            decision = assistant.decide(item.question)
-            assistant.records.start(new_answer_id(), item.question, decision, "local", "warm-up")
+    dev = [item.question for item in load() if item.split == "dev"]
+    tests = sum(1 for item in load() if item.split == "test")
+    order = gsm8k_items()
+    fitted_half = [GSM8K_PROMPT.format(question=item["prompt"]) for item in order[: len(order) // 2]]
+    asked = [(question, True) for question in dev]
+    asked += [(question, False) for question in fitted_half[: round(gsm8k * len(dev) / tests)]]
+    for question, use_notes in asked:
+        decision = assistant.decide(question, use_notes=use_notes)
+        assistant.records.start(new_answer_id(), question, decision, "local", "warm-up")
     assistant.calibrate(cloud_share=share, local_plus_share=0.0)
 
 
@@ -121,8 +129,18 @@ def questions(gsm8k: int) -> list[dict]:
     order = gsm8k_items()
     held = order[len(order) // 2:][:gsm8k] if gsm8k else []
     return notes + [{"id": item["id"], "dataset": "gsm8k", "gold": item["gold"],
-                     "question": item["prompt"] + "\nSolve it step by step, then give the final number after ####."}
-                    for item in held]
+                     "question": GSM8K_PROMPT.format(question=item["prompt"])} for item in held]
+
+
+def sent_by_the_coin(items: list[dict], share: float) -> set[str]:
+    """Exactly `share` of each dataset's questions, drawn by a seeded shuffle (the same on a resume)."""
+    rng = random.Random(SEED)
+    chosen = set()
+    for dataset in ("notes", "gsm8k"):
+        ids = sorted(item["id"] for item in items if item["dataset"] == dataset)
+        rng.shuffle(ids)
+        chosen.update(ids[: round(share * len(ids))])
+    return chosen
 
 
 def run_policy(policy: str, items: list[dict], args, base_url: str) -> None:
@@ -131,14 +149,13 @@ def run_policy(policy: str, items: list[dict], args, base_url: str) -> None:
     todo = [item for item in items if item["id"] not in done]
     if not todo:
         return
-    assistant = open_policy(policy, resolve_model(args.local), base_url, args.share, args.threads)
-    coin = random.Random(SEED)
-    coins = {item["id"]: coin.random() < args.share for item in items}  # the same draws on a resume
+    assistant = open_policy(policy, resolve_model(args.local), base_url, args.share, args.threads, args.gsm8k)
+    to_the_cloud = sent_by_the_coin(items, args.share)
     with path.open("a", encoding="utf-8") as sink:
         for number, item in enumerate(todo, start=1):
             route = None
             if policy == "random":
-                route = "cloud" if coins[item["id"]] else "local"
+                route = "cloud" if item["id"] in to_the_cloud else "local"
             answer = assistant.ask(item["question"], use_notes=item["dataset"] == "notes", route=route)
             right = (grade(item["item"], answer.text).right if item["dataset"] == "notes"
                      else correct(answer.text, item["gold"]))
@@ -159,8 +176,8 @@ def median(values: list[float]) -> float | None:
 def report(items: list[dict], share: float) -> None:
     rng = random.Random(SEED)
     print(f"\nlive, target cloud share {share:.0%}; accuracy with 95% bootstrap intervals\n")
-    for dataset in ("notes", "gsm8k"):
-        ids = {item["id"] for item in items if item["dataset"] == dataset}
+    for dataset in ("notes", "gsm8k", "both"):
+        ids = {item["id"] for item in items if dataset in (item["dataset"], "both")}
         if not ids:
             continue
         print(f"**{dataset}** ({len(ids)} questions)\n")

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notes_qa import resolve_model  # noqa: E402
-from own_tables import TABLES, gsm8k_items, rows_done  # noqa: E402
+from own_tables import TABLES, gsm8k_items, mmlu_letter, rows_done  # noqa: E402
 
 from skiff.router.draft_check import (CHECK_AT, DraftFeatureMap, prior_name, reads_early,  # noqa: E402
                                       signals_at)
@@ -42,6 +42,11 @@ def split_rows(model: str) -> dict[str, list[dict]]:
     gsm8k = sorted(rows_done(TABLES / f"gsm8k--{model}.jsonl").values(), key=lambda r: order[r["id"]])
     half = len(gsm8k) // 2
     mmlu = list(rows_done(TABLES / f"mmlu--{model}.jsonl").values())
+    for row in mmlu:
+        # The MMLU table caps answers at 64 tokens to save time: the letter comes first, and the
+        # cap cuts only the sentence after it, which skiff (max_tokens 384) would have finished.
+        if row["stop_reason"] == "length" and mmlu_letter(row["response"]) is not None:
+            row["stop_reason"] = "eos"
     for row in notes + gsm8k + mmlu:
         args = (row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
         early = reads_early(row.get("chunks") is not None) and len(row["logprobs"]) > CHECK_AT
