@@ -20,7 +20,7 @@ half (in the measured mix's proportion) are decided and recorded, unanswered and
 the thresholds calibrated on them. Rows on disk, resumable:
 bench/out/cascade_live/POLICY--DATASET.jsonl.
 
-    .venv/bin/python bench/cascade_live.py --share 0.3 [--gsm8k 60]
+    .venv/bin/python bench/cascade_live.py --share 0.3 [--gsm8k 30]
 """
 
 from __future__ import annotations
