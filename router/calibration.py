@@ -73,11 +73,24 @@ def share_for_budget(records: AnswerStore, budget_usd: float) -> tuple[float, st
 
 def keep_calibrated(records: AnswerStore, router: UncertaintyRouter, embed: Callable[[list[str]], np.ndarray],
                     every: int = RECALIBRATE_EVERY) -> Thresholds | None:
-    """Calibrate when there are no thresholds yet, or `every` decisions after the last time."""
+    """Calibrate when there are no thresholds yet, when they split the cloud share between the two
+    stages otherwise than the router now does, or `every` decisions after the last time."""
     current = router.state.thresholds()
-    if current is None or records.decision_total() - current.decisions_at >= every:
+    if (current is None or split_is_stale(current, router)
+            or records.decision_total() - current.decisions_at >= every):
         return calibrate(records, router, embed)
     return None
+
+
+def split_is_stale(current: Thresholds, router: UncertaintyRouter) -> bool:
+    """Thresholds set under another split between the stages: before the cascade existed (all of
+    the share before a draft, which would leave the draft check nothing to escalate and nothing to
+    mark unsure), with the check turned on or off since, or with another `cloud_share_before_draft`.
+    The shares themselves are kept: they may have been chosen with `skiff router calibrate`."""
+    wanted = None if router.before_draft_share is None else min(router.before_draft_share, current.cloud_share)
+    if wanted is None or current.before_draft_share is None:
+        return (wanted is None) != (current.before_draft_share is None)
+    return abs(wanted - current.before_draft_share) > 1e-9
 
 
 def keep_draft_check_calibrated(records: AnswerStore, check: DraftCheck, share: float, force: bool = False,

@@ -267,3 +267,23 @@ def test_router_stats_say_how_many_went_out_before_and_after_a_draft(skiff_home,
     shown = console.export_text()
     assert "before a draft 1 (33%), after a draft 1 (33%); 2 drafts checked" in shown
     assert "draft check" in shown and "escalate below τ" in shown
+
+
+def test_thresholds_set_before_the_cascade_are_recalibrated_so_the_check_has_drafts_to_flag(skiff_home, tmp_path):
+    from skiff.router.calibration import keep_calibrated
+    from skiff.router.state import Thresholds
+    from skiff.router.uncertainty import UncertaintyRouter
+
+    assistant = assistant_with(tmp_path, [LONG], [SURE])
+    state = assistant.router_state
+    # As written by a skiff without the cascade: all of the cloud share before any draft.
+    state.save_thresholds(Thresholds(0.4, 0.38, 0.2, 0.2, "an older skiff"))
+    assert state.thresholds().drafts_to_escalate == 0.0  # the check would never flag a draft
+    router = UncertaintyRouter(state, cloud_share=0.2, local_plus_share=0.2, before_draft_share=0.05)
+    assert keep_calibrated(assistant.records, router, ScriptedEmbedder().encode) is not None
+    assert state.thresholds().before_draft_share == 0.05 and state.thresholds().drafts_to_escalate > 0.2
+    assert keep_calibrated(assistant.records, router, ScriptedEmbedder().encode) is None  # settled
+    # Turning the check off moves all of the share before a draft again.
+    off = UncertaintyRouter(state, cloud_share=0.2, local_plus_share=0.2, before_draft_share=None)
+    assert keep_calibrated(assistant.records, off, ScriptedEmbedder().encode) is not None
+    assert state.thresholds().before_draft_share is None
