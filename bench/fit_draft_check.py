@@ -2,10 +2,11 @@
 routing tables (bench/own_tables.py), and report how well it ranks held-out drafts.
 
 Fitted on: the notes set's dev split (answerable questions, with the chunks each draft was given)
-and the first half of the GSM8K rows in their seeded order (no notes). Reported on: the notes test
-split and the second GSM8K half, which the fit never sees, and on MMLU rows where they have been
-collected (a kind of question the fit has never seen at all). Each draft is read as at run time:
-after its first CHECK_AT tokens (when it is longer) and at its end.
+and the first half of the first CHECK_ROWS (200) GSM8K rows in their seeded order (no notes).
+Reported on: the notes test split and the second half of those GSM8K rows, which the fit never
+sees, and on MMLU rows where they have been collected (a kind of question the fit has never seen
+at all). Each draft is read as at run time: after its first CHECK_AT tokens (when it is longer)
+and at its end.
 
     .venv/bin/python bench/fit_draft_check.py --model qwen2.5-coder-1.5b [--write]
 
@@ -23,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from notes_qa import resolve_model  # noqa: E402
-from own_tables import TABLES, gsm8k_items, mmlu_letter, rows_done  # noqa: E402
+from own_tables import CHECK_ROWS, TABLES, gsm8k_items, mmlu_letter, rows_done  # noqa: E402
 
 from skiff.router.draft_check import (CHECK_AT, DraftFeatureMap, prior_name, reads_early,  # noqa: E402
                                       signals_at)
@@ -39,7 +40,7 @@ def split_rows(model: str) -> dict[str, list[dict]]:
     signals (early, for an answer from notes longer than CHECK_AT tokens, then final), as at run time."""
     notes = [r for r in rows_done(TABLES / f"notes--{model}.jsonl").values() if r["answerable"]]
     order = {item["id"]: n for n, item in enumerate(gsm8k_items())}
-    gsm8k = sorted(rows_done(TABLES / f"gsm8k--{model}.jsonl").values(), key=lambda r: order[r["id"]])
+    gsm8k = sorted(rows_done(TABLES / f"gsm8k--{model}.jsonl").values(), key=lambda r: order[r["id"]])[:CHECK_ROWS]
     half = len(gsm8k) // 2
     mmlu = list(rows_done(TABLES / f"mmlu--{model}.jsonl").values())
     for row in mmlu:
