@@ -256,19 +256,20 @@ class FinishDraft(LocalAttempt):
         return self.answer(turn, None)
 
 
-def chain_for(route: Route, cloud_unreachable: str | None, overridden: bool, local: LocalModelParts,
+def chain_for(route: Route, cloud_unreachable: str | None, asked_for: bool, local: LocalModelParts,
               settings: Settings, open_client: Callable[[Settings], CloudClient]) -> tuple[list[Attempt], list[str]]:
     """The attempts for a route, and what to say before they run. A question for the cloud that
     has to stay here (offline, no endpoint, a refusal) gets more local compute, as the hardest. A
     local draft the local model is unsure of escalates to the cloud, unless there is none to ask
-    or the person asked for the local model."""
+    or the person asked for the local model (`asked_for`: the route was theirs, whether or not
+    the router agreed)."""
     cloud: list[Attempt] = [CloudAttempt(settings, open_client)] if cloud_unreachable is None else []
     if route == "cloud":
         said = [why_no_cloud(settings)] if cloud_unreachable else []
         return [*cloud, LocalPlusAttempt(local, settings, cloud_unavailable=True)], said
     if route == "local+":
         return [LocalPlusAttempt(local, settings, cloud_unavailable=False), *cloud], []
-    if overridden:
+    if asked_for:
         return [LocalAttempt(local, settings, why_it_stays="you asked for the local model")], []
     if cloud_unreachable is not None:
         return [LocalAttempt(local, settings, why_it_stays=cloud_unreachable)], []

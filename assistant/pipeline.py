@@ -307,7 +307,7 @@ class Assistant(Learning):
         if route is not None and route != decision.route:
             decision = decision.overridden_to(route)
         answer = self._answer(consulted, decision, history, on_token, cancel, started, timings, on_progress,
-                              on_set_aside)
+                              on_set_aside, asked_for=route is not None)
         if route is not None and answer.answered_by in ("local", "cloud") and answer.text:
             # Asked again on the other model: the two answers form a pair the router learns from.
             counterpart = self.records.unpaired_counterpart(question, answer.answered_by, answer.id, PAIR_WINDOW_S)
@@ -332,7 +332,8 @@ class Assistant(Learning):
         for side in ("local", "cloud"):
             forced = decision if decision.route == side else decision.overridden_to(side)
             emit = (lambda piece, side=side: on_token(side, piece)) if on_token is not None else None
-            answers.append(self._answer(consulted, forced, history, emit, cancel, time.perf_counter(), timings))
+            answers.append(self._answer(consulted, forced, history, emit, cancel, time.perf_counter(), timings,
+                                        asked_for=True))
             if cancel is not None and cancel.is_set():
                 break
         local, cloud = answers[0], answers[-1]
@@ -358,10 +359,11 @@ class Assistant(Learning):
     def _answer(self, consulted: QuestionWithNotes, decision: Decision, history: Sequence[dict],
                 on_token: Callable[[str], None] | None, cancel: threading.Event | None, started: float,
                 timings: dict, on_progress: TuningProgress | None = None,
-                on_set_aside: Callable[[str], None] | None = None) -> Answer:
-        """Run the route's chain of attempts (assistant/attempts.py) and record what it came to."""
-        attempts, notices = chain_for(decision.route, cloud_unreachable(self.settings), decision.overridden, self,
-                                      self.settings, self.open_cloud_client)
+                on_set_aside: Callable[[str], None] | None = None, asked_for: bool = False) -> Answer:
+        """Run the route's chain of attempts (assistant/attempts.py) and record what it came to.
+        `asked_for`: the person chose the route (a local answer asked for stays local)."""
+        attempts, notices = chain_for(decision.route, cloud_unreachable(self.settings),
+                                      decision.overridden or asked_for, self, self.settings, self.open_cloud_client)
         answer_id = new_answer_id()
         self.records.start(answer_id, consulted.text, decision, attempts[0].answered_by, attempts[0].model)
         turn = Turn(consulted, decision, history, on_token, cancel, on_progress,

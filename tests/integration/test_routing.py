@@ -94,9 +94,11 @@ def test_bad_feedback_raises_later_scores_and_flips_the_route(skiff_home):
     assistant = quick()
     try:
         before = _score(assistant, question)
-        # Thresholds a little above this question's score, so it starts out local.
+        # Thresholds a little above this question's score, so it starts out local (split between
+        # the stages as the settings split it, or the router would recalibrate them at once).
         assistant.router_state.save_thresholds(
-            Thresholds(before["score"] + 0.15, before["score"] + 0.05, 0.2, 0.2, "test", decisions_at=10**6))
+            Thresholds(before["score"] + 0.15, before["score"] + 0.05, 0.2, 0.2, "test", decisions_at=10**6,
+                       before_draft_share=assistant.settings.cloud_share_before_draft))
         routes = []
         for _ in range(12):
             answer = assistant.ask(question, use_notes=False)

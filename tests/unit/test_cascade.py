@@ -134,6 +134,16 @@ def test_asked_for_by_name_the_local_model_is_never_escalated(skiff_home, tmp_pa
     assert any("you asked for the local model" in n for n in answer.notices)
 
 
+def test_the_local_model_asked_for_stays_even_when_the_router_agreed_and_in_a_comparison(skiff_home, tmp_path):
+    assistant = assistant_with(tmp_path, [LONG, LONG], [UNSURE, UNSURE], cloud_answering(["Cloud.", "Cloud."]),
+                               route="local", **CLOUD)
+    answer = assistant.ask("What is a sail?", use_notes=False, route="local")
+    assert answer.answered_by == "local" and answer.text == LONG and not answer.decision.overridden
+    assert any("you asked for the local model" in n for n in answer.notices)
+    local, cloud = assistant.compare("What is a sail?", use_notes=False)
+    assert (local.answered_by, local.text, cloud.answered_by) == ("local", LONG, "cloud")
+
+
 def test_when_the_cloud_fails_after_an_escalation_the_local_answer_is_written_in_full(skiff_home, tmp_path):
     assistant = with_a_note(assistant_with(tmp_path, [LONG, LONG], [UNSURE, UNSURE], cloud_answering(None, 500),
                                            **CLOUD))
