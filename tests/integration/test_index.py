@@ -158,10 +158,27 @@ def test_unreadable_file_is_skipped(skiff_home, tmp_path):
     assert summary["indexed"] == 1
 
 
+def _start_indexing(vault: Path, env: dict, home: Path) -> tuple[subprocess.Popen, float]:
+    """`skiff index` started in its own process, and the seconds until it began writing."""
+    started = time.monotonic()
+    process = subprocess.Popen([str(SKIFF), "index", str(vault)], env={**env, "SKIFF_HOME": str(home)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = started + 60
+    while not (home / "data" / "index" / "manifest.sqlite3").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return process, time.monotonic() - started
+
+
 def test_kill_9_during_indexing_then_rerun_equals_clean_run(vault, tmp_path, shared_cache):
     env = {**os.environ, "SKIFF_CACHE_DIR": str(shared_cache), "SKIFF_INDEX_BATCH_CHUNKS": "16"}
     clean_home = tmp_path / "clean"
-    run_skiff("index", str(vault), env={**env, "SKIFF_HOME": str(clean_home)})
+    run_skiff("index", str(vault), env={**env, "SKIFF_HOME": str(clean_home)})  # also fills the embedder cache
+    # How long this machine spends writing, timed on a second clean run (the first may have had
+    # the embedder to export): the kills land inside it, however fast the machine.
+    started = time.monotonic()
+    timed, began = _start_indexing(vault, env, tmp_path / "timed")
+    assert timed.wait(timeout=300) == 0
+    writing_s = time.monotonic() - started - began
     expected = _index_state(clean_home, shared_cache)
     assert expected["chunks"]
 
@@ -169,13 +186,9 @@ def test_kill_9_during_indexing_then_rerun_equals_clean_run(vault, tmp_path, sha
     killed_mid_write = 0
     for trial in range(4):
         home = tmp_path / f"killed{trial}"
-        process = subprocess.Popen([str(SKIFF), "index", str(vault)], env={**env, "SKIFF_HOME": str(home)},
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # Wait until writing has begun, then kill at a seeded random moment.
-        deadline = time.time() + 60
-        while not (home / "data" / "index" / "manifest.sqlite3").exists() and time.time() < deadline:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.2, 2.5))
+        process, _ = _start_indexing(vault, env, home)
+        # Writing has begun: kill at a seeded random moment inside it.
+        time.sleep(rng.uniform(0.05, 0.7) * writing_s)
         process.send_signal(signal.SIGKILL)
         assert process.wait() == -signal.SIGKILL, "indexing finished before the kill: the trial proves nothing"
         interrupted = _index_state(home, shared_cache)
