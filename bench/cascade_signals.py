@@ -16,9 +16,9 @@ Intervals: 95% bootstrap over questions (1,000 resamples) for AUROC and APGR.
   and at its end (its lowest confidence decides), fitted as bench/fit_draft_check.py fits the
   shipped prior; and its early reading alone.
 
-Held out: the notes test split, the second half of the GSM8K rows in their seeded order, or every
-MMLU row (no MMLU question is fitted on: a general answer of another kind); the combinations are
-fitted on the notes dev split and the first GSM8K half (bench/fit_draft_check.py).
+Held out: the notes test split, GSM8K rows 100-199 in their seeded order, or every MMLU row (no
+MMLU question is fitted on: a general answer of another kind); the combinations are fitted on the
+notes dev split and GSM8K rows 0-99 (bench/fit_draft_check.py, own_tables.CHECK_ROWS).
 
     .venv/bin/python bench/cascade_signals.py gsm8k --weak qwen2.5-coder-1.5b --strong gpt-4-1106-preview
     .venv/bin/python bench/cascade_signals.py notes --weak qwen2.5-coder-0.5b --strong qwen2.5-coder-1.5b
