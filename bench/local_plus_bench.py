@@ -1,0 +1,375 @@
+"""local+ on the main job (issue 20): every way skiff can spend more local compute on a question,
+run on the same questions as the default model's greedy answers, graded alike, rows on disk.
+
+Questions and the greedy baseline come from skiff's own tables (bench/own_tables.py), answered
+by the default model (Qwen2.5-Coder-1.5B):
+    gsm8k: positions 100-299 of the seeded GSM8K order are the report set (the draft check was
+        fitted on positions 0-99, which are the tune set here);
+    notes: the notes set's test split is the report set, its dev split the tune set.
+Each question is put in a stratum by the draft check as shipped, exactly as at run time: its
+lowest confidence over its readings, against τ calibrated so that 20% of drafts escalate (the
+default shares). "flagged" questions are the ones the check finds unsure; local+ should earn its
+keep there. Runs take flagged questions first, each stratum in seeded order, so a run stopped
+early is a fair sample of what it reached.
+
+    flags                              strata for every question (no model)
+    greedy --dataset gsm8k --cap 512   greedy again, at a larger cap, for answers the 400 cap cut
+    greedy --dataset notes --limit 8   greedy again, timed, checked against the tables' text
+    vote --dataset D --temperature T --cap C [--samples 7] [--part tune|report]
+                                       sampled answers decoded together (ParallelSampler); votes
+                                       over the first N are compared in the report
+    context --dataset notes            the chunks a test-time LoRA would train on, put in the
+                                       prompt instead (the cheaper alternative)
+    ttt --dataset notes --select sift|nn
+                                       a LoRA trained for the question (skiff's QuestionTuner), the
+                                       answer written with it attached: on SIFT's chunks, or on as
+                                       many nearest neighbours
+
+Rows: bench/out/local_plus/DATASET--METHOD--SETTINGS.jsonl, one per question, flushed; a rerun
+skips questions done. bench/local_plus_report.py reads them. Timing figures are only taken from
+runs that had the machine to themselves (the report says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cloud_pair import correct  # noqa: E402
+from common import OUT  # noqa: E402
+from own_tables import GSM8K_PROMPT, TABLES, generate, gsm8k_items, open_rows, rows_done  # noqa: E402
+
+MODEL = "qwen2.5-coder-1.5b"
+ROWS = OUT / "local_plus"
+FLAGS = ROWS / "flags.json"
+GSM8K_TUNE, GSM8K_REPORT = range(0, 100), range(100, 300)
+GREEDY_CAP = {"gsm8k": 400, "notes": 384}
+ESCALATED_SHARE = 0.2  # share_of_drafts(cloud 0.2, before the draft 0.05, local+ 0.2)
+
+
+# -- questions and strata -------------------------------------------------------------------------
+
+def greedy_rows(dataset: str) -> dict[str, dict]:
+    return rows_done(TABLES / f"{dataset}--{MODEL}.jsonl")
+
+
+def questions(dataset: str, part: str) -> list[dict]:
+    """The greedy rows of a part, in seeded order, each with its position (gsm8k) or split (notes)."""
+    rows = greedy_rows(dataset)
+    if dataset == "gsm8k":
+        positions = GSM8K_TUNE if part == "tune" else GSM8K_REPORT
+        ordered = [item["id"] for item in gsm8k_items()]
+        return [rows[ordered[n]] for n in positions if ordered[n] in rows]
+    split = "dev" if part == "tune" else "test"
+    chosen = [row for row in rows.values() if row["split"] == split]
+    random.Random(20261130).shuffle(chosen)
+    return chosen
+
+
+def readings(row: dict) -> list[tuple[dict, bool]]:
+    """The check's readings of a greedy draft, as at run time (early for an answer from notes
+    longer than CHECK_AT tokens, then at its end)."""
+    from skiff.router.draft_check import CHECK_AT, reads_early, signals_at
+
+    args = (row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
+    early = reads_early(row.get("chunks") is not None) and len(row["logprobs"]) > CHECK_AT
+    return ([(signals_at(*args), False)] if early else []) + [(signals_at(*args, None, row["stop_reason"]), True)]
+
+
+def compute_flags() -> dict:
+    from notes_qa import resolve_model
+
+    from skiff.router.draft_check import DraftCheck
+
+    check = DraftCheck(Path(tempfile.mkdtemp(prefix="skiff-flags-")), resolve_model(MODEL).name)
+    feature_map = check.feature_map()
+    tau = check.calibrate(ESCALATED_SHARE, [], 0).threshold
+    flags: dict = {"tau": tau, "share": ESCALATED_SHARE, "prior": check.posterior.prior_path.name,
+                   "prior_sha256": hashlib.sha256(check.posterior.prior_path.read_bytes()).hexdigest()[:16],
+                   "questions": {}}
+    for dataset in ("gsm8k", "notes"):
+        for part in ("tune", "report"):
+            for row in questions(dataset, part):
+                with_notes = row.get("chunks") is not None
+                psi = np.array([feature_map(signals, with_notes, whole) for signals, whole in readings(row)])
+                confidence = float(check.lowest_confidence([psi])[0])
+                flags["questions"][row["id"]] = {"dataset": dataset, "part": part, "confidence": round(confidence, 4),
+                                                 "flagged": confidence < tau, "greedy_right": bool(row["correct"])}
+    cross_fit_notes_dev(flags["questions"])
+    ROWS.mkdir(parents=True, exist_ok=True)
+    FLAGS.write_text(json.dumps(flags, indent=1))
+    return flags
+
+
+def cross_fit_notes_dev(flags: dict, folds: int = 5) -> None:
+    """The shipped check was fitted on the notes dev split, so its own reading of a dev question is
+    in-sample. For a pooled notes set (test plus dev), each dev question also gets the reading of a
+    check fitted without its fold, and τ at the same share of that fit's drafts."""
+    from fit_draft_check import confidence, fit, split_rows
+
+    rows = split_rows(MODEL)["fit"]
+    dev = list(questions("notes", "tune"))
+    random.Random(7).shuffle(dev)
+    for fold in range(folds):
+        held = {row["id"] for row in dev[fold::folds]}
+        model, feature_map = fit([row for row in rows if row["id"] not in held])
+        fitted = confidence(model, feature_map, [row for row in rows if row["id"] not in held])
+        tau = float(np.quantile(fitted, ESCALATED_SHARE))
+        for row in dev[fold::folds]:
+            row = {**row, "readings": readings(row)}
+            value = float(confidence(model, feature_map, [row])[0])
+            flags[row["id"]].update(cross_fit_confidence=round(value, 4), cross_fit_flagged=value < tau)
+
+
+def load_flags() -> dict:
+    return json.loads(FLAGS.read_text()) if FLAGS.exists() else compute_flags()
+
+
+def in_run_order(dataset: str, part: str, only_flagged: bool, limit: int) -> list[dict]:
+    """Flagged questions first, then the rest; each in seeded order. "pooled" (notes) is the report
+    set and then the tune set, the tune set's flags cross-fitted."""
+    flags = load_flags()["questions"]
+    rows = questions(dataset, "report") + questions(dataset, "tune") if part == "pooled" else questions(dataset, part)
+
+    def flagged(row: dict) -> bool:
+        mark = flags[row["id"]]
+        return mark["cross_fit_flagged"] if part == "pooled" and "cross_fit_flagged" in mark else mark["flagged"]
+
+    ordered = [r for r in rows if flagged(r)] + ([] if only_flagged else [r for r in rows if not flagged(r)])
+    return ordered[: limit or None]
+
+
+def seed_of(question_id: str) -> int:
+    return int(hashlib.sha256(question_id.encode()).hexdigest()[:8], 16)
+
+
+# -- the model and each method --------------------------------------------------------------------
+
+class Bench:
+    """The default model as skiff runs it (the notes bench home: its index, its installed models)."""
+
+    def __init__(self, dataset: str, threads: int) -> None:
+        from notes_qa import open_assistant
+
+        self.dataset = dataset
+        self.assistant = open_assistant(n_threads=threads)
+        self.settings = self.assistant.settings
+        self.model = self.assistant.model
+        self.notes = {item.id: item for item in _notes_items()} if dataset == "notes" else {}
+
+    def messages(self, row: dict, hits=None):
+        """The prompt the greedy row was answered from (notes: skiff's own, from its retrieval)."""
+        from skiff.assistant.prompting import plan_prompt
+
+        if self.dataset == "gsm8k":
+            return [{"role": "user", "content": GSM8K_PROMPT.format(question=row["prompt"])}], None
+        consulted = self.assistant.consult_notes(row["prompt"])
+        plan = plan_prompt(self.model, row["prompt"], consulted.hits if hits is None else hits(consulted), (),
+                           max_answer_tokens=GREEDY_CAP["notes"])
+        return plan.messages, (consulted, plan)
+
+    def grade(self, row: dict, text: str) -> bool:
+        from qa_grading import grade
+
+        if self.dataset == "gsm8k":
+            return correct(text, row["gold"])
+        return grade(self.notes[row["id"]], text).right
+
+
+def _notes_items():
+    from check_notes_qa import load
+
+    return load()
+
+
+def run_rows(args, method: str, settings: str, answer) -> None:
+    """`answer(bench, row)` for every question of the run not yet done, a row each, flushed."""
+    path = ROWS / f"{args.dataset}--{method}--{settings}.jsonl"
+    ROWS.mkdir(parents=True, exist_ok=True)
+    done = rows_done(path)
+    todo = [row for row in in_run_order(args.dataset, args.part, args.flagged, args.limit) if row["id"] not in done]
+    print(f"{path.name}: {len(done)} done, {len(todo)} to go", file=sys.stderr)
+    if not todo:
+        return
+    bench = Bench(args.dataset, args.threads)
+    with open_rows(path) as sink:
+        for number, row in enumerate(todo, start=1):
+            started = time.perf_counter()
+            record = answer(bench, row)
+            record.update(id=row["id"], seconds=round(time.perf_counter() - started, 3),
+                          load=round(os.getloadavg()[0], 2))
+            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sink.flush()
+            print(f"\r{number}/{len(todo)} {record['seconds']:.0f}s", end="", file=sys.stderr)
+    print(file=sys.stderr)
+
+
+def greedy(args) -> None:
+    """Greedy again: at a larger cap, only where the tables' cap cut the answer (greedy decoding is
+    deterministic, so every other answer stands as it is); or, with --all, every question, timed."""
+    cut_only = args.cap > GREEDY_CAP[args.dataset] and not args.all
+
+    def answer(bench: Bench, row: dict) -> dict:
+        if cut_only and row["stop_reason"] != "length":
+            return {"kept": True, "response": row["response"], "correct": row["correct"],
+                    "stop_reason": row["stop_reason"], "completion_tokens": row["completion_tokens"]}
+        messages, _ = bench.messages(row)
+        out = generate(bench.model, messages, args.cap)
+        return {"response": out["response"], "correct": bench.grade(row, out["response"]),
+                "stop_reason": out["stop_reason"], "completion_tokens": out["completion_tokens"],
+                "prompt_tokens": out["prompt_tokens"], "same_as_table": out["response"] == row["response"]}
+
+    run_rows(args, "greedy", f"cap{args.cap}" + ("-all" if args.all else ""), answer)
+
+
+def vote(args) -> None:
+    """`--samples` answers at `--temperature`, decoded together in one batch (skiff's sampler,
+    as the local+ vote runs), each graded; votes are taken over prefixes in the report."""
+    from skiff.local.sampling import ParallelSampler, SamplingStats
+
+    samplers: dict[int, ParallelSampler] = {}
+
+    def answer(bench: Bench, row: dict) -> dict:
+        messages, _ = bench.messages(row)
+        tokens = bench.model.tokenize_prompt(bench.model.render(messages))
+        room = len(tokens) + args.samples * args.cap + 64
+        size = 1024 * -(-room // 1024)
+        if size not in samplers:
+            for old in samplers.values():
+                old.close()
+            samplers.clear()
+            samplers[size] = ParallelSampler(bench.model, max_sequences=args.samples, n_ctx=size)
+        stats = SamplingStats()
+        drawn = samplers[size].sample(tokens, args.samples, args.cap, temperature=args.temperature,
+                                      seed=seed_of(row["id"]), stats=stats)
+        return {"samples": [{"text": s.text, "tokens": s.tokens, "stop": s.stop_reason,
+                             "correct": bench.grade(row, s.text)} for s in drawn],
+                "sample_seconds": round(stats.seconds, 3), "prompt_tokens": stats.prompt_tokens,
+                "completion_tokens": stats.completion_tokens, "capped_to": stats.capped_to}
+
+    run_rows(args, "vote", f"T{args.temperature:g}-cap{args.cap}-n{args.samples}", answer)
+
+
+def nearest(consulted, n: int):
+    from skiff.assistant.question_adapter import TrainingSelection
+
+    usable = [hit for hit in consulted.candidates if hit.embedding is not None]
+    ranked = sorted(usable, key=lambda hit: -float(np.dot(hit.embedding, consulted.embedding)))
+    return TrainingSelection(ranked[:n], [], f"nearest {n}")
+
+
+def sift_selection(bench: Bench, consulted):
+    from skiff.assistant.question_adapter import select_training_chunks
+
+    s = bench.settings
+    return select_training_chunks(consulted.embedding, consulted.candidates, s.ttt_alpha, s.ttt_max_steps,
+                                  s.sift_lambda)
+
+
+def with_extra(hits, extra):
+    seen = {(hit.path, hit.text) for hit in hits}
+    return list(hits) + [hit for hit in extra if (hit.path, hit.text) not in seen]
+
+
+def context(args) -> None:
+    """SIFT's training chunks in the prompt, after the retrieved ones, no training."""
+    def answer(bench: Bench, row: dict) -> dict:
+        chosen = {}
+
+        def hits(consulted):
+            chosen["selection"] = sift_selection(bench, consulted)
+            return with_extra(consulted.hits, chosen["selection"].chunks)
+
+        messages, (_, plan) = bench.messages(row, hits)
+        out = generate(bench.model, messages, GREEDY_CAP["notes"])
+        return {"response": out["response"], "correct": bench.grade(row, out["response"]),
+                "stop_reason": out["stop_reason"], "prompt_tokens": out["prompt_tokens"],
+                "completion_tokens": out["completion_tokens"], "notes_in_prompt": len(plan.notes),
+                "selected": len(chosen["selection"].chunks), "dropped": plan.notes_dropped}
+
+    run_rows(args, "context", "sift", answer)
+
+
+def ttt(args) -> None:
+    """A LoRA trained on the question's chunks (SIFT's, or the same number of nearest ones), the
+    greedy answer written with it attached from the same prompt, then the adapter dropped."""
+    from dataclasses import replace
+
+    def answer(bench: Bench, row: dict) -> dict:
+        tuner = bench.assistant.tuner
+        if args.learning_rate:
+            tuner.spec = replace(tuner.spec, learning_rate=args.learning_rate)
+        messages, (consulted, plan) = bench.messages(row)
+        selection = sift_selection(bench, consulted)
+        if args.select == "nn":
+            selection = nearest(consulted, len(selection.chunks))
+        tuned = tuner.adapt(selection)
+        record = {"training": tuned.as_dict(), "chunks": [hit.id for hit in selection.chunks]}
+        if tuned.path is None:
+            out = generate(bench.model, messages, GREEDY_CAP["notes"])
+        else:
+            try:
+                with bench.model.adapter(tuned.path):
+                    out = generate(bench.model, messages, GREEDY_CAP["notes"])
+            finally:
+                tuned.path.unlink(missing_ok=True)
+        record.update(response=out["response"], correct=bench.grade(row, out["response"]),
+                      stop_reason=out["stop_reason"], completion_tokens=out["completion_tokens"])
+        return record
+
+    lr = f"-lr{args.learning_rate:g}" if args.learning_rate else ""
+    run_rows(args, "ttt", f"{args.select}{lr}", answer)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("flags")
+    for name in ("greedy", "vote", "context", "ttt"):
+        command = commands.add_parser(name)
+        command.add_argument("--dataset", required=True, choices=["gsm8k", "notes"])
+        command.add_argument("--part", default="report", choices=["tune", "report", "pooled"],
+                             help="pooled: notes test, then dev (flags cross-fitted)")
+        command.add_argument("--flagged", action="store_true", help="only the questions the check flags")
+        command.add_argument("--limit", type=int, default=0)
+        command.add_argument("--threads", type=int, default=2)
+        if name == "greedy":
+            command.add_argument("--cap", type=int, required=True)
+            command.add_argument("--all", action="store_true", help="every question, not only those cut")
+        if name == "vote":
+            command.add_argument("--temperature", type=float, required=True)
+            command.add_argument("--cap", type=int, required=True)
+            command.add_argument("--samples", type=int, default=7)
+        if name == "ttt":
+            command.add_argument("--select", required=True, choices=["sift", "nn"])
+            command.add_argument("--learning-rate", type=float, default=0.0, help="default: skiff's setting")
+    args = parser.parse_args()
+    if args.command == "flags":
+        flags = compute_flags()
+        for dataset in ("gsm8k", "notes"):
+            for part in ("tune", "report"):
+                chosen = [q for q in flags["questions"].values() if q["dataset"] == dataset and q["part"] == part]
+                flagged = [q for q in chosen if q["flagged"]]
+                right = sum(q["greedy_right"] for q in flagged)
+                print(f"{dataset} {part}: {len(flagged)}/{len(chosen)} flagged (τ {flags['tau']:.3f}); greedy right "
+                      f"{right}/{len(flagged)} flagged, {sum(q['greedy_right'] for q in chosen) - right}/"
+                      f"{len(chosen) - len(flagged)} not")
+        dev = [q for q in flags["questions"].values() if "cross_fit_flagged" in q]
+        print(f"notes dev, cross-fitted: {sum(q['cross_fit_flagged'] for q in dev)}/{len(dev)} flagged; greedy right "
+              f"{sum(q['greedy_right'] for q in dev if q['cross_fit_flagged'])} of them")
+        return
+    {"greedy": greedy, "vote": vote, "context": context, "ttt": ttt}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""The report of bench/local_plus_bench.py: each local+ method beside greedy on the same questions,
+by the draft check's stratum, with paired bootstrap intervals, and the decision rule applied.
+
+    .venv/bin/python bench/local_plus_report.py [--greedy-cap 512] [--temperature 0.5]
+
+A method is worth turning on for a stratum when, there, its paired gain over greedy has a 95%
+interval above 0 with a point estimate of at least +5 points, and it takes at most 3× greedy's
+time (a flagged question has its greedy draft already: the method's time is added to it). The
+figures go to bench/out/local_plus/report.json, the gains per second to local_plus_gains.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from local_plus_bench import FLAGS, GREEDY_CAP, ROWS, greedy_rows, questions  # noqa: E402
+from notes_qa import bootstrap_mean, interval  # noqa: E402
+from own_tables import rows_done  # noqa: E402
+from qa_grading import tokens  # noqa: E402
+
+from skiff.assistant.voting import majority_vote  # noqa: E402
+
+MIN_GAIN, MAX_TIME = 0.05, 3.0
+QUIET_LOAD = 2.6  # a row timed while the 1-minute load was above this shared the cores
+
+
+def consensus(texts: list[str]) -> int:
+    """The free-text answer most like the others (mean token F1): a vote for answers that are not
+    a number or a letter. Ties go to the first (the draft)."""
+    bags = [Counter(tokens(text)) for text in texts]
+
+    def f1(a: Counter, b: Counter) -> float:
+        common = sum((a & b).values())
+        return 0.0 if not common else 2 * common / (sum(a.values()) + sum(b.values()))
+
+    scores = [statistics.fmean(f1(bag, other) for j, other in enumerate(bags) if j != i) if len(bags) > 1 else 0
+              for i, bag in enumerate(bags)]
+    return max(range(len(texts)), key=lambda i: (scores[i], -i))
+
+
+def load(dataset: str, name: str) -> dict[str, dict]:
+    return rows_done(ROWS / f"{dataset}--{name}.jsonl")
+
+
+def baseline(dataset: str, cap: int) -> dict[str, dict]:
+    """Greedy at `cap`: the tables' answers, with those their cap cut answered again at `cap`."""
+    table = greedy_rows(dataset)
+    if cap == GREEDY_CAP[dataset]:
+        return {key: {"response": row["response"], "correct": row["correct"], "stop_reason": row["stop_reason"]}
+                for key, row in table.items()}
+    return load(dataset, f"greedy--cap{cap}")
+
+
+def vote_answers(draft: dict, row: dict, n: int, with_draft: bool, dataset: str) -> bool:
+    """Right or not: the vote over the first n answers (the draft and n - 1 samples, or n samples)."""
+    pool = ([{"text": draft["response"], "correct": draft["correct"]}] if with_draft else []) + row["samples"]
+    pool = pool[:n]
+    texts = [answer["text"] for answer in pool]
+    chosen = majority_vote(texts).chosen if dataset == "gsm8k" else consensus(texts)
+    return bool(pool[chosen]["correct"])
+
+
+def methods(dataset: str, greedy: dict, temperature: float, cap: int) -> dict[str, tuple[dict, dict]]:
+    """{method: ({id: right}, {id: seconds beyond the draft})} for every method with rows."""
+    found: dict[str, tuple[dict, dict]] = {}
+    for path in sorted(ROWS.glob(f"{dataset}--vote--T{temperature:g}-cap{cap}-n7.jsonl")):
+        rows = rows_done(path)
+        for n in (3, 5, 8):
+            right = {k: vote_answers(greedy[k], r, n, True, dataset) for k, r in rows.items() if k in greedy}
+            found[f"vote {n} (draft + {n - 1} samples)"] = (right, _seconds(rows, f"n{n - 1}", dataset, temperature,
+                                                                              cap))
+        for n in (3, 5, 7):
+            right = {k: vote_answers(greedy[k], r, n, False, dataset) for k, r in rows.items() if k in greedy}
+            found[f"vote {n} (samples only)"] = (right, _seconds(rows, f"n{n}", dataset, temperature, cap))
+        found["one sample"] = ({k: bool(r["samples"][0]["correct"]) for k, r in rows.items()},
+                               _seconds(rows, "n1", dataset, temperature, cap))
+    for name, label in (("context--sift", "SIFT chunks in context"), ("ttt--sift", "test-time LoRA, SIFT"),
+                        ("ttt--nn", "test-time LoRA, nearest neighbours"), ("personal--on", "personal adapter")):
+        rows = load(dataset, name)
+        if rows:
+            found[label] = ({k: bool(r["correct"]) for k, r in rows.items()},
+                            {k: r["seconds"] for k, r in rows.items() if r.get("load", 0) <= QUIET_LOAD})
+    return found
+
+
+def _seconds(rows: dict, batch: str, dataset: str, temperature: float, cap: int) -> dict:
+    """Seconds for a batch of that many samples: from a timing run of that size when there is one
+    (quiet rows only), else nothing (the vote's time is then unknown, not guessed)."""
+    timed = load(dataset, f"vote--T{temperature:g}-cap{cap}-{batch}")
+    if batch == "n7":
+        timed = rows
+    return {k: r["sample_seconds"] for k, r in timed.items() if r.get("load", 0) <= QUIET_LOAD}
+
+
+def greedy_seconds(dataset: str, cap: int) -> list[float]:
+    rows = load(dataset, f"greedy--cap{cap}-all") or load(dataset, f"greedy--cap{GREEDY_CAP[dataset]}-all")
+    return [r["seconds"] for r in rows.values() if r.get("load", 0) <= QUIET_LOAD]
+
+
+def compare(ids: list[str], greedy: dict, right: dict, rng: random.Random) -> dict | None:
+    shared = [k for k in ids if k in right]
+    if not shared:
+        return None
+    base = [float(greedy[k]["correct"]) for k in shared]
+    new = [float(right[k]) for k in shared]
+    differences = [b - a for a, b in zip(base, new)]
+    low, high = bootstrap_mean(differences, rng)
+    acc_low, acc_high = bootstrap_mean(new, rng)
+    return {"n": len(shared), "greedy": statistics.fmean(base), "accuracy": statistics.fmean(new),
+            "accuracy_ci": [acc_low, acc_high], "gain": statistics.fmean(differences), "gain_ci": [low, high],
+            "wrong_to_right": sum(d > 0 for d in differences) / len(shared),
+            "right_to_wrong": sum(d < 0 for d in differences) / len(shared)}
+
+
+def strata(dataset: str, pooled: bool) -> dict[str, list[str]]:
+    flags = json.loads(FLAGS.read_text())["questions"]
+    ids = [row["id"] for row in questions(dataset, "report")]
+    flagged = {k for k in ids if flags[k]["flagged"]}
+    if pooled:
+        dev = [row["id"] for row in questions(dataset, "tune")]
+        ids += dev
+        flagged |= {k for k in dev if flags[k].get("cross_fit_flagged")}
+    return {"flagged": [k for k in ids if k in flagged], "not flagged": [k for k in ids if k not in flagged],
+            "all": ids}
+
+
+def report(args) -> dict:
+    rng = random.Random(0)
+    out: dict = {}
+    sets = [("gsm8k", False, args.greedy_cap), ("notes", False, GREEDY_CAP["notes"]),
+            ("notes", True, GREEDY_CAP["notes"])]
+    for dataset, pooled, cap in sets:
+        name = f"{dataset} {'pooled test + dev (cross-fitted flags)' if pooled else 'report set'}"
+        greedy = baseline(dataset, cap)
+        seconds = greedy_seconds(dataset, cap)
+        base_s = statistics.fmean(seconds) if seconds else None
+        temperature = args.temperature if dataset == "gsm8k" else args.notes_temperature
+        vote_cap = cap if dataset == "gsm8k" else GREEDY_CAP["notes"]
+        found = methods(dataset, greedy, temperature, vote_cap)
+        print(f"\n### {name}: greedy (cap {cap}) {'%.1f s' % base_s if base_s else 'untimed'} per question "
+              f"({len(seconds)} quiet timed)\n")
+        print("| stratum | method | n | greedy | method | Δ [95% CI] | wrong→right | right→wrong | s beyond the "
+              "draft | × greedy with the draft | on? |\n|---|---|---|---|---|---|---|---|---|---|---|")
+        out[name] = {}
+        for stratum, ids in strata(dataset, pooled).items():
+            for method, (right, timing) in found.items():
+                figures = compare(ids, greedy, right, rng)
+                if figures is None:
+                    continue
+                extra = [timing[k] for k in ids if k in timing]
+                figures["seconds"] = statistics.fmean(extra) if extra else None
+                figures["time_ratio"] = (1 + figures["seconds"] / base_s) if extra and base_s else None
+                figures["on"] = (figures["gain_ci"][0] > 0 and figures["gain"] >= MIN_GAIN
+                                 and figures["time_ratio"] is not None and figures["time_ratio"] <= MAX_TIME)
+                out[name].setdefault(stratum, {})[method] = figures
+                ratio = f"{figures['time_ratio']:.1f}×" if figures["time_ratio"] else "—"
+                print(f"| {stratum} | {method} | {figures['n']} | {figures['greedy']:.1%} | {figures['accuracy']:.1%} "
+                      f"| {100 * figures['gain']:+.1f} {interval(*figures['gain_ci'])} | "
+                      f"{figures['wrong_to_right']:.1%} | {figures['right_to_wrong']:.1%} | "
+                      f"{'%.1f' % figures['seconds'] if figures['seconds'] is not None else '—'} | {ratio} | "
+                      f"{'yes' if figures['on'] else 'no'} |")
+    (ROWS / "report.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--greedy-cap", type=int, default=512, help="GSM8K: greedy (and the votes) at this cap")
+    parser.add_argument("--temperature", type=float, default=0.5, help="GSM8K votes' temperature")
+    parser.add_argument("--notes-temperature", type=float, default=0.7)
+    report(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
