@@ -200,7 +200,9 @@ def abstention_line(check: dict) -> str:
 
 def draft_check_line(check: dict) -> str:
     """The cascade's check of a local draft in a line: its reason, what came of it, its signals."""
-    outcome = "escalated to the cloud" if check.get("escalated") else (
+    replaced = {"vote": "replaced by the vote's answer", "context": "replaced by an answer with more notes",
+                "lora": "replaced by an answer with a test-time LoRA"}.get(check.get("replaced_by") or "")
+    outcome = "escalated to the cloud" if check.get("escalated") else replaced or (
         "kept, marked unsure" if check.get("unsure") else "kept")
     signals = ", ".join(f"{name} {value}" for name, value in (check.get("signals") or {}).items())
     return (f"{check.get('reason', '')}; {outcome} (after {check.get('at_tokens')} tokens, "
@@ -211,10 +213,16 @@ def allocation_line(allocation: dict | None) -> str:
     """local+ in one line: what kind of extra compute, and what came of it."""
     if not allocation:
         return ""
+    why = allocation.get("reason", "")
     if allocation["kind"] == "vote" and allocation.get("vote"):
         vote = allocation["vote"]
-        return f"vote of {vote['samples']} samples, {vote['count']}/{vote['samples']} agree on {vote['answer']}"
+        return (f"vote of the draft and {vote['samples'] - 1} samples, {vote['count']}/{vote['samples']} agree on "
+                f"{vote['answer']} — {why}")
     if allocation["kind"] == "lora" and allocation.get("training"):
         training = allocation["training"]
-        return f"test-time LoRA, {training['steps']} steps in {training['seconds']:.1f}s ({training['stop']})"
-    return allocation.get("reason", "")
+        return (f"test-time LoRA, {training['steps']} steps in {training['seconds']:.1f}s ({training['stop']}) "
+                f"— {why}")
+    if allocation["kind"] == "context" and allocation.get("context"):
+        added = allocation["context"]
+        return f"answered again with {added['notes_added']} more note chunks in context — {why}"
+    return why

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Protocol, Sequence
 
 from skiff.assistant.abstention import NotesCheck, check_applies
@@ -27,6 +27,7 @@ from skiff.assistant.adapter_spec import TuningProgress
 from skiff.assistant.answering import Generated, general_answer, generate_in_cloud, stream_plan
 from skiff.assistant.cascade import DraftWatch, escalation_reason, unsure_notice
 from skiff.assistant.cloud_prompt import why_no_cloud
+from skiff.assistant.allocation import Allocation, allocate
 from skiff.assistant.local_plus import LocalParts, spend_local_compute
 from skiff.assistant.prompting import PromptPlan, plan_prompt
 from skiff.cloud import CloudClient
@@ -54,6 +55,7 @@ class Turn:
     record_sent: Callable[[dict], None] = lambda sent: None  # what left the machine, before it leaves
     # An attempt that streamed text escalates: the text shown so far is set aside (folded, kept).
     on_set_aside: Callable[[str], None] | None = None
+    escalated: Generated | None = None  # what the attempt that escalated wrote (set by run_attempts)
 
     @property
     def cancelled(self) -> bool:
@@ -71,6 +73,7 @@ class Tried:
     allocation: dict | None = None  # local+: the compute it was given and what came of it
     abstention: dict | None = None  # the notes check's signals and verdict, when it ran
     draft_check: DraftVerdict | None = None  # the cascade's check of a local draft, when it ran
+    set_aside: str | None = None  # a draft this attempt replaced with a better answer of its own
 
 
 class Attempt(Protocol):
@@ -113,6 +116,7 @@ def run_attempts(attempts: Sequence[Attempt], turn: Turn, notices: Sequence[str]
         said += tried.generated.notices
         if tried.outcome == "escalate":
             kept = (attempt, tried)
+            turn.escalated = tried.generated
             if tried.streamed and tried.generated.text and turn.on_set_aside is not None:
                 turn.on_set_aside(tried.reason)
     chosen = chosen or kept
@@ -125,6 +129,7 @@ def run_attempts(attempts: Sequence[Attempt], turn: Turn, notices: Sequence[str]
         if turn.on_token is not None:
             turn.on_token(generated.text)
     draft = kept[1].generated.text if kept is not None and chosen is not kept and kept[1].streamed else None
+    draft = draft or tried.set_aside or (kept[1].set_aside if kept is not None else None)
     return Attempted(generated, attempt.answered_by, attempt.model, said, allocation, abstention, draft_check,
                      draft or None)
 
@@ -160,6 +165,10 @@ class LocalModelParts(LocalParts, Protocol):
         None when no check was fitted for it."""
         ...
 
+    def local_plus_measured(self) -> dict:
+        """What each local+ method was measured to gain with the model in use (allocation.py)."""
+        ...
+
 
 class LocalAttempt:
     """The local model: first the notes check ("my notes don't say"), then a draft that the cascade's
@@ -190,22 +199,38 @@ class LocalAttempt:
         return tried
 
     def answer(self, turn: Turn, plan: PromptPlan | None) -> Tried:
+        plan = plan or self.plan(turn)
+        generated, watch = self.draft(turn, plan, stop_when_unsure=self.why_it_stays is None)
+        if watch is None:
+            return Tried(generated)
+        if watch.escalates(turn.cancelled, generated.stop_reason):
+            return self.escalate(generated, watch)
+        return self.keep(turn, generated, watch.finish(generated.stop_reason))
+
+    def plan(self, turn: Turn) -> PromptPlan:
         consulted = turn.consulted
-        plan = plan or plan_prompt(self.parts.model, consulted.text, consulted.hits, turn.history,
-                                   max_answer_tokens=self.settings.max_tokens)
+        return plan_prompt(self.parts.model, consulted.text, consulted.hits, turn.history,
+                           max_answer_tokens=self.settings.max_tokens)
+
+    def draft(self, turn: Turn, plan: PromptPlan, stop_when_unsure: bool) -> tuple[Generated, DraftWatch | None]:
+        """The local model's answer, read by the draft check as it streams (None: no check)."""
         check = self.parts.draft_check() if self.check_drafts else None
         if check is None:
-            return Tried(stream_plan(self.parts.model, self.settings, plan, turn.on_token, turn.cancel))
+            return stream_plan(self.parts.model, self.settings, plan, turn.on_token, turn.cancel), None
         watch = DraftWatch(check, [hit.text for hit in plan.notes] if plan.notes else None,
-                           stop_when_unsure=self.why_it_stays is None, cancel=turn.cancel)
+                           stop_when_unsure=stop_when_unsure, cancel=turn.cancel)
         generated = stream_plan(self.parts.model, self.settings, plan, turn.on_token, turn.cancel,
                                 confidence=watch.confidence, should_stop=watch.should_stop)
-        if watch.escalates(turn.cancelled, generated.stop_reason):
-            if watch.stopped:
-                generated.stop_reason = "escalated"
-            verdict = watch.escalated()
-            return Tried(generated, "escalate", escalation_reason(verdict), draft_check=verdict)
-        verdict = watch.finish(generated.stop_reason)
+        return generated, watch
+
+    def escalate(self, generated: Generated, watch: DraftWatch) -> Tried:
+        if watch.stopped:
+            generated.stop_reason = "escalated"
+        verdict = watch.escalated()
+        return Tried(generated, "escalate", escalation_reason(verdict), draft_check=verdict)
+
+    def keep(self, turn: Turn, generated: Generated, verdict: DraftVerdict) -> Tried:
+        """The draft is the answer; an unsure one is marked so, with why it stays."""
         if verdict.unsure and not turn.cancelled:
             generated.notices.append(unsure_notice(verdict, self.why_it_stays or "no cloud to ask"))
         return Tried(generated, draft_check=verdict)
@@ -230,19 +255,65 @@ class LocalAttempt:
 
 
 class LocalPlusAttempt(LocalAttempt):
-    """More local compute (a vote or a test-time LoRA, by difficulty) after the notes check. A vote
-    whose samples disagree escalates, unless the cloud cannot take the question."""
+    """A draft first, read by the draft check; then more local compute where it was measured to
+    pay for this kind of question at the draft's confidence, or where the person asked for it
+    (assistant/allocation.py). Where nothing pays, the draft is the answer: an unsure one escalates
+    when the cloud can take it, else stays marked unsure. A vote whose samples disagree escalates
+    too, unless the cloud cannot take the question."""
 
-    def __init__(self, parts: LocalModelParts, settings: Settings, cloud_unavailable: bool) -> None:
-        super().__init__(parts, settings)
-        self.cloud_unavailable = cloud_unavailable
+    def __init__(self, parts: LocalModelParts, settings: Settings, cloud_unavailable: bool, asked_for: bool = False,
+                 why_it_stays: str | None = None) -> None:
+        super().__init__(parts, settings, why_it_stays=(why_it_stays or "no cloud to ask") if cloud_unavailable
+                         else None)
+        self.cloud_unavailable, self.asked_for = cloud_unavailable, asked_for
+
+    def allocation(self, turn: Turn, unsure: bool) -> Allocation:
+        consulted, s = turn.consulted, self.settings
+        return allocate(consulted.text, bool(consulted.candidates), unsure, self.parts.local_plus_measured(),
+                        s.local_plus_methods, self.asked_for, turn.decision.difficulty or 0.0,
+                        (s.vote_min_samples, s.vote_max_samples))
 
     def answer(self, turn: Turn, plan: PromptPlan | None) -> Tried:
-        generated, allocation, escalate = spend_local_compute(
-            self.parts, self.settings, turn.consulted, turn.decision, turn.history, turn.on_token, turn.cancel,
-            turn.on_progress, cloud_unavailable=self.cloud_unavailable)
-        return Tried(generated, "escalate" if escalate else "final", escalate or "",
-                     streamed=allocation["kind"] != "vote", allocation=allocation)
+        plan = plan or self.plan(turn)
+        if_unsure = self.allocation(turn, unsure=True)
+        # An unsure draft stops at the early reading unless what follows needs all of it (a vote).
+        stop_early = if_unsure.kind in ("context", "lora") or (if_unsure.kind == "plain" and not self.cloud_unavailable)
+        generated, watch = self.draft(turn, plan, stop_when_unsure=stop_early)
+        verdict = watch.finish(generated.stop_reason) if watch is not None else None
+        if turn.cancelled:
+            return Tried(generated, draft_check=verdict)
+        # Without a check, the route is the reason this question is here: it counts as unsure.
+        unsure = verdict.unsure if verdict is not None else True
+        allocation = if_unsure if unsure else self.allocation(turn, unsure=False)
+        if allocation.kind != "plain":
+            return self.spend(turn, plan, generated, verdict, allocation)
+        if watch is None:
+            tried = Tried(generated)
+        elif unsure and not self.cloud_unavailable:
+            tried = self.escalate(generated, watch)
+        else:
+            tried = self.keep(turn, generated, verdict)
+        if turn.decision.route == "local+":  # sent here for more compute: say why none was spent
+            tried.allocation = allocation.as_dict()
+        return tried
+
+    def spend(self, turn: Turn, plan: PromptPlan, draft: Generated, verdict: DraftVerdict | None,
+              allocation: Allocation) -> Tried:
+        """The allocated method after the draft. What replaces the draft sets it aside first (a vote
+        only once it is decided), so the person sees the draft folded and why."""
+        reason = f"{verdict.reason if verdict is not None else 'more local compute'}: {allocation.reason}"
+        if allocation.kind != "vote" and draft.text and turn.on_set_aside is not None:
+            turn.on_set_aside(reason)
+        spent = spend_local_compute(self.parts, self.settings, allocation, turn.consulted, plan, draft, turn.history,
+                                    turn.on_token, turn.cancel, turn.on_progress, self.cloud_unavailable,
+                                    turn.decision.overridden)
+        if allocation.kind == "vote" and spent.replaces_draft and draft.text and turn.on_set_aside is not None:
+            turn.on_set_aside(reason)
+        if verdict is not None and spent.replaces_draft:
+            verdict = replace(verdict, replaced_by=allocation.kind)
+        return Tried(spent.generated, "escalate" if spent.escalate else "final", spent.escalate or "",
+                     streamed=spent.streamed, allocation=spent.record, draft_check=verdict,
+                     set_aside=draft.text if spent.replaces_draft and draft.text else None)
 
 
 class FinishDraft(LocalAttempt):
@@ -253,6 +324,8 @@ class FinishDraft(LocalAttempt):
         super().__init__(parts, settings, why_it_stays="the cloud could not answer", check_drafts=False)
 
     def run(self, turn: Turn) -> Tried:
+        if turn.escalated is not None and turn.escalated.stop_reason != "escalated":
+            return Tried(Generated(), "fall_back")  # the draft was finished: it stands as it is
         return self.answer(turn, None)
 
 
@@ -266,11 +339,14 @@ def chain_for(route: Route, cloud_unreachable: str | None, asked_for: bool, loca
     cloud: list[Attempt] = [CloudAttempt(settings, open_client)] if cloud_unreachable is None else []
     if route == "cloud":
         said = [why_no_cloud(settings)] if cloud_unreachable else []
-        return [*cloud, LocalPlusAttempt(local, settings, cloud_unavailable=True)], said
+        return [*cloud, LocalPlusAttempt(local, settings, cloud_unavailable=True,
+                                         why_it_stays=cloud_unreachable or "the cloud could not answer")], said
     if route == "local+":
-        return [LocalPlusAttempt(local, settings, cloud_unavailable=False), *cloud], []
+        return [LocalPlusAttempt(local, settings, cloud_unavailable=cloud_unreachable is not None, asked_for=asked_for,
+                                 why_it_stays=cloud_unreachable), *cloud, FinishDraft(local, settings)], []
     if asked_for:
         return [LocalAttempt(local, settings, why_it_stays="you asked for the local model")], []
     if cloud_unreachable is not None:
-        return [LocalAttempt(local, settings, why_it_stays=cloud_unreachable)], []
+        # No cloud to ask: an unsure draft gets more local compute where that was measured to pay.
+        return [LocalPlusAttempt(local, settings, cloud_unavailable=True, why_it_stays=cloud_unreachable)], []
     return [LocalAttempt(local, settings, why_it_stays=None), *cloud, FinishDraft(local, settings)], []

@@ -1,11 +1,13 @@
 """What the Assistant does with the router beyond deciding: keeping both stages of the cascade
-calibrated and up to date with feedback, learning from a verdict, resetting, statistics.
+calibrated and up to date with feedback, learning from a verdict, resetting, statistics, and
+what local+ was measured to gain with the model in use.
 
 A mixin of the Assistant (assistant/pipeline.py), which provides the attributes declared below;
 kept apart because it is about the router's learning, not about answering."""
 
 from __future__ import annotations
 
+from skiff.assistant.allocation import measured_table
 from skiff.config.settings import Settings
 from skiff.local.embedder import Embedder
 from skiff.router.calibration import (calibrate, keep_calibrated, keep_draft_check_calibrated, router_stats,
@@ -43,6 +45,11 @@ class Learning:
         sync_draft_check(self.records, check)
         keep_draft_check_calibrated(self.records, check, self._drafts_to_escalate(), force=recalibrate)
         return check
+
+    def local_plus_measured(self) -> dict:
+        """What each local+ method was measured to gain with the model in use, by kind of question
+        and the draft check's stratum (assistant/allocation.py); empty for a model never measured."""
+        return measured_table(self.model_name)
 
     def _drafts_to_escalate(self) -> float:
         thresholds = self.router_state.thresholds() if isinstance(self.policy, UncertaintyRouter) else None

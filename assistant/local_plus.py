@@ -1,46 +1,92 @@
-"""The local+ route's two ways of spending more compute on the machine: a vote over several
-sampled answers, and an answer from the local model with a test-time LoRA attached."""
+"""The local+ route's ways of spending more compute on the machine once a draft is written (the
+choice among them is assistant/allocation.py's): a vote of the draft and sampled answers, an
+answer with more notes in context, and an answer with a test-time LoRA attached."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
-from skiff.local.llm import LocalModel
-from skiff.local.sampling import ParallelSampler, SamplingStats
-from skiff.assistant.allocation import allocate
-from skiff.assistant.answering import Generated, generate_locally
-from skiff.router.policy import Decision, QuestionWithNotes
-from skiff.assistant.prompting import plan_prompt
-from skiff.config.settings import Settings
 from skiff.assistant.adapter_spec import TuningProgress
-from skiff.assistant.question_adapter import QuestionTuner, select_training_chunks
+from skiff.assistant.allocation import Allocation
+from skiff.assistant.answering import Generated, generate_locally
+from skiff.assistant.prompting import PromptPlan, plan_prompt
+from skiff.assistant.question_adapter import QuestionTuner, TrainingSelection, select_training_chunks
 from skiff.assistant.voting import Vote, lettered_options, majority_vote
+from skiff.config.settings import Settings
+from skiff.local.llm import LocalModel
+from skiff.local.notes_index import Hit
+from skiff.local.sampling import ParallelSampler, SamplingStats
+from skiff.router.policy import QuestionWithNotes
 
 
-def sample_and_vote(model: LocalModel, sampler: ParallelSampler, settings: Settings, consulted: QuestionWithNotes,
-                    history: Sequence[dict], samples: int, cancel: threading.Event | None,
+class LocalParts(Protocol):
+    """What local+ needs of the Assistant: the model and, loaded on first use, the sampler and tuner."""
+
+    model: LocalModel
+    sampler: ParallelSampler
+    tuner: QuestionTuner
+
+
+@dataclass
+class Spent:
+    """What a local+ method came to: the answer to show, whether it replaces the draft, and what
+    the person sees about the work (the allocation as recorded)."""
+
+    generated: Generated
+    record: dict
+    replaces_draft: bool = True
+    streamed: bool = True  # its text went to on_token as it was written
+    escalate: str | None = None  # a vote whose samples disagree: why the cloud should answer instead
+    notices: list[str] = field(default_factory=list)
+
+
+def vote_with_draft(model: LocalModel, sampler: ParallelSampler, settings: Settings, plan: PromptPlan,
+                    draft: Generated, samples: int, options: Sequence[str], cancel: threading.Event | None,
                     progress: TuningProgress | None) -> tuple[Generated, Vote]:
-    """`samples` answers decoded together, then a majority vote. Nothing is shown yet: the caller
-    decides whether the vote is confident enough to keep (see Assistant)."""
-    plan = plan_prompt(model, consulted.text, consulted.hits, history, max_answer_tokens=settings.max_tokens)
-    generated = Generated(notes=list(plan.notes))
-    if (trimmed := plan.trimmed_notice(model.n_ctx)) is not None:
-        generated.notices.append(trimmed)
+    """`samples` more answers decoded together, then a majority vote with the draft counted first
+    (ties keep the draft). Nothing is shown yet: the caller shows the winner or escalates."""
     stats = SamplingStats()
-    drafts = sampler.sample(plan.prompt_tokens, samples, settings.max_tokens, temperature=settings.vote_temperature,
-                            seed=settings.seed, should_stop=cancel.is_set if cancel is not None else None,
-                            on_step=(lambda done, total: progress("sample", done, total)) if progress else None,
-                            stats=stats)
+    drawn = sampler.sample(plan.prompt_tokens, samples, settings.max_tokens, temperature=settings.vote_temperature,
+                           seed=settings.seed, should_stop=cancel.is_set if cancel is not None else None,
+                           on_step=(lambda done, total: progress("sample", done, total)) if progress else None,
+                           stats=stats)
+    vote = majority_vote([draft.text] + [sample.text for sample in drawn], options)
+    if vote.chosen == 0:
+        return draft, vote
+    chosen = drawn[vote.chosen - 1]
+    generated = Generated(text=chosen.text, notes=list(plan.notes), stop_reason=chosen.stop_reason,
+                          prompt_tokens=stats.prompt_tokens, completion_tokens=stats.completion_tokens,
+                          decode_tokens_per_s=stats.completion_tokens / stats.seconds if stats.seconds else None)
     if stats.capped_to is not None:
         generated.notices.append(f"the context held only {stats.capped_to} tokens per sample")
-    vote = majority_vote([draft.text for draft in drafts], lettered_options(consulted.text))
-    chosen = drafts[vote.chosen]
-    generated.text = chosen.text
-    generated.stop_reason = chosen.stop_reason
-    generated.prompt_tokens, generated.completion_tokens = stats.prompt_tokens, stats.completion_tokens
-    generated.decode_tokens_per_s = stats.completion_tokens / stats.seconds if stats.seconds else None
     return generated, vote
+
+
+def training_chunks(settings: Settings, consulted: QuestionWithNotes) -> TrainingSelection:
+    """The chunks SIFT picks for the question (adaptive stopping): what a test-time LoRA trains on,
+    and what "more notes in context" adds to the prompt."""
+    return select_training_chunks(consulted.embedding, consulted.candidates, settings.ttt_alpha,
+                                  settings.ttt_max_steps, settings.sift_lambda)
+
+
+def with_more_notes(hits: Sequence[Hit], extra: Sequence[Hit]) -> list[Hit]:
+    seen = {hit.id for hit in hits}
+    return list(hits) + [hit for hit in extra if hit.id not in seen]
+
+
+def answer_with_more_notes(model: LocalModel, settings: Settings, consulted: QuestionWithNotes,
+                           history: Sequence[dict], on_token: Callable[[str], None] | None,
+                           cancel: threading.Event | None) -> tuple[Generated, dict]:
+    """The answer again, from the retrieved notes and, after them, SIFT's picks for a LoRA (the
+    prompt trims what does not fit the context)."""
+    selection = training_chunks(settings, consulted)
+    plan = plan_prompt(model, consulted.text, with_more_notes(consulted.hits, selection.chunks), history,
+                       max_answer_tokens=settings.max_tokens)
+    generated = generate_locally(model, settings, consulted.text, plan.notes, history, on_token, cancel, plan)
+    return generated, {"notes_added": len(plan.notes) - min(len(consulted.hits), len(plan.notes)),
+                       "notes_in_prompt": len(plan.notes), "stop": selection.reason}
 
 
 def answer_with_adapter(model: LocalModel, tuner: QuestionTuner, settings: Settings, consulted: QuestionWithNotes,
@@ -48,9 +94,7 @@ def answer_with_adapter(model: LocalModel, tuner: QuestionTuner, settings: Setti
                         cancel: threading.Event | None, progress: TuningProgress | None) -> tuple[Generated, dict]:
     """Train a fresh LoRA on the chunks SIFT selects for the question, answer with it attached,
     then detach it (the next question sees the untouched model) and delete its file."""
-    selection = select_training_chunks(consulted.embedding, consulted.candidates, settings.ttt_alpha,
-                                       settings.ttt_max_steps, settings.sift_lambda)
-    tuned = tuner.adapt(selection, progress, cancel, base=model.base_adapter)
+    tuned = tuner.adapt(training_chunks(settings, consulted), progress, cancel, base=model.base_adapter)
     detail = tuned.as_dict()
     if tuned.cancelled:
         return Generated(stop_reason="cancelled", notices=["cancelled while training the adapter"]), detail
@@ -65,38 +109,28 @@ def answer_with_adapter(model: LocalModel, tuner: QuestionTuner, settings: Setti
         tuned.path.unlink(missing_ok=True)
 
 
-class LocalParts(Protocol):
-    """What local+ needs of the Assistant: the model and, loaded on first use, the sampler and tuner."""
-
-    model: LocalModel
-    sampler: ParallelSampler
-    tuner: QuestionTuner
-
-
-def spend_local_compute(parts: LocalParts, settings: Settings, consulted: QuestionWithNotes, decision: Decision,
-                        history: Sequence[dict], on_token: Callable[[str], None] | None,
-                        cancel: threading.Event | None, on_progress: TuningProgress | None,
-                        cloud_unavailable: bool) -> tuple[Generated, dict, str | None]:
-    """Allocate by difficulty and run it. Returns the answer, the allocation as recorded, and a
-    reason to escalate to the cloud instead (a vote whose samples disagree), or None. A vote's
-    answer is not shown yet (the caller shows it or escalates); a LoRA answer streams as usual."""
-    allocation = allocate(consulted.text, decision.difficulty, bool(consulted.candidates), settings.vote_min_samples,
-                          settings.vote_max_samples, cloud_unavailable)
+def spend_local_compute(parts: LocalParts, settings: Settings, allocation: Allocation, consulted: QuestionWithNotes,
+                        plan: PromptPlan, draft: Generated, history: Sequence[dict],
+                        on_token: Callable[[str], None] | None, cancel: threading.Event | None,
+                        on_progress: TuningProgress | None, cloud_unavailable: bool, overridden: bool) -> Spent:
+    """Run the allocated method after the draft. A vote shows nothing until it is decided; the other
+    methods stream a new answer, so the caller sets the draft aside before calling."""
     record = allocation.as_dict()
     if allocation.kind == "vote":
         sampler = parts.sampler
-        generated, vote = sample_and_vote(parts.model, sampler, settings, consulted, history,
-                                          min(allocation.samples, sampler.max_sequences), cancel, on_progress)
+        samples = max(1, min(allocation.samples - 1, sampler.max_sequences))
+        generated, vote = vote_with_draft(parts.model, sampler, settings, plan, draft, samples,
+                                          lettered_options(consulted.text), cancel, on_progress)
         record["vote"] = vote.as_dict()
         escalate = None
-        if vote.agreement < settings.vote_escalate_below and not cloud_unavailable and not decision.overridden:
-            escalate = (
-                f"the {vote.samples} local samples agreed only {vote.count}/{vote.samples}: asked the cloud instead"
-            )
-        return generated, record, escalate
-    if allocation.kind == "lora":
-        generated, record["training"] = answer_with_adapter(parts.model, parts.tuner, settings, consulted, history,
-                                                            on_token, cancel, on_progress)
-        return generated, record, None
-    generated = generate_locally(parts.model, settings, consulted.text, consulted.hits, history, on_token, cancel)
-    return generated, record, None
+        if vote.agreement < settings.vote_escalate_below and not cloud_unavailable and not overridden:
+            escalate = f"the draft and {vote.samples - 1} samples agreed only {vote.count}/{vote.samples}: " \
+                       "asked the cloud instead"
+        return Spent(generated, record, replaces_draft=vote.chosen != 0, streamed=vote.chosen == 0, escalate=escalate)
+    if allocation.kind == "context":
+        generated, record["context"] = answer_with_more_notes(parts.model, settings, consulted, history, on_token,
+                                                              cancel)
+        return Spent(generated, record)
+    generated, record["training"] = answer_with_adapter(parts.model, parts.tuner, settings, consulted, history,
+                                                        on_token, cancel, on_progress)
+    return Spent(generated, record)

@@ -85,8 +85,10 @@ def methods(dataset: str, greedy: dict, temperature: float, cap: int) -> dict[st
                         ("ttt--nn", "test-time LoRA, nearest neighbours"), ("personal--on", "personal adapter")):
         rows = load(dataset, name)
         if rows:
+            # Loading the training copy is once per session, not per question: left out here.
             found[label] = ({k: bool(r["correct"]) for k, r in rows.items()},
-                            {k: r["seconds"] for k, r in rows.items() if r.get("load", 0) <= QUIET_LOAD})
+                            {k: r["seconds"] - r.get("training", {}).get("load_seconds", 0) for k, r in rows.items()
+                             if r.get("load", 0) <= QUIET_LOAD})
     return found
 
 
@@ -121,10 +123,10 @@ def compare(ids: list[str], greedy: dict, right: dict, rng: random.Random) -> di
 
 def strata(dataset: str, pooled: bool) -> dict[str, list[str]]:
     flags = json.loads(FLAGS.read_text())["questions"]
-    ids = [row["id"] for row in questions(dataset, "report")]
+    ids = [row["id"] for row in questions(dataset, "report") if row["id"] in flags]
     flagged = {k for k in ids if flags[k]["flagged"]}
     if pooled:
-        dev = [row["id"] for row in questions(dataset, "tune")]
+        dev = [row["id"] for row in questions(dataset, "tune") if row["id"] in flags]
         ids += dev
         flagged |= {k for k in dev if flags[k].get("cross_fit_flagged")}
     return {"flagged": [k for k in ids if k in flagged], "not flagged": [k for k in ids if k not in flagged],
@@ -170,12 +172,59 @@ def report(args) -> dict:
     return out
 
 
+PRODUCT_METHODS = {"SIFT chunks in context": "context", "test-time LoRA, SIFT": "lora"}
+DECIDED_ON = {"number": "gsm8k report set", "notes": "notes pooled test + dev (cross-fitted flags)"}
+
+
+def measured_table(out: dict) -> dict:
+    """The figures skiff's allocation reads (assistant/allocation.py), for the methods it can run:
+    a vote of the draft and samples for answers that are numbers (GSM8K), more notes in context and
+    a test-time LoRA for questions the notes answer."""
+    kinds: dict = {}
+    for kind, name in DECIDED_ON.items():
+        for stratum in ("flagged", "not flagged"):
+            entries = []
+            for method, figures in out.get(name, {}).get(stratum, {}).items():
+                ratio = figures["time_ratio"]
+                if kind == "number" and method.startswith("vote ") and "draft +" in method:
+                    product, samples = "vote", int(method.split()[1])
+                elif kind == "notes" and method in PRODUCT_METHODS:
+                    product, samples = PRODUCT_METHODS[method], 1
+                else:
+                    continue
+                entries.append({"method": product, "samples": samples, "gain": round(figures["gain"], 4),
+                                "low": round(figures["gain_ci"][0], 4), "high": round(figures["gain_ci"][1], 4),
+                                "time_ratio": None if ratio is None else round(ratio, 2),
+                                "n": figures["n"], "pays": bool(figures["on"])})
+            kinds.setdefault(kind, {})[stratum] = entries
+    return kinds
+
+
+def write_table(out: dict) -> Path:
+    from notes_qa import resolve_model
+
+    from skiff.assistant.allocation import table_path
+    from local_plus_bench import MODEL
+
+    path = table_path(resolve_model(MODEL).name)
+    table = {"model": resolve_model(MODEL).name, "measured_by": "bench/local_plus_report.py (issue 20)",
+             "rule": f"a method pays where its paired gain over greedy has a 95% interval above 0, is at least "
+                     f"+{100 * MIN_GAIN:.0f} points, and it takes at most {MAX_TIME:g}× greedy's time with the draft",
+             "decided_on": DECIDED_ON, "kinds": measured_table(out)}
+    path.write_text(json.dumps(table, indent=1) + "\n")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--greedy-cap", type=int, default=512, help="GSM8K: greedy (and the votes) at this cap")
     parser.add_argument("--temperature", type=float, default=0.5, help="GSM8K votes' temperature")
     parser.add_argument("--notes-temperature", type=float, default=0.7)
-    report(parser.parse_args())
+    parser.add_argument("--write", action="store_true", help="ship the figures as the default model's table")
+    args = parser.parse_args()
+    out = report(args)
+    if args.write:
+        print(f"wrote {write_table(out)}")
 
 
 if __name__ == "__main__":

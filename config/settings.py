@@ -218,7 +218,10 @@ class Settings(BaseSettings):
                                            description="draft check prior (.npz); empty = the model's shipped one")
     local_plus_share: float = Field(default=0.2, ge=0, le=1, description="share meant for more local compute")
 
-    # The local+ route (assistant/allocation.py): a vote over samples, or a test-time LoRA.
+    # The local+ route (assistant/allocation.py): after the draft, a vote of it and samples, more notes
+    # in context, or a test-time LoRA. None: only the methods measured to pay for the model in use
+    # (its shipped table); a list switches those methods on whatever was measured; [] none.
+    local_plus_methods: list[str] | None = Field(default=None, description="local+ methods: vote, context, lora")
     vote_min_samples: int = Field(default=3, ge=1, le=16, description="samples for the easiest local+ question")
     vote_max_samples: int = Field(default=8, ge=1, le=16, description="samples for the hardest")
     vote_temperature: float = Field(default=0.7, gt=0, le=2.0)
@@ -313,6 +316,16 @@ class Settings(BaseSettings):
     @property
     def database_path(self) -> Path:
         return self.data_dir / "skiff.sqlite3"
+
+    @field_validator("local_plus_methods")
+    @classmethod
+    def _known_methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        unknown = [name for name in value if name not in ("vote", "context", "lora")]
+        if unknown:
+            raise ValueError(f"unknown local+ method(s) {', '.join(map(repr, unknown))}: use vote, context, lora")
+        return list(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _samples_in_order(self) -> "Settings":

@@ -181,6 +181,7 @@ class DraftVerdict:
     # ψ of every reading the draft got (early, then final): feedback trains on exactly these.
     features: np.ndarray = field(repr=False, compare=False)
     escalated: bool = False  # the draft was set aside and the question sent to the cloud
+    replaced_by: str | None = None  # a local+ method's answer replaced the draft ("vote", "context", "lora")
     draft_s: float | None = None  # seconds of drafting before the check ran
     check_ms: float | None = None  # the check's own time
 
@@ -199,7 +200,8 @@ class DraftVerdict:
     def as_dict(self) -> dict:
         return {"confidence": round(self.confidence, 4), "std": round(self.std, 4),
                 "threshold": json_number(self.threshold),
-                "unsure": self.unsure, "escalated": self.escalated, "at_tokens": self.at_tokens, "stage": self.stage,
+                "unsure": self.unsure, "escalated": self.escalated, "replaced_by": self.replaced_by,
+                "at_tokens": self.at_tokens, "stage": self.stage,
                 "reason": self.reason, "signals": self.signals,
                 "draft_s": None if self.draft_s is None else round(self.draft_s, 3),
                 "check_ms": None if self.check_ms is None else round(self.check_ms, 3)}

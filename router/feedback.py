@@ -78,8 +78,9 @@ def sync_draft_check(records: AnswerStore, check: DraftCheck) -> int:
     A verdict on a local answer whose draft the check read is one observation of whether that
     draft was right (good 1, bad 0), on ψ exactly as the check saw it (split evenly over its
     readings, early and final). A verdict on a cloud answer
-    says nothing about the draft it replaced, and a pair (both models judged) teaches the first
-    stage only, so neither moves the check."""
+    says nothing about the draft it replaced, nor does one on a local+ answer that replaced its
+    draft (a vote's winner, an answer with more notes or a LoRA), and a pair (both models judged)
+    teaches the first stage only, so none of these moves the check."""
     posterior = check.posterior
     absorbed = posterior.last_feedback_event()
     if records.last_feedback_event() < absorbed:
@@ -88,7 +89,7 @@ def sync_draft_check(records: AnswerStore, check: DraftCheck) -> int:
     observations = []
     dim = check.feature_map().dim
     for _seq, answer_id, kind, verdict, answered_by, weight in pending:
-        if kind != "single" or answered_by != "local":
+        if kind != "single" or answered_by != "local" or records.draft_replaced(answer_id):
             continue
         readings = records.draft_features(answer_id, check.model_file)
         # A draft read by an older check's signals cannot teach this one: its verdict is skipped.

@@ -257,6 +257,11 @@ class AnswerStore:
                               (answer_id, model)).fetchone()
         return None if row is None or row[0] is None else unpack(row[0])
 
+    def draft_replaced(self, answer_id: str) -> bool:
+        """Whether a local+ method's answer replaced this answer's draft (the verdict is not the draft's)."""
+        row = self.db.execute("SELECT draft_check FROM decisions WHERE answer_id=?", (answer_id,)).fetchone()
+        return bool(row and row[0] and json.loads(row[0]).get("replaced_by"))
+
     def recent_draft_features(self, model: str, limit: int) -> list[np.ndarray]:
         """ψ of the readings of the most recent drafts `model` wrote and the check read."""
         rows = self.db.execute(

@@ -39,6 +39,9 @@ def badge(answer: Answer, status: str) -> str:
     check = answer.draft_check or {}
     if check.get("escalated"):
         parts.append(f"draft unsure {check['confidence']:.2f} → cloud")
+    elif check.get("replaced_by"):
+        parts.append(f"draft {'unsure ' if check.get('unsure') else ''}{check['confidence']:.2f} → "
+                     f"{check['replaced_by']}")
     elif check.get("unsure"):
         parts.append(f"[yellow]unsure {check['confidence']:.2f}[/]")
     elif check:
@@ -49,6 +52,8 @@ def badge(answer: Answer, status: str) -> str:
         parts.append(f"vote {vote['count']}/{vote['samples']}")
     elif allocation.get("training"):
         parts.append(f"LoRA {allocation['training']['steps']} steps")
+    elif allocation.get("context"):
+        parts.append(f"+{allocation['context']['notes_added']} notes")
     timings = answer.timings
     if timings.get("first_token_s") is not None:
         parts.append(f"{timings['first_token_s']:.1f}s → {timings.get('total_s') or 0:.1f}s")

@@ -109,38 +109,45 @@ def test_which_questions_have_an_answer_to_vote_on(question, votable):
     assert has_extractable_answer(question) is votable
 
 
-def test_allocation_scales_samples_with_difficulty_and_prefers_lora_with_notes():
+def test_difficulty_runs_from_the_local_plus_threshold_to_the_cloud_one():
     thresholds = Thresholds(cloud=0.6, local_plus=0.2, cloud_share=0.2, local_plus_share=0.2, calibrated_on="test")
     assert difficulty(0.2, thresholds) == 0.0
     assert math.isclose(difficulty(0.4, thresholds), 0.5)
     assert difficulty(0.9, thresholds) == 1.0
-    samples = [allocate("What is 3 + 4?", difficulty(s, thresholds), True, 3, 8).samples for s in (0.2, 0.4, 0.6)]
-    assert samples == [3, 6, 8]
-    assert allocate("What is 3 + 4?", None, True, 3, 8, cloud_unavailable=True).samples == 8
-    ungraded = allocate("What is 3 + 4?", None, True, 3, 8)  # a policy that grades no difficulty: said so
-    assert ungraded.samples == 5 and "grades no difficulty" in ungraded.reason
-    assert allocate("How do I link to a heading?", difficulty(0.3, thresholds), True, 3, 8).kind == "lora"
-    assert allocate("How do I link to a heading?", difficulty(0.3, thresholds), False, 3, 8).kind == "plain"
+    switched_on = allocate("What is 3 + 4?", False, True, {}, ["vote"], False, difficulty(0.4, thresholds), (3, 8))
+    assert switched_on.samples == 6  # a vote never measured: its size follows difficulty
 
 
-def test_local_plus_answers_with_a_vote_and_with_a_test_time_lora(assistant, vault):
-    """Through the Assistant with the real model: a numeric question is voted on, a notes question
-    gets a LoRA (progress reported per step), both are recorded, and the model after the LoRA
-    answer is the untouched base."""
-    assistant.index([vault])
-    model = assistant.model
-    probe = model.tokenize_prompt(model.render([{"role": "user", "content": "How do I link to a heading?"}]))
-    base_before = model.next_token_logprobs(probe)
+def test_local_plus_votes_with_the_draft_and_answers_with_more_notes_or_a_lora(skiff_home, vault):
+    """Through the Assistant with the real model and the real index, asked for more local compute:
+    a numeric question is voted on (the draft and samples), a notes question is answered again
+    with SIFT's picks in context or, switched on, with a test-time LoRA (progress reported per
+    step); all are recorded, and the model after the LoRA answer is the untouched base."""
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
 
-    voted = assistant.ask("What is 17 plus 25? Answer with a number.", route="local+")
-    assert voted.allocation["kind"] == "vote" and voted.allocation["vote"]["samples"] >= 3
-    assert voted.text and voted.answered_by == "local"  # cloud not configured: no escalation
-    assert assistant.answer_record(voted.id)["allocation"]["vote"] == voted.allocation["vote"]
+    assistant = Assistant(load_settings(local_plus_methods=["vote", "context"]))
+    try:
+        assistant.index([vault])
+        voted = assistant.ask("What is 17 plus 25? Answer with a number.", route="local+")
+        vote = voted.allocation["vote"]
+        assert voted.allocation["kind"] == "vote" and vote["samples"] >= 2 and len(vote["answers"]) == vote["samples"]
+        assert voted.text and voted.answered_by == "local"  # cloud not configured: no escalation
+        assert assistant.answer_record(voted.id)["allocation"]["vote"] == vote
+        more = assistant.ask("How do I link to a heading?", route="local+")
+        assert more.allocation["kind"] == "context" and more.text
+        assert more.allocation["context"]["notes_in_prompt"] >= len(more.sources) > 0
 
-    progress = []
-    tuned = assistant.ask("How do I link to a heading?", route="local+", on_progress=lambda *p: progress.append(p))
-    training = tuned.allocation["training"]
-    assert tuned.allocation["kind"] == "lora" and training["steps"] >= 1 and tuned.text
-    assert [p for p in progress if p[0] == "step"][-1] == ("step", training["steps"], training["steps"])
-    assert not list((assistant.settings.cache_dir / "adapters").glob("*.gguf"))  # the adapter file is gone
-    assert np.abs(model.next_token_logprobs(probe) - base_before).max() < 1e-6
+        assistant.settings.local_plus_methods = ["lora"]
+        model = assistant.model
+        probe = model.tokenize_prompt(model.render([{"role": "user", "content": "How do I link to a heading?"}]))
+        base_before = model.next_token_logprobs(probe)
+        progress = []
+        tuned = assistant.ask("How do I link to a heading?", route="local+", on_progress=lambda *p: progress.append(p))
+        training = tuned.allocation["training"]
+        assert tuned.allocation["kind"] == "lora" and training["steps"] >= 1 and tuned.text
+        assert [p for p in progress if p[0] == "step"][-1] == ("step", training["steps"], training["steps"])
+        assert not list((assistant.settings.cache_dir / "adapters").glob("*.gguf"))  # the adapter file is gone
+        assert np.abs(model.next_token_logprobs(probe) - base_before).max() < 1e-6
+    finally:
+        assistant.close()
