@@ -7,10 +7,10 @@ by the default model (Qwen2.5-Coder-1.5B):
         fitted on positions 0-99, which are the tune set here);
     notes: the notes set's test split is the report set, its dev split the tune set.
 Each question is put in a stratum by the draft check as shipped, exactly as at run time: its
-lowest confidence over its readings, against τ calibrated so that 20% of drafts escalate (the
-default shares). "flagged" questions are the ones the check finds unsure; local+ should earn its
-keep there. Runs take flagged questions first, each stratum in seeded order, so a run stopped
-early is a fair sample of what it reached.
+lowest confidence over its readings, against τ calibrated to the share of drafts skiff's default
+shares escalate (15.8%: a 20% cloud share, 5% of it before any draft). "flagged" questions are
+the ones the check finds unsure; local+ should earn its keep there. Runs take flagged questions
+first, each stratum in seeded order, so a run stopped early is a fair sample of what it reached.
 
     flags                              strata for every question (no model)
     greedy --dataset gsm8k --cap 512   greedy again, at a larger cap, for answers the 400 cap cut
@@ -54,7 +54,16 @@ ROWS = OUT / "local_plus"
 FLAGS = ROWS / "flags.json"
 GSM8K_TUNE, GSM8K_REPORT = range(0, 100), range(100, 300)
 GREEDY_CAP = {"gsm8k": 400, "notes": 384}
-ESCALATED_SHARE = 0.2  # share_of_drafts(cloud 0.2, before the draft 0.05, local+ 0.2)
+
+
+
+def escalated_share() -> float:
+    """The share of drafts the check finds unsure under skiff's default shares."""
+    from skiff.config.settings import Settings
+    from skiff.router.draft_check import share_of_drafts
+
+    s = Settings()
+    return share_of_drafts(s.cloud_share, s.cloud_share_before_draft, s.local_plus_share)
 
 
 # -- questions and strata -------------------------------------------------------------------------
@@ -93,8 +102,8 @@ def compute_flags() -> dict:
 
     check = DraftCheck(Path(tempfile.mkdtemp(prefix="skiff-flags-")), resolve_model(MODEL).name)
     feature_map = check.feature_map()
-    tau = check.calibrate(ESCALATED_SHARE, [], 0).threshold
-    flags: dict = {"tau": tau, "share": ESCALATED_SHARE, "prior": check.posterior.prior_path.name,
+    tau = check.calibrate(escalated_share(), [], 0).threshold
+    flags: dict = {"tau": tau, "share": escalated_share(), "prior": check.posterior.prior_path.name,
                    "prior_sha256": hashlib.sha256(check.posterior.prior_path.read_bytes()).hexdigest()[:16],
                    "questions": {}}
     for dataset in ("gsm8k", "notes"):
@@ -124,7 +133,7 @@ def cross_fit_notes_dev(flags: dict, folds: int = 5) -> None:
         held = {row["id"] for row in dev[fold::folds]}
         model, feature_map = fit([row for row in rows if row["id"] not in held])
         fitted = confidence(model, feature_map, [row for row in rows if row["id"] not in held])
-        tau = float(np.quantile(fitted, ESCALATED_SHARE))
+        tau = float(np.quantile(fitted, escalated_share()))
         for row in dev[fold::folds]:
             row = {**row, "readings": readings(row)}
             value = float(confidence(model, feature_map, [row])[0])

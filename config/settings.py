@@ -216,7 +216,12 @@ class Settings(BaseSettings):
     check_drafts: bool = Field(default=True, description="check each local draft; escalate the unsure ones")
     draft_check_prior: Path | None = Field(default=None,
                                            description="draft check prior (.npz); empty = the model's shipped one")
-    local_plus_share: float = Field(default=0.2, ge=0, le=1, description="share meant for more local compute")
+    # Before a draft the router cannot tell where more local compute pays (it picks at chance on
+    # notes questions), and an unsure draft is better served by the cloud when there is one: local+
+    # runs on unsure drafts with no cloud to ask, or when asked for. A share here still sends that
+    # share of questions to local+ on the router's score alone.
+    local_plus_share: float = Field(default=0.0, ge=0, le=1,
+                                    description="share sent to more local compute before a draft")
 
     # The local+ route (assistant/allocation.py): after the draft, a vote of it and samples, more notes
     # in context, or a test-time LoRA. None: only the methods measured to pay for the model in use

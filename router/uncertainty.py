@@ -80,7 +80,7 @@ def difficulty(score: float, thresholds: Thresholds) -> float:
 
 class UncertaintyRouter:
     def __init__(self, state: RouterState, beta: float = 1.0, cloud_share: float = 0.2,
-                 local_plus_share: float = 0.2, before_draft_share: float | None = None) -> None:
+                 local_plus_share: float = 0.0, before_draft_share: float | None = None) -> None:
         self.state = state
         self.beta = beta
         self.cloud_share = cloud_share
