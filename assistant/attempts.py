@@ -325,17 +325,18 @@ class FinishDraft(LocalAttempt):
 
     def run(self, turn: Turn) -> Tried:
         if turn.escalated is not None and turn.escalated.stop_reason != "escalated":
-            return Tried(Generated(), "fall_back")  # the draft was finished: it stands as it is
+            # The draft was finished before it escalated: shown again as the answer, not rewritten.
+            return Tried(replace(turn.escalated, notices=[]), streamed=False)
         return self.answer(turn, None)
 
 
 def chain_for(route: Route, cloud_unreachable: str | None, asked_for: bool, local: LocalModelParts,
               settings: Settings, open_client: Callable[[Settings], CloudClient]) -> tuple[list[Attempt], list[str]]:
-    """The attempts for a route, and what to say before they run. A question for the cloud that
-    has to stay here (offline, no endpoint, a refusal) gets more local compute, as the hardest. A
-    local draft the local model is unsure of escalates to the cloud, unless there is none to ask
-    or the person asked for the local model (`asked_for`: the route was theirs, whether or not
-    the router agreed)."""
+    """The attempts for a route, and what to say before they run. A local draft the local model is
+    unsure of escalates to the cloud, unless there is none to ask (offline, no endpoint, a cloud
+    question the cloud refused): then it gets more local compute where that was measured to pay.
+    A local answer the person asked for stays as it is (`asked_for`: the route was theirs, whether
+    or not the router agreed); more local compute they asked for is spent even where it did not pay."""
     cloud: list[Attempt] = [CloudAttempt(settings, open_client)] if cloud_unreachable is None else []
     if route == "cloud":
         said = [why_no_cloud(settings)] if cloud_unreachable else []

@@ -153,6 +153,10 @@ def test_after_an_escalated_finished_draft_the_cloud_failing_leaves_it_standing(
 
     # A general answer is read only when finished: its escalation has the whole draft, which stands.
     assistant = assistant_with(tmp_path, [LONG], [UNSURE], cloud_answering(None, 500), **CLOUD)
-    answer = assistant.ask("What is a sail?", use_notes=False)
-    assert answer.answered_by == "local" and answer.text == LONG  # not written a second time
-    assert any("answered locally" in n for n in answer.notices)
+    shown: list[str] = []
+    set_aside: list[str] = []
+    answer = assistant.ask("What is a sail?", use_notes=False, on_token=shown.append,
+                           on_set_aside=lambda reason: set_aside.append("".join(shown)))
+    assert answer.answered_by == "local" and answer.text == LONG  # the model did not write it again
+    assert set_aside == [LONG] and "".join(shown) == LONG + LONG  # shown again below the folded draft
+    assert any("answered locally" in n for n in answer.notices) and answer.draft_check["escalated"]
