@@ -165,9 +165,18 @@ class LocalModel:
         # Re-entrant: a generation inside `with model.adapter(...)` takes it again in the same thread.
         self._lock = threading.RLock()
         self._base_adapter: tuple[Path, int, object] | None = None  # (path, mtime, llama.cpp handle)
+        self._closed = False
 
     def close(self) -> None:
-        self.llama.close()
+        """Free the model once the generation in progress (if any) has stopped: closing it under a
+        running decode (an app quitting mid-answer) would crash the process."""
+        with self._lock:
+            self._closed = True
+            self.llama.close()
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the local model was closed")
 
     # -- prompts ---------------------------------------------------------------------------------
 
@@ -227,6 +236,7 @@ class LocalModel:
         import llama_cpp
 
         with self._lock:
+            self._require_open()
             stamp = Path(path).stat().st_mtime_ns if path is not None else None
             current = self._base_adapter[:2] if self._base_adapter else None
             if current == ((Path(path), stamp) if path is not None else None):
@@ -251,6 +261,7 @@ class LocalModel:
         import llama_cpp
 
         with self._lock:
+            self._require_open()
             base = self.adapter_handles()
             handle = self._load_adapter(path)
             try:
@@ -268,6 +279,7 @@ class LocalModel:
         import numpy as np
 
         with self._lock:
+            self._require_open()
             self._evaluate_reusing(list(prompt_tokens))
             logits = self._last_logits().astype(np.float64)
         top = logits.max()
@@ -324,6 +336,7 @@ class LocalModel:
         first_at = last_at = None
         stats.stop_reason = "length" if limit == max_tokens else "context"
         with self._lock:
+            self._require_open()
             generator = self.llama.generate(
                 prompt_tokens,
                 temp=temperature,

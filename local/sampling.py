@@ -66,10 +66,14 @@ class ParallelSampler:
         self.ctx = internals.LlamaContext(model=model.llama._model, params=params, verbose=False)
         self.batch = internals.LlamaBatch(n_tokens=max(n_batch, max_sequences), embd=0, n_seq_max=max_sequences)
         self._lock = threading.Lock()
+        self._closed = False
 
     def close(self) -> None:
-        self.batch.close()
-        self.ctx.close()
+        """Free the context once a vote in progress (if any) has stopped."""
+        with self._lock:
+            self._closed = True
+            self.batch.close()
+            self.ctx.close()
 
     def _fill(self, entries: Sequence[tuple[int, int, int, bool]]) -> None:
         """(token, position, sequence, wants logits) per batch row."""
@@ -106,6 +110,8 @@ class ParallelSampler:
         rng = np.random.default_rng(seed)
         # The model's lock: the adapters in effect (the personal one) must not change mid-vote.
         with self._lock, self.model._lock:
+            if self._closed:
+                raise RuntimeError("the sampler was closed")
             handles = self.model.adapter_handles()
             if handles:
                 import ctypes

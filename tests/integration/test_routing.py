@@ -186,7 +186,8 @@ def test_calibration_hits_its_target_share(skiff_home):
         assistant.close()
     # The first stage alone (no draft check): all of the cloud share goes before a draft.
     alone = {**os.environ, "SKIFF_CHECK_DRAFTS": "false"}
-    result = json.loads(run_skiff("router", "calibrate", "--cloud-share", "0.2", "--json", env=alone).stdout)
+    result = json.loads(run_skiff("router", "calibrate", "--cloud-share", "0.2", "--local-plus-share", "0.2",
+                                  "--json", env=alone).stdout)
     assert "25 most recent" in result["calibrated_on"] and result["before_draft_share"] is None
     check = quick(check_drafts=False)
     try:
@@ -197,17 +198,19 @@ def test_calibration_hits_its_target_share(skiff_home):
         assert routes.count("cloud") == pytest.approx(5, abs=1)
     finally:
         check.close()
-    # The cascade (as shipped): 5% before a draft; the draft check is left the rest of the 20%.
-    result = json.loads(run_skiff("router", "calibrate", "--cloud-share", "0.2", "--json").stdout)
+    # The cascade (as shipped): 5% before a draft, no local+ band before a draft; the draft check
+    # is left the rest of the 20%, out of the 95% drafted.
+    result = json.loads(run_skiff("router", "calibrate", "--cloud-share", "0.2", "--local-plus-share", "0",
+                                  "--json").stdout)
     assert result["before_draft_share"] == 0.05 and result["cloud_share"] == 0.2
     check = quick()
     try:
         scores = check.policy.scores(check.records.recent_features(100))
         assert np.mean(scores > result["cloud"]) == pytest.approx(0.05, abs=0.05)
-        assert np.mean(scores > result["local_plus"]) == pytest.approx(0.25, abs=0.05)
-        assert check.router_state.thresholds().drafts_to_escalate == pytest.approx(0.15 / 0.75)
+        assert result["local_plus"] == result["cloud"]
+        assert check.router_state.thresholds().drafts_to_escalate == pytest.approx(0.15 / 0.95)
         draft_check = check.draft_check()
-        assert draft_check.threshold().share == pytest.approx(0.15 / 0.75)
+        assert draft_check.threshold().share == pytest.approx(0.15 / 0.95)
     finally:
         check.close()
 

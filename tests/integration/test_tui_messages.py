@@ -146,7 +146,8 @@ async def test_the_status_line_says_whether_the_cloud_answers(skiff_home, monkey
         assert app.status_line.parts["cloud"] == "cloud: offline"
 
 
-async def test_more_local_compute_shows_its_progress_and_its_allocation(skiff_home, vault):
+async def test_more_local_compute_shows_its_progress_and_its_allocation(skiff_home, vault, monkeypatch):
+    monkeypatch.setenv("SKIFF_LOCAL_PLUS_METHODS", '["lora"]')  # switched on: measured not to pay by default
     app = SkiffApp(max_tokens=24)
     seen: list[tuple[str, float, float | None]] = []
     async with app.run_test(size=(120, 40)) as pilot:
