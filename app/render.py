@@ -216,8 +216,9 @@ def allocation_line(allocation: dict | None) -> str:
     why = allocation.get("reason", "")
     if allocation["kind"] == "vote" and allocation.get("vote"):
         vote = allocation["vote"]
-        return (f"vote of the draft and {vote['samples'] - 1} samples, {vote['count']}/{vote['samples']} agree on "
-                f"{vote['answer']} — {why}")
+        free_text = str(vote["answer"]).startswith(("the draft", "sample "))  # by consensus, not a value
+        return (f"vote of the draft and {vote['samples'] - 1} samples, {vote['count']}/{vote['samples']} agree "
+                f"{'with' if free_text else 'on'} {vote['answer']} — {why}")
     if allocation["kind"] == "lora" and allocation.get("training"):
         training = allocation["training"]
         return (f"test-time LoRA, {training['steps']} steps in {training['seconds']:.1f}s ({training['stop']}) "

@@ -2,8 +2,8 @@
 
 Three ways to spend it, each measured on the model's own answers (bench/local_plus_report.py):
 
-    vote      samples decoded together beside the draft, then a majority vote (an answer that is a
-              number or a lettered choice)
+    vote      samples decoded together beside the draft, then a vote: the majority number or letter,
+              or, for free text from notes, the answer most like the others
     context   the note chunks SIFT selects for the question added to the prompt (a question the notes
               answer)
     lora      a test-time LoRA trained on those chunks, the answer written with it attached
@@ -91,7 +91,9 @@ def question_kind(question: str, has_notes: bool) -> QuestionKind:
 
 
 def applies(method: str, kind: QuestionKind) -> bool:
-    return method == "vote" if kind == "number" else method in ("context", "lora") and kind == "notes"
+    """A vote takes numbers and letters, and free text from notes (by consensus); more notes and a
+    LoRA need notes."""
+    return method == "vote" if kind == "number" else kind == "notes" and method in METHODS
 
 
 def allocate(question: str, has_notes: bool, unsure: bool, measured: dict, switched_on: Sequence[str] | None,

@@ -1,6 +1,7 @@
 """The local+ route's ways of spending more compute on the machine once a draft is written (the
-choice among them is assistant/allocation.py's): a vote of the draft and sampled answers, an
-answer with more notes in context, and an answer with a test-time LoRA attached."""
+choice among them is assistant/allocation.py's): a vote of the draft and sampled answers (on the
+number or letter they give, or, for free text, the answer most like the others), an answer with
+more notes in context, and an answer with a test-time LoRA attached."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from skiff.assistant.allocation import Allocation
 from skiff.assistant.answering import Generated, generate_locally
 from skiff.assistant.prompting import PromptPlan, plan_prompt
 from skiff.assistant.question_adapter import QuestionTuner, TrainingSelection, select_training_chunks
-from skiff.assistant.voting import Vote, lettered_options, majority_vote
+from skiff.assistant.voting import Vote, consensus_vote, has_extractable_answer, lettered_options, majority_vote
 from skiff.config.settings import Settings
 from skiff.local.llm import LocalModel
 from skiff.local.notes_index import Hit
@@ -43,16 +44,18 @@ class Spent:
 
 
 def vote_with_draft(model: LocalModel, sampler: ParallelSampler, settings: Settings, plan: PromptPlan,
-                    draft: Generated, samples: int, options: Sequence[str], cancel: threading.Event | None,
-                    progress: TuningProgress | None) -> tuple[Generated, Vote]:
-    """`samples` more answers decoded together, then a majority vote with the draft counted first
-    (ties keep the draft). Nothing is shown yet: the caller shows the winner or escalates."""
+                    draft: Generated, samples: int, options: Sequence[str], free_text: bool,
+                    cancel: threading.Event | None, progress: TuningProgress | None) -> tuple[Generated, Vote]:
+    """`samples` more answers decoded together, then a vote with the draft counted first (ties
+    keep the draft): the majority of the numbers or letters they give, or, for free text, the
+    answer most like the others. Nothing is shown yet: the caller shows the winner or escalates."""
     stats = SamplingStats()
     drawn = sampler.sample(plan.prompt_tokens, samples, settings.max_tokens, temperature=settings.vote_temperature,
                            seed=settings.seed, should_stop=cancel.is_set if cancel is not None else None,
                            on_step=(lambda done, total: progress("sample", done, total)) if progress else None,
                            stats=stats)
-    vote = majority_vote([draft.text] + [sample.text for sample in drawn], options)
+    texts = [draft.text] + [sample.text for sample in drawn]
+    vote = consensus_vote(texts) if free_text else majority_vote(texts, options)
     if vote.chosen == 0:
         return draft, vote
     chosen = drawn[vote.chosen - 1]
@@ -120,7 +123,8 @@ def spend_local_compute(parts: LocalParts, settings: Settings, allocation: Alloc
         sampler = parts.sampler
         samples = max(1, min(allocation.samples - 1, sampler.max_sequences))
         generated, vote = vote_with_draft(parts.model, sampler, settings, plan, draft, samples,
-                                          lettered_options(consulted.text), cancel, on_progress)
+                                          lettered_options(consulted.text),
+                                          not has_extractable_answer(consulted.text), cancel, on_progress)
         record["vote"] = vote.as_dict()
         escalate = None
         if vote.agreement < settings.vote_escalate_below and not cloud_unavailable and not overridden:

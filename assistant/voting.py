@@ -1,13 +1,15 @@
 """Self-consistency: several sampled answers, the final answers pulled out of each, a majority
 vote, and the share that agreed as a confidence the router can use.
 
-Only questions with an extractable answer are voted on: a number (arithmetic, counts, amounts) or
-a choice among lettered options. Free text has no reliable notion of "the same answer".
+A number (arithmetic, counts, amounts) or a choice among lettered options is pulled out of each
+answer and the majority wins. Free text (an answer from notes) has no exact notion of "the same
+answer": there the answer most like the others wins (`consensus_vote`, by shared words).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
@@ -86,3 +88,35 @@ def majority_vote(texts: Sequence[str], options: Sequence[str] = ()) -> Vote:
     best = max(counts.values())
     answer = next(a for a in answers if a is not None and counts[a] == best)
     return Vote(answer, best, len(texts), answers.index(answer), answers)
+
+
+_WORD = re.compile(r"[^\W\d_]+|\d+")
+AGREE_AT = 0.5  # token F1 at which two free-text answers count as saying the same
+
+
+def _words(text: str) -> Counter:
+    text = re.sub(r"\[\d+\]", " ", text)  # citation markers say where, not what
+    return Counter(_WORD.findall(unicodedata.normalize("NFKC", text).lower()))
+
+
+def _f1(a: Counter, b: Counter) -> float:
+    shared = sum((a & b).values())
+    return 0.0 if not shared else 2 * shared / (sum(a.values()) + sum(b.values()))
+
+
+def consensus_vote(texts: Sequence[str]) -> Vote:
+    """The free-text answer with the most words in common with the others (mean token F1): a
+    vote among answers that cannot be pulled out as a number or a letter. Ties go to the first
+    (the draft, when it leads the list); `count` is how many answers share at least half their
+    words with the chosen one (itself included)."""
+    if not texts:
+        return Vote(None, 0, 0, 0, ())
+    bags = [_words(text) for text in texts]
+    if len(bags) == 1:
+        return Vote("the draft", 1, 1, 0, ("the draft",))
+    scores = [sum(_f1(bag, other) for j, other in enumerate(bags) if j != i) / (len(bags) - 1)
+              for i, bag in enumerate(bags)]
+    chosen = max(range(len(texts)), key=lambda i: (scores[i], -i))
+    names = tuple("the draft" if i == 0 else f"sample {i}" for i in range(len(texts)))
+    count = sum(1 for i, bag in enumerate(bags) if i == chosen or _f1(bag, bags[chosen]) >= AGREE_AT)
+    return Vote(names[chosen], count, len(texts), chosen, names)

@@ -16,33 +16,17 @@ import json
 import random
 import statistics
 import sys
-from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from local_plus_bench import FLAGS, GREEDY_CAP, ROWS, greedy_rows, questions  # noqa: E402
 from notes_qa import bootstrap_mean, interval  # noqa: E402
 from own_tables import rows_done  # noqa: E402
-from qa_grading import tokens  # noqa: E402
 
-from skiff.assistant.voting import majority_vote  # noqa: E402
+from skiff.assistant.voting import consensus_vote, majority_vote  # noqa: E402
 
 MIN_GAIN, MAX_TIME = 0.05, 3.0
 QUIET_LOAD = 2.6  # a row timed while the 1-minute load was above this shared the cores
-
-
-def consensus(texts: list[str]) -> int:
-    """The free-text answer most like the others (mean token F1): a vote for answers that are not
-    a number or a letter. Ties go to the first (the draft)."""
-    bags = [Counter(tokens(text)) for text in texts]
-
-    def f1(a: Counter, b: Counter) -> float:
-        common = sum((a & b).values())
-        return 0.0 if not common else 2 * common / (sum(a.values()) + sum(b.values()))
-
-    scores = [statistics.fmean(f1(bag, other) for j, other in enumerate(bags) if j != i) if len(bags) > 1 else 0
-              for i, bag in enumerate(bags)]
-    return max(range(len(texts)), key=lambda i: (scores[i], -i))
 
 
 def load(dataset: str, name: str) -> dict[str, dict]:
@@ -63,7 +47,7 @@ def vote_answers(draft: dict, row: dict, n: int, with_draft: bool, dataset: str)
     pool = ([{"text": draft["response"], "correct": draft["correct"]}] if with_draft else []) + row["samples"]
     pool = pool[:n]
     texts = [answer["text"] for answer in pool]
-    chosen = majority_vote(texts).chosen if dataset == "gsm8k" else consensus(texts)
+    chosen = (majority_vote(texts) if dataset == "gsm8k" else consensus_vote(texts)).chosen
     return bool(pool[chosen]["correct"])
 
 
@@ -178,15 +162,15 @@ DECIDED_ON = {"number": "gsm8k report set", "notes": "notes pooled test + dev (c
 
 def measured_table(out: dict) -> dict:
     """The figures skiff's allocation reads (assistant/allocation.py), for the methods it can run:
-    a vote of the draft and samples for answers that are numbers (GSM8K), more notes in context and
-    a test-time LoRA for questions the notes answer."""
+    a vote of the draft and samples (numbers from GSM8K; free text from notes, by consensus), more
+    notes in context and a test-time LoRA for questions the notes answer."""
     kinds: dict = {}
     for kind, name in DECIDED_ON.items():
         for stratum in ("flagged", "not flagged"):
             entries = []
             for method, figures in out.get(name, {}).get(stratum, {}).items():
                 ratio = figures["time_ratio"]
-                if kind == "number" and method.startswith("vote ") and "draft +" in method:
+                if method.startswith("vote ") and "draft +" in method:
                     product, samples = "vote", int(method.split()[1])
                 elif kind == "notes" and method in PRODUCT_METHODS:
                     product, samples = PRODUCT_METHODS[method], 1

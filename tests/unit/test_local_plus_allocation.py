@@ -46,7 +46,9 @@ def test_where_nothing_pays_the_draft_stands_and_the_reason_names_the_best_measu
 def test_methods_switched_on_by_hand_are_used_even_where_they_did_not_pay():
     assert allocate(NOTES, True, True, TABLE, ["lora"], False).kind == "lora"
     assert "switched on by you" in allocate(NOTES, True, True, TABLE, ["lora"], False).reason
-    assert allocate(NOTES, True, True, TABLE, ["vote"], False).kind == "plain"  # a vote cannot take free text
+    assert allocate("What is a callout?", False, True, TABLE, ["vote"], False).kind == "plain"  # nothing to vote on
+    free_text = allocate(NOTES, True, True, TABLE, ["vote"], False)  # by consensus; not measured here
+    assert free_text.kind == "vote" and "not measured" in free_text.reason
     assert allocate(NOTES, True, True, TABLE, [], False).kind == "plain"  # none switched on
     unmeasured = allocate(NUMBER, False, True, {}, ["vote"], False, difficulty=1.0, vote_samples=(3, 8))
     assert (unmeasured.kind, unmeasured.samples) == ("vote", 8) and "not measured" in unmeasured.reason
@@ -160,3 +162,19 @@ def test_after_an_escalated_finished_draft_the_cloud_failing_leaves_it_standing(
     assert answer.answered_by == "local" and answer.text == LONG  # the model did not write it again
     assert set_aside == [LONG] and "".join(shown) == LONG + LONG  # shown again below the folded draft
     assert any("answered locally" in n for n in answer.notices) and answer.draft_check["escalated"]
+
+
+def test_a_free_text_vote_picks_the_answer_most_like_the_others_and_ties_keep_the_draft():
+    from skiff.assistant.voting import consensus_vote
+
+    texts = ["Use the heading link syntax [[Note#Heading]] [1].",
+             "Type [[Note#Heading]] to link to a heading [2].",
+             "Link to a heading with [[Note#Heading]] in your note.",
+             "Bananas are yellow."]
+    vote = consensus_vote(texts)
+    assert vote.chosen in (1, 2) and vote.answer == f"sample {vote.chosen}"
+    assert vote.count >= 2 and vote.samples == 4 and vote.count < 4  # the odd one out does not agree
+    assert consensus_vote(["A sail.", "A sail."]).chosen == 0  # a tie keeps the draft
+    assert consensus_vote(["Only the draft."]).answer == "the draft"
+    # Citation markers say where, not what: they do not make two answers agree.
+    assert consensus_vote(["[1] [2]", "Yes [1] [2]", "No"]).count == 1
