@@ -2,9 +2,10 @@
 tokens are out (router/draft_check.py), let the check say whether the local model is sure of it.
 
 An unsure draft with a cloud to ask stops there and escalates; the person sees it set aside with
-the confidence and τ ("the local model is unsure (0.31 < τ 0.45): asking the cloud"). Offline,
-with no endpoint, or with the local model asked for by name, the draft is finished and stays,
-marked unsure.
+the confidence and τ ("the local model is unsure (0.31 < τ 0.45): asking the cloud"). Offline or
+with no endpoint it gets more local compute where that was measured to pay (attempts.py,
+allocation.py); otherwise, and with the local model asked for by name, the draft is finished and
+stays, marked unsure.
 """
 
 from __future__ import annotations

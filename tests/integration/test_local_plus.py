@@ -121,8 +121,9 @@ def test_difficulty_runs_from_the_local_plus_threshold_to_the_cloud_one():
 def test_local_plus_votes_with_the_draft_and_answers_with_more_notes_or_a_lora(skiff_home, vault):
     """Through the Assistant with the real model and the real index, asked for more local compute:
     a numeric question is voted on (the draft and samples), a notes question is answered again
-    with SIFT's picks in context or, switched on, with a test-time LoRA (progress reported per
-    step); all are recorded, and the model after the LoRA answer is the untouched base."""
+    with SIFT's picks in context, voted on by consensus, or, switched on, answered with a
+    test-time LoRA (progress reported per step); all are recorded, and the model after the LoRA
+    answer is the untouched base."""
     from skiff.assistant import Assistant
     from skiff.config import load_settings
 
@@ -137,6 +138,12 @@ def test_local_plus_votes_with_the_draft_and_answers_with_more_notes_or_a_lora(s
         more = assistant.ask("How do I link to a heading?", route="local+")
         assert more.allocation["kind"] == "context" and more.text
         assert more.allocation["context"]["notes_in_prompt"] >= len(more.sources) > 0
+
+        assistant.settings.local_plus_methods = ["vote"]  # free text: the answer most like the others
+        consensus = assistant.ask("How do I link to a heading?", route="local+")
+        vote = consensus.allocation["vote"]
+        assert consensus.allocation["kind"] == "vote" and vote["answers"][0] == "the draft" and consensus.text
+        assert vote["answer"] in vote["answers"] and 1 <= vote["count"] <= vote["samples"]
 
         assistant.settings.local_plus_methods = ["lora"]
         model = assistant.model
