@@ -113,8 +113,15 @@ def strata(dataset: str, pooled: bool) -> dict[str, list[str]]:
         dev = [row["id"] for row in questions(dataset, "tune") if row["id"] in flags]
         ids += dev
         flagged |= {k for k in dev if flags[k].get("cross_fit_flagged")}
+    def confidence(k: str) -> float:
+        mark = flags[k]
+        return mark.get("cross_fit_confidence", mark["confidence"]) if pooled else mark["confidence"]
+
+    ranked = sorted(ids, key=confidence)
+    third = len(ranked) // 3
     return {"flagged": [k for k in ids if k in flagged], "not flagged": [k for k in ids if k not in flagged],
-            "all": ids}
+            "all": ids, "least confident third": ranked[:third], "middle third": ranked[third:2 * third],
+            "most confident third": ranked[2 * third:]}
 
 
 def report(args) -> dict:
