@@ -133,7 +133,7 @@ def report(args) -> dict:
         name = f"{dataset} {'pooled test + dev (cross-fitted flags)' if pooled else 'report set'}"
         greedy = baseline(dataset, cap)
         seconds = greedy_seconds(dataset, cap)
-        base_s = statistics.fmean(seconds) if seconds else None
+        base_s = statistics.median(seconds) if seconds else None
         temperature = args.temperature if dataset == "gsm8k" else args.notes_temperature
         vote_cap = cap if dataset == "gsm8k" else GREEDY_CAP["notes"]
         found = methods(dataset, greedy, temperature, vote_cap)
@@ -148,7 +148,8 @@ def report(args) -> dict:
                 if figures is None:
                     continue
                 extra = [timing[k] for k in ids if k in timing]
-                figures["seconds"] = statistics.fmean(extra) if extra else None
+                # Medians: a row the machine paused mid-way (a test run beside it) is an outlier, not a cost.
+                figures["seconds"] = statistics.median(extra) if extra else None
                 figures["time_ratio"] = (1 + figures["seconds"] / base_s) if extra and base_s else None
                 figures["on"] = (figures["gain_ci"][0] > 0 and figures["gain"] >= MIN_GAIN
                                  and figures["time_ratio"] is not None and figures["time_ratio"] <= MAX_TIME)
