@@ -6,7 +6,7 @@ more notes in context, and an answer with a test-time LoRA attached."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from skiff.assistant.adapter_spec import TuningProgress
@@ -40,7 +40,6 @@ class Spent:
     replaces_draft: bool = True
     streamed: bool = True  # its text went to on_token as it was written
     escalate: str | None = None  # a vote whose samples disagree: why the cloud should answer instead
-    notices: list[str] = field(default_factory=list)
 
 
 def vote_with_draft(model: LocalModel, sampler: ParallelSampler, settings: Settings, plan: PromptPlan,

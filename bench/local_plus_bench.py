@@ -277,27 +277,17 @@ def nearest(consulted, n: int):
     return TrainingSelection(ranked[:n], [], f"nearest {n}")
 
 
-def sift_selection(bench: Bench, consulted):
-    from skiff.assistant.question_adapter import select_training_chunks
-
-    s = bench.settings
-    return select_training_chunks(consulted.embedding, consulted.candidates, s.ttt_alpha, s.ttt_max_steps,
-                                  s.sift_lambda)
-
-
-def with_extra(hits, extra):
-    seen = {(hit.path, hit.text) for hit in hits}
-    return list(hits) + [hit for hit in extra if (hit.path, hit.text) not in seen]
-
-
 def context(args) -> None:
-    """SIFT's training chunks in the prompt, after the retrieved ones, no training."""
+    """SIFT's training chunks in the prompt, after the retrieved ones, no training (skiff's own
+    "more notes" method: the same selection and the same merge)."""
+    from skiff.assistant.local_plus import training_chunks, with_more_notes
+
     def answer(bench: Bench, row: dict) -> dict:
         chosen = {}
 
         def hits(consulted):
-            chosen["selection"] = sift_selection(bench, consulted)
-            return with_extra(consulted.hits, chosen["selection"].chunks)
+            chosen["selection"] = training_chunks(bench.settings, consulted)
+            return with_more_notes(consulted.hits, chosen["selection"].chunks)
 
         messages, (_, plan) = bench.messages(row, hits)
         out = generate(bench.model, messages, GREEDY_CAP["notes"])
@@ -314,12 +304,14 @@ def ttt(args) -> None:
     greedy answer written with it attached from the same prompt, then the adapter dropped."""
     from dataclasses import replace
 
+    from skiff.assistant.local_plus import training_chunks
+
     def answer(bench: Bench, row: dict) -> dict:
         tuner = bench.assistant.tuner
         if args.learning_rate:
             tuner.spec = replace(tuner.spec, learning_rate=args.learning_rate)
         messages, (consulted, plan) = bench.messages(row)
-        selection = sift_selection(bench, consulted)
+        selection = training_chunks(bench.settings, consulted)
         if args.select == "nn":
             selection = nearest(consulted, len(selection.chunks))
         tuned = tuner.adapt(selection)

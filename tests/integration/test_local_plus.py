@@ -127,7 +127,7 @@ def test_local_plus_votes_with_the_draft_and_answers_with_more_notes_or_a_lora(s
     from skiff.assistant import Assistant
     from skiff.config import load_settings
 
-    assistant = Assistant(load_settings(local_plus_methods=["vote", "context"]))
+    assistant = Assistant(load_settings(local_plus_methods=["vote"]))
     try:
         assistant.index([vault])
         voted = assistant.ask("What is 17 plus 25? Answer with a number.", route="local+")
@@ -135,6 +135,7 @@ def test_local_plus_votes_with_the_draft_and_answers_with_more_notes_or_a_lora(s
         assert voted.allocation["kind"] == "vote" and vote["samples"] >= 2 and len(vote["answers"]) == vote["samples"]
         assert voted.text and voted.answered_by == "local"  # cloud not configured: no escalation
         assert assistant.answer_record(voted.id)["allocation"]["vote"] == vote
+        assistant.settings.local_plus_methods = ["context"]
         more = assistant.ask("How do I link to a heading?", route="local+")
         assert more.allocation["kind"] == "context" and more.text
         assert more.allocation["context"]["notes_in_prompt"] >= len(more.sources) > 0
