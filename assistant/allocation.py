@@ -46,8 +46,9 @@ class Measured:
     pays: bool
 
     @property
-    def per_second(self) -> float:
-        return self.gain / max(self.time_ratio or 1.0, 1e-9)
+    def gain_per_time(self) -> float:
+        """Gain for each greedy answer's worth of extra time it costs (what the allocation orders by)."""
+        return self.gain / max((self.time_ratio or 2.0) - 1.0, 0.05)
 
     def describe(self) -> str:
         ratio = f" at {self.time_ratio:.1f}× greedy's time" if self.time_ratio else ""
@@ -106,7 +107,7 @@ def allocate(question: str, has_notes: bool, unsure: bool, measured: dict, switc
     found = [m for m in measured.get(kind, {}).get(stratum, []) if applies(m.method, kind)]
     if switched_on is not None:
         found = [m for m in found if m.method in switched_on]
-    paying = sorted((m for m in found if m.pays), key=lambda m: -m.per_second)
+    paying = sorted((m for m in found if m.pays), key=lambda m: -m.gain_per_time)
     where = f"{'unsure' if unsure else 'confident'} drafts of {kind} questions"
     if paying:
         return _chosen(paying[0], difficulty, f"{_label(paying[0])}: {paying[0].describe()} on {where}")
