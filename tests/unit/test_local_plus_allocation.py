@@ -178,3 +178,11 @@ def test_a_free_text_vote_picks_the_answer_most_like_the_others_and_ties_keep_th
     assert consensus_vote(["Only the draft."]).answer == "the draft"
     # Citation markers say where, not what: they do not make two answers agree.
     assert consensus_vote(["[1] [2]", "Yes [1] [2]", "No"]).count == 1
+
+
+def test_among_methods_that_pay_the_most_gain_per_extra_time_wins():
+    cheap, dear = measured("context", 0.10, True, 1.5), measured("vote", 0.20, True, 2.9, 8)
+    table = {"notes": {"flagged": [dear, cheap]}}
+    assert allocate(NOTES, True, True, table, None, False).kind == "context"  # 0.20 per extra time vs 0.11
+    table = {"notes": {"flagged": [dear, measured("context", 0.10, True, 2.5)]}}
+    assert allocate(NOTES, True, True, table, None, False).kind == "vote"
