@@ -24,6 +24,10 @@ first, each stratum in seeded order, so a run stopped early is a fair sample of 
                                        a LoRA trained for the question (skiff's QuestionTuner), the
                                        answer written with it attached: on SIFT's chunks, or on as
                                        many nearest neighbours
+    product --dataset D --method none|vote|context|lora
+                                       `skiff ask` offline as shipped, only that method switched on:
+                                       the product path's own time (the draft stopped early where
+                                       the method does not need it)
 
 Rows: bench/out/local_plus/DATASET--METHOD--SETTINGS.jsonl, one per question, flushed; a rerun
 skips questions done. bench/local_plus_report.py reads them. Timing figures are only taken from
@@ -332,11 +336,29 @@ def ttt(args) -> None:
     run_rows(args, "ttt", f"{args.select}{lr}", answer)
 
 
+def product(args) -> None:
+    """The product's own path, timed end to end: `Assistant.ask` offline (auto route), with only
+    `--method` switched on (or none: the draft alone), so an unsure draft gets the method as skiff
+    runs it, early stop included. The notes check is off, as in the greedy rows."""
+    methods = [] if args.method == "none" else [args.method]
+
+    def answer(bench: Bench, row: dict) -> dict:
+        bench.assistant.settings.local_plus_methods = methods
+        bench.assistant.settings.abstain = False
+        got = bench.assistant.ask(row["prompt"])
+        check = got.draft_check or {}
+        return {"response": got.text, "correct": bench.grade(row, got.text), "unsure": check.get("unsure"),
+                "replaced_by": check.get("replaced_by"), "allocation": got.allocation,
+                "total_s": (got.timings or {}).get("total_s")}
+
+    run_rows(args, "product", args.method, answer)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("flags")
-    for name in ("greedy", "vote", "context", "ttt"):
+    for name in ("greedy", "vote", "context", "ttt", "product"):
         command = commands.add_parser(name)
         command.add_argument("--dataset", required=True, choices=["gsm8k", "notes"])
         command.add_argument("--part", default="report", choices=["tune", "report", "pooled"],
@@ -351,6 +373,8 @@ def main() -> None:
             command.add_argument("--temperature", type=float, required=True)
             command.add_argument("--cap", type=int, required=True)
             command.add_argument("--samples", type=int, default=7)
+        if name == "product":
+            command.add_argument("--method", required=True, choices=["none", "vote", "context", "lora"])
         if name == "ttt":
             command.add_argument("--select", required=True, choices=["sift", "nn"])
             command.add_argument("--learning-rate", type=float, default=0.0, help="default: skiff's setting")
@@ -369,7 +393,7 @@ def main() -> None:
         print(f"notes dev, cross-fitted: {sum(q['cross_fit_flagged'] for q in dev)}/{len(dev)} flagged; greedy right "
               f"{sum(q['greedy_right'] for q in dev if q['cross_fit_flagged'])} of them")
         return
-    {"greedy": greedy, "vote": vote, "context": context, "ttt": ttt}[args.command](args)
+    {"greedy": greedy, "vote": vote, "context": context, "ttt": ttt, "product": product}[args.command](args)
 
 
 if __name__ == "__main__":
