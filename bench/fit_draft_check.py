@@ -49,13 +49,18 @@ def split_rows(model: str) -> dict[str, list[dict]]:
         if row["stop_reason"] == "length" and mmlu_letter(row["response"]) is not None:
             row["stop_reason"] = "eos"
     for row in notes + gsm8k + mmlu:
-        args = (row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
-        early = reads_early(row.get("chunks") is not None) and len(row["logprobs"]) > CHECK_AT
-        row["readings"] = [(signals_at(*args), False)] if early else []
-        row["readings"].append((signals_at(*args, None, row["stop_reason"]), True))
+        row["readings"] = readings(row)
         row["signals"] = row["readings"][0][0]  # the first reading: what an early check sees
     return {"fit": [r for r in notes if r["split"] == "dev"] + gsm8k[:half],
             "notes test": [r for r in notes if r["split"] == "test"], "gsm8k test": gsm8k[half:], "mmlu test": mmlu}
+
+
+def readings(row: dict) -> list[tuple[dict, bool]]:
+    """A draft's readings as at run time: early (an answer from notes longer than CHECK_AT tokens),
+    then at its end; each (signals, whole)."""
+    args = (row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
+    early = reads_early(row.get("chunks") is not None) and len(row["logprobs"]) > CHECK_AT
+    return ([(signals_at(*args), False)] if early else []) + [(signals_at(*args, None, row["stop_reason"]), True)]
 
 
 def feature_map_for(rows: list[dict]) -> DraftFeatureMap:

@@ -89,17 +89,8 @@ def questions(dataset: str, part: str) -> list[dict]:
     return chosen
 
 
-def readings(row: dict) -> list[tuple[dict, bool]]:
-    """The check's readings of a greedy draft, as at run time (early for an answer from notes
-    longer than CHECK_AT tokens, then at its end)."""
-    from skiff.router.draft_check import CHECK_AT, reads_early, signals_at
-
-    args = (row["logprobs"], row["entropies"], row["pieces"], row.get("chunks"))
-    early = reads_early(row.get("chunks") is not None) and len(row["logprobs"]) > CHECK_AT
-    return ([(signals_at(*args), False)] if early else []) + [(signals_at(*args, None, row["stop_reason"]), True)]
-
-
 def compute_flags() -> dict:
+    from fit_draft_check import readings
     from notes_qa import resolve_model
 
     from skiff.router.draft_check import DraftCheck
@@ -128,7 +119,7 @@ def cross_fit_notes_dev(flags: dict, folds: int = 5) -> None:
     """The shipped check was fitted on the notes dev split, so its own reading of a dev question is
     in-sample. For a pooled notes set (test plus dev), each dev question also gets the reading of a
     check fitted without its fold, and τ at the same share of that fit's drafts."""
-    from fit_draft_check import confidence, fit, split_rows
+    from fit_draft_check import confidence, fit, readings, split_rows
 
     rows = split_rows(MODEL)["fit"]
     dev = list(questions("notes", "tune"))
