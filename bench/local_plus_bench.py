@@ -24,6 +24,9 @@ first, each stratum in seeded order, so a run stopped early is a fair sample of 
                                        a LoRA trained for the question (skiff's QuestionTuner), the
                                        answer written with it attached: on SIFT's chunks, or on as
                                        many nearest neighbours
+    personal --dataset D [--cap 512] [--train-only]
+                                       the personal adapter (`skiff tune`, trained on the bench
+                                       notes outside the bench home), greedy answers with it on
     product --dataset D --method none|vote|context|lora
                                        `skiff ask` offline as shipped, only that method switched on:
                                        the product path's own time (the draft stopped early where
@@ -196,7 +199,7 @@ def _notes_items():
     return load()
 
 
-def run_rows(args, method: str, settings: str, answer) -> None:
+def run_rows(args, method: str, settings: str, answer, bench: "Bench | None" = None) -> None:
     """`answer(bench, row)` for every question of the run not yet done, a row each, flushed."""
     path = ROWS / f"{args.dataset}--{method}--{settings}.jsonl"
     ROWS.mkdir(parents=True, exist_ok=True)
@@ -205,7 +208,7 @@ def run_rows(args, method: str, settings: str, answer) -> None:
     print(f"{path.name}: {len(done)} done, {len(todo)} to go", file=sys.stderr)
     if not todo:
         return
-    bench = Bench(args.dataset, args.threads)
+    bench = bench or Bench(args.dataset, args.threads)
     with open_rows(path) as sink:
         for number, row in enumerate(todo, start=1):
             started = time.perf_counter()
@@ -327,6 +330,45 @@ def ttt(args) -> None:
     run_rows(args, "ttt", f"{args.select}{lr}", answer)
 
 
+PERSONAL = ROWS / "personal-adapter"
+
+
+def personal(args) -> None:
+    """The personal adapter (`skiff tune`: one LoRA step per indexed chunk of the bench notes),
+    trained as the product trains it but kept outside the bench home, so no other run answers
+    with it; then greedy answers with it under the model, from the greedy rows' prompts and caps.
+    Training resumes from its last checkpoint; --train-only stops after it."""
+    from skiff.assistant.personal_adapter import PersonalAdapter, tune_on_notes
+    from skiff.local.models import read_model_info
+
+    bench = Bench(args.dataset, args.threads)
+    assistant = bench.assistant
+    adapter = PersonalAdapter(PERSONAL)
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if done % 25 == 0 or done == total:
+            print(f"\rtune {done}/{total} {time.perf_counter() - started:.0f}s", end="", file=sys.stderr)
+
+    status = tune_on_notes(assistant.notes, adapter, assistant.model_path,
+                           read_model_info(assistant.model_path).architecture, assistant.settings,
+                           assistant._personal_key(), progress)
+    print(f"\npersonal adapter: {status.describe()}", file=sys.stderr)
+    if args.train_only or status.state != "ready":
+        return
+    bench.model.set_base_adapter(adapter.adapter_path)
+    cap = args.cap or GREEDY_CAP[args.dataset]
+
+    def answer(bench: Bench, row: dict) -> dict:
+        messages, _ = bench.messages(row)
+        out = generate(bench.model, messages, cap)
+        return {"response": out["response"], "correct": bench.grade(row, out["response"]),
+                "stop_reason": out["stop_reason"], "completion_tokens": out["completion_tokens"],
+                "prompt_tokens": out["prompt_tokens"], "cap": cap}
+
+    run_rows(args, "personal", "on", answer, bench)
+
+
 def product(args) -> None:
     """The product's own path, timed end to end: `Assistant.ask` offline (auto route), with only
     `--method` switched on (or none: the draft alone), so an unsure draft gets the method as skiff
@@ -349,7 +391,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("flags")
-    for name in ("greedy", "vote", "context", "ttt", "product"):
+    for name in ("greedy", "vote", "context", "ttt", "product", "personal"):
         command = commands.add_parser(name)
         command.add_argument("--dataset", required=True, choices=["gsm8k", "notes"])
         command.add_argument("--part", default="report", choices=["tune", "report", "pooled"],
@@ -364,6 +406,9 @@ def main() -> None:
             command.add_argument("--temperature", type=float, required=True)
             command.add_argument("--cap", type=int, required=True)
             command.add_argument("--samples", type=int, default=7)
+        if name == "personal":
+            command.add_argument("--cap", type=int, default=0, help="default: the greedy rows' cap")
+            command.add_argument("--train-only", action="store_true")
         if name == "product":
             command.add_argument("--method", required=True, choices=["none", "vote", "context", "lora"])
         if name == "ttt":
@@ -384,7 +429,8 @@ def main() -> None:
         print(f"notes dev, cross-fitted: {sum(q['cross_fit_flagged'] for q in dev)}/{len(dev)} flagged; greedy right "
               f"{sum(q['greedy_right'] for q in dev if q['cross_fit_flagged'])} of them")
         return
-    {"greedy": greedy, "vote": vote, "context": context, "ttt": ttt, "product": product}[args.command](args)
+    {"greedy": greedy, "vote": vote, "context": context, "ttt": ttt, "product": product,
+     "personal": personal}[args.command](args)
 
 
 if __name__ == "__main__":
