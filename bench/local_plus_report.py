@@ -5,7 +5,8 @@ by the draft check's stratum, with paired bootstrap intervals, and the decision 
 
 A method is worth turning on for a stratum when, there, its paired gain over greedy has a 95%
 interval above 0 with a point estimate of at least +5 points, and it takes at most 3× greedy's
-time (a flagged question has its greedy draft already: the method's time is added to it). The
+time (a flagged question has its greedy draft already: the method's time is added to it; where
+the product path was timed, `skiff ask` with the method against the draft alone decides). The
 figures go to bench/out/local_plus/report.json, the gains per second to local_plus_gains.json.
 """
 
@@ -27,9 +28,12 @@ from skiff.assistant.voting import consensus_vote, majority_vote  # noqa: E402
 
 MIN_GAIN, MAX_TIME = 0.05, 3.0
 QUIET_LOAD = 2.6  # a row timed while the 1-minute load was above this shared the cores
+MIN_PRODUCT_ROWS = 8
 
 # Answers written instead of the greedy draft, not after it: their rows' seconds are the whole answer.
 INSTEAD_OF_THE_DRAFT = {"personal adapter"}
+# The methods `skiff ask` runs by these names (local_plus_methods) for the bench's labels.
+PRODUCT_METHODS = {"SIFT chunks in context": "context", "test-time LoRA, SIFT": "lora"}
 
 
 def load(dataset: str, name: str) -> dict[str, dict]:
@@ -91,6 +95,39 @@ def _seconds(rows: dict, batch: str, dataset: str, temperature: float, cap: int)
 def greedy_seconds(dataset: str, cap: int) -> list[float]:
     rows = load(dataset, f"greedy--cap{cap}-all") or load(dataset, f"greedy--cap{GREEDY_CAP[dataset]}-all")
     return [r["seconds"] for r in rows.values() if r.get("load", 0) <= QUIET_LOAD]
+
+
+def product_ratio(dataset: str, method: str | None, ids: list[str]) -> float | None:
+    """`skiff ask` with the method switched on against the draft alone, as medians over the same
+    questions (quiet rows only), where both have product rows (bench/local_plus_bench.py product)."""
+    if method is None:
+        return None
+    alone, more = load(dataset, "product--none"), load(dataset, f"product--{method}")
+    shared = [k for k in ids if k in alone and k in more and max(alone[k].get("load", 0), more[k].get("load", 0))
+              <= QUIET_LOAD]
+    if len(shared) < MIN_PRODUCT_ROWS:
+        return None
+    return statistics.median(more[k]["seconds"] for k in shared) / statistics.median(alone[k]["seconds"]
+                                                                                     for k in shared)
+
+
+def product_table(dataset: str, pooled: bool) -> None:
+    """The product path itself: accuracy and seconds of `skiff ask` with each method switched on."""
+    alone = load(dataset, "product--none")
+    if not alone:
+        return
+    print("\n| stratum | `skiff ask` with | n | right | median s | × the draft alone |\n|---|---|---|---|---|---|")
+    for stratum, ids in strata(dataset, pooled).items():
+        for method in ("none", *sorted(set(PRODUCT_METHODS.values()) | {"vote"})):
+            rows = load(dataset, f"product--{method}")
+            shared = [k for k in ids if k in rows and k in alone]
+            if not shared:
+                continue
+            ratio = product_ratio(dataset, method, ids) if method != "none" else 1.0
+            right = statistics.fmean(rows[k]["correct"] for k in shared)
+            print(f"| {stratum} | {method} | {len(shared)} | {right:.1%} "
+                  f"| {statistics.median(rows[k]['seconds'] for k in shared):.1f} | "
+                  f"{'%.2f×' % ratio if ratio else '—'} |")
 
 
 def compare(ids: list[str], greedy: dict, right: dict, rng: random.Random) -> dict | None:
@@ -156,6 +193,9 @@ def report(args) -> dict:
                 if method in INSTEAD_OF_THE_DRAFT and extra and base_s:
                     figures["seconds"] -= base_s  # its answer is the draft; only the difference is extra
                 figures["time_ratio"] = (1 + figures["seconds"] / base_s) if extra and base_s else None
+                own = product_ratio(dataset, PRODUCT_METHODS.get(method), ids)
+                if own is not None:  # the product's own path (the draft stopped early) decides
+                    figures["bench_time_ratio"], figures["time_ratio"] = figures["time_ratio"], own
                 figures["on"] = (figures["gain_ci"][0] > 0 and figures["gain"] >= MIN_GAIN
                                  and figures["time_ratio"] is not None and figures["time_ratio"] <= MAX_TIME)
                 out[name].setdefault(stratum, {})[method] = figures
@@ -165,11 +205,11 @@ def report(args) -> dict:
                       f"{figures['wrong_to_right']:.1%} | {figures['right_to_wrong']:.1%} | "
                       f"{'%.1f' % figures['seconds'] if figures['seconds'] is not None else '—'} | {ratio} | "
                       f"{'yes' if figures['on'] else 'no'} |")
+        product_table(dataset, pooled)
     (ROWS / "report.json").write_text(json.dumps(out, indent=1))
     return out
 
 
-PRODUCT_METHODS = {"SIFT chunks in context": "context", "test-time LoRA, SIFT": "lora"}
 DECIDED_ON = {"number": "gsm8k report set", "notes": "notes pooled test + dev (cross-fitted flags)"}
 
 
