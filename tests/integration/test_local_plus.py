@@ -159,3 +159,35 @@ def test_local_plus_votes_with_the_draft_and_answers_with_more_notes_or_a_lora(s
         assert np.abs(model.next_token_logprobs(probe) - base_before).max() < 1e-6
     finally:
         assistant.close()
+
+
+def test_cancelling_a_test_time_lora_mid_training_leaves_the_untouched_base(skiff_home, vault):
+    """Esc while the question's LoRA trains: the answer says it was cancelled, no adapter file is
+    left, and the model answers the next question as the base model did before."""
+    import threading
+
+    from skiff.assistant import Assistant
+    from skiff.config import load_settings
+
+    assistant = Assistant(load_settings(local_plus_methods=["lora"], ttt_max_steps=8, ttt_alpha=0.01))
+    try:
+        assistant.index([vault])
+        model = assistant.model
+        probe = model.tokenize_prompt(model.render([{"role": "user", "content": "What is a callout?"}]))
+        base_before = model.next_token_logprobs(probe)
+        cancel = threading.Event()
+        steps = []
+
+        def on_progress(stage, done, total):
+            if stage == "step":
+                steps.append(done)
+                cancel.set()  # Esc after the first optimizer step
+
+        answer = assistant.ask("How do I link to a heading?", route="local+", cancel=cancel, on_progress=on_progress)
+        training = answer.allocation["training"]
+        assert training["cancelled"] and steps and training["steps"] == max(steps) < 8
+        assert answer.stop_reason == "cancelled"
+        assert not list((assistant.settings.cache_dir / "adapters").glob("*.gguf"))
+        assert np.abs(model.next_token_logprobs(probe) - base_before).max() < 1e-6
+    finally:
+        assistant.close()
