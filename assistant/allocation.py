@@ -101,7 +101,9 @@ def allocate(question: str, has_notes: bool, unsure: bool, measured: dict, switc
              asked_for: bool, difficulty: float = 0.0, vote_samples: tuple[int, int] = (3, 8)) -> Allocation:
     """The method for this question. `unsure`: the draft check's verdict on its draft (the stratum);
     `switched_on`: the person's methods, or None for those measured to pay; `asked_for`: the person
-    asked for more local compute (the best measured method then, even one that did not pay)."""
+    asked for more local compute (the best measured method then, even one that did not pay). A method
+    switched on by hand acts on unsure drafts and when asked for; a confident draft gets only
+    what was measured to pay on confident drafts."""
     kind = question_kind(question, has_notes)
     stratum = "flagged" if unsure else "not flagged"
     found = [m for m in measured.get(kind, {}).get(stratum, []) if applies(m.method, kind)]
@@ -111,7 +113,7 @@ def allocate(question: str, has_notes: bool, unsure: bool, measured: dict, switc
     where = f"{'unsure' if unsure else 'confident'} drafts of {kind} questions"
     if paying:
         return _chosen(paying[0], difficulty, f"{_label(paying[0])}: {paying[0].describe()} on {where}")
-    if switched_on is not None:
+    if switched_on is not None and (unsure or asked_for):
         unmeasured = [name for name in switched_on if applies(name, kind) and name not in {m.method for m in found}]
         best = max(found, key=lambda m: m.gain, default=None)
         if unmeasured or best is not None:

@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -374,6 +375,8 @@ def product(args) -> None:
     `--method` switched on (or none: the draft alone), so an unsure draft gets the method as skiff
     runs it, early stop included. The notes check is off, as in the greedy rows."""
     methods = [] if args.method == "none" else [args.method]
+    bench = Bench(args.dataset, args.threads)
+    pinned = pin_draft_threshold(bench.assistant)
 
     def answer(bench: Bench, row: dict) -> dict:
         bench.assistant.settings.local_plus_methods = methods
@@ -381,10 +384,38 @@ def product(args) -> None:
         got = bench.assistant.ask(row["prompt"])
         check = got.draft_check or {}
         return {"response": got.text, "correct": bench.grade(row, got.text), "unsure": check.get("unsure"),
+                "confidence": check.get("confidence"),
                 "replaced_by": check.get("replaced_by"), "allocation": got.allocation,
                 "total_s": (got.timings or {}).get("total_s")}
 
-    run_rows(args, "product", args.method, answer)
+    try:
+        run_rows(args, "product", args.method, answer, bench)
+    finally:
+        pinned()
+
+
+def pin_draft_threshold(assistant) -> Callable[[], None]:
+    """The bench home's draft check held at the flags' τ for the run (the bench home's own τ comes
+    from its history of benchmark drafts, and a run of flagged questions alone would move it), so
+    the product reads a draft as unsure exactly where the strata say. Returns what restores it."""
+    from skiff.router.draft_check import DraftThreshold
+    from skiff.local.atomic import write_atomically
+
+    check = assistant.draft_check()
+    path = check.threshold_path
+    before = path.read_bytes() if path.exists() else None
+    flags = load_flags()
+    # The share the run asks for, and a count far ahead, so the run itself never recalibrates.
+    pinned = DraftThreshold(flags["tau"], assistant._drafts_to_escalate(), "local_plus_bench flags", 10**9)
+    write_atomically(path, json.dumps(pinned.as_dict()).encode())
+
+    def restore() -> None:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomically(path, before)
+
+    return restore
 
 
 def main() -> None:

@@ -50,6 +50,9 @@ def test_methods_switched_on_by_hand_are_used_even_where_they_did_not_pay():
     free_text = allocate(NOTES, True, True, TABLE, ["vote"], False)  # by consensus; not measured here
     assert free_text.kind == "vote" and "not measured" in free_text.reason
     assert allocate(NOTES, True, True, TABLE, [], False).kind == "plain"  # none switched on
+    confident = allocate(NOTES, True, False, TABLE, ["context"], False)  # switched on: for unsure drafts
+    assert confident.kind == "plain" and "confident drafts" in confident.reason
+    assert allocate(NOTES, True, False, TABLE, ["context"], True).kind == "context"  # unless asked for
     unmeasured = allocate(NUMBER, False, True, {}, ["vote"], False, difficulty=1.0, vote_samples=(3, 8))
     assert (unmeasured.kind, unmeasured.samples) == ("vote", 8) and "not measured" in unmeasured.reason
 
