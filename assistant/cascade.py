@@ -49,10 +49,14 @@ class DraftWatch:
         return self.stopped
 
     def finish(self, stop_reason: str = "") -> DraftVerdict:
-        """The deciding verdict: the early one that stopped the draft, else the final reading of
-        the draft, which ended for `stop_reason`."""
+        """The deciding verdict: the early one that stopped the draft, else the draft's lower
+        reading (a draft unsure at either point is unsure, as τ was calibrated: an unsure start is
+        not overruled by a surer end when the draft ran on), once it ended for `stop_reason`."""
         if self.verdict is None:
-            self.verdict = self._judge(whole=True, stop_reason=stop_reason)
+            final = self._judge(whole=True, stop_reason=stop_reason)
+            if self.early is not None and self.early.confidence < final.confidence:
+                final = replace(self.early, features=final.features, draft_s=final.draft_s, check_ms=final.check_ms)
+            self.verdict = final
         return self.verdict
 
     def escalates(self, cancelled: bool, stop_reason: str = "") -> bool:

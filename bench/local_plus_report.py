@@ -103,12 +103,18 @@ def product_ratio(dataset: str, method: str | None, ids: list[str]) -> float | N
     if method is None:
         return None
     alone, more = load(dataset, "product--none"), load(dataset, f"product--{method}")
-    shared = [k for k in ids if k in alone and k in more and max(alone[k].get("load", 0), more[k].get("load", 0))
-              <= QUIET_LOAD]
+    shared = [k for k in acted_on(ids, alone, more)
+              if max(alone[k].get("load", 0), more[k].get("load", 0)) <= QUIET_LOAD]
     if len(shared) < MIN_PRODUCT_ROWS:
         return None
     return statistics.median(more[k]["seconds"] for k in shared) / statistics.median(alone[k]["seconds"]
                                                                                      for k in shared)
+
+
+def acted_on(ids: list[str], alone: dict, more: dict) -> list[str]:
+    """The questions whose draft the product itself read as unsure in the method's run (where the
+    method runs unasked); a cross-fitted flag the shipped check does not share is left out."""
+    return [k for k in ids if k in alone and k in more and more[k].get("unsure")]
 
 
 def product_table(dataset: str, pooled: bool) -> None:
@@ -116,11 +122,12 @@ def product_table(dataset: str, pooled: bool) -> None:
     alone = load(dataset, "product--none")
     if not alone:
         return
-    print("\n| stratum | `skiff ask` with | n | right | median s | × the draft alone |\n|---|---|---|---|---|---|")
+    print("\n`skiff ask` itself, on the questions whose draft it read as unsure:\n\n"
+          "| stratum | `skiff ask` with | n | right | median s | × the draft alone |\n|---|---|---|---|---|---|")
     for stratum, ids in strata(dataset, pooled).items():
         for method in ("none", *sorted(set(PRODUCT_METHODS.values()) | {"vote"})):
             rows = load(dataset, f"product--{method}")
-            shared = [k for k in ids if k in rows and k in alone]
+            shared = acted_on(ids, alone, rows)
             if not shared:
                 continue
             ratio = product_ratio(dataset, method, ids) if method != "none" else 1.0

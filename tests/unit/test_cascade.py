@@ -62,6 +62,15 @@ def distrust_whole_drafts(prior):
                    calibration_drafts=shipped["calibration_drafts"])
 
 
+def trust_whole_drafts(prior):
+    """The prior, changed so that the final reading (the whole draft) trusts a draft much more."""
+    model = BayesianLinearRegression.load(prior)
+    model.mean[-2] = 0.6
+    with np.load(prior) as shipped:
+        model.save(prior, calibration_features=shipped["calibration_features"],
+                   calibration_drafts=shipped["calibration_drafts"])
+
+
 def with_a_note(assistant):
     """Every question finds one note chunk (an answer from notes gets the check's early reading)."""
     from skiff.local.notes_index import Hit
@@ -184,6 +193,19 @@ def test_an_answer_from_notes_sure_at_first_and_unsure_by_its_end_escalates_afte
     assert answer.answered_by == "cloud" and answer.draft == long
     assert (check["stage"], check["escalated"]) == ("final", True)
     assert len(assistant.records.draft_features(answer.id, "scripted.gguf")) == 2  # early, then final
+
+
+def test_a_draft_unsure_at_first_stays_unsure_when_it_runs_on_to_a_surer_end(skiff_home, tmp_path):
+    """τ is calibrated on each draft's lowest reading, so a draft that runs on past an unsure
+    early reading (here the local model was asked for by name) is judged by that reading."""
+    assistant = with_a_note(assistant_with(tmp_path, [LONG], [UNSURE], cloud_answering(["never"]), **CLOUD))
+    trust_whole_drafts(tmp_path / "check-prior.npz")
+    answer = assistant.ask("What is a sail?", route="local")
+    check = answer.draft_check
+    assert answer.answered_by == "local" and answer.text == LONG  # written in full, not escalated
+    assert check["unsure"] and (check["stage"], check["at_tokens"]) == ("early", CHECK_AT)
+    assert any(n.startswith("the local model is unsure of this answer") for n in answer.notices)
+    assert len(assistant.records.draft_features(answer.id, "scripted.gguf")) == 2  # both readings kept
 
 
 @pytest.mark.parametrize("share", [0.1, 0.25, 0.5])
