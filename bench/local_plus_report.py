@@ -1,7 +1,7 @@
 """The report of bench/local_plus_bench.py: each local+ method beside greedy on the same questions,
 by the draft check's stratum, with paired bootstrap intervals, and the decision rule applied.
 
-    .venv/bin/python bench/local_plus_report.py [--greedy-cap 512] [--temperature 0.5]
+    .venv/bin/python bench/local_plus_report.py [--greedy-cap 512] [--temperature 0.7] [--write]
 
 A method is worth turning on for a stratum when, there, its paired gain over greedy has a 95%
 interval above 0 with a point estimate of at least +5 points, and it takes at most 3× greedy's
@@ -262,7 +262,8 @@ def write_table(out: dict) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--greedy-cap", type=int, default=512, help="GSM8K: greedy (and the votes) at this cap")
-    parser.add_argument("--temperature", type=float, default=0.5, help="GSM8K votes' temperature")
+    parser.add_argument("--temperature", type=float, default=0.7,
+                        help="GSM8K votes' temperature (chosen on the tune set)")
     parser.add_argument("--notes-temperature", type=float, default=0.7)
     parser.add_argument("--write", action="store_true", help="ship the figures as the default model's table")
     args = parser.parse_args()
