@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from local_plus_bench import FLAGS, GREEDY_CAP, ROWS, greedy_rows, questions  # noqa: E402
+from local_plus_strata import FLAGS, GREEDY_CAP, ROWS, greedy_rows, questions  # noqa: E402
 from notes_qa import bootstrap_mean, interval  # noqa: E402
 from own_tables import rows_done  # noqa: E402
 
@@ -248,7 +248,7 @@ def write_table(out: dict) -> Path:
     from notes_qa import resolve_model
 
     from skiff.assistant.allocation import table_path
-    from local_plus_bench import MODEL
+    from local_plus_strata import MODEL
 
     path = table_path(resolve_model(MODEL).name)
     table = {"model": resolve_model(MODEL).name, "measured_by": "bench/local_plus_report.py (issue 20)",
