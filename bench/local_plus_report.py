@@ -200,7 +200,8 @@ def report(args) -> dict:
                 if method in INSTEAD_OF_THE_DRAFT and extra and base_s:
                     figures["seconds"] -= base_s  # its answer is the draft; only the difference is extra
                 figures["time_ratio"] = (1 + figures["seconds"] / base_s) if extra and base_s else None
-                own = product_ratio(dataset, PRODUCT_METHODS.get(method), ids)
+                # The product runs cover the flagged questions only: other strata keep the bench's time.
+                own = product_ratio(dataset, PRODUCT_METHODS.get(method), ids) if stratum == "flagged" else None
                 if own is not None:  # the product's own path (the draft stopped early) decides
                     figures["bench_time_ratio"], figures["time_ratio"] = figures["time_ratio"], own
                 figures["on"] = (figures["gain_ci"][0] > 0 and figures["gain"] >= MIN_GAIN
