@@ -238,7 +238,7 @@ def personal(args) -> None:
     with it; then greedy answers with it under the model, from the greedy rows' prompts and caps.
     Training resumes from its last checkpoint; --train-only stops after it."""
     from skiff.assistant.personal_adapter import PersonalAdapter, tune_on_notes
-    from skiff.local.models import read_model_info
+    from skiff.local.llm import read_model_info
 
     bench = Bench(args.dataset, args.threads)
     assistant = bench.assistant
