@@ -25,6 +25,7 @@ from skiff.app.render import (
 from skiff.app.cloud_cli import cloud_app, show
 from skiff.app.model_cli import model_app
 from skiff.app.router_cli import feedback, router_app
+from skiff.app.serve_cli import serve
 
 app = typer.Typer(
     name="skiff",
@@ -38,6 +39,7 @@ app.add_typer(cloud_app, name="cloud")
 app.add_typer(model_app, name="model")
 app.command()(feedback)
 app.command()(show)
+app.command()(serve)
 
 
 def _version() -> str:

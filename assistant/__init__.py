@@ -17,6 +17,7 @@ _HOMES = {
     "Answer": "skiff.assistant.answer",
     "Assistant": "skiff.assistant.pipeline",
     "Source": "skiff.assistant.answer",
+    "LocalBusy": "skiff.assistant.local_gate",
     "DiskFullError": "skiff.local.recovery",
     "Recovery": "skiff.local.recovery",
     "on_recovery": "skiff.local.recovery",

@@ -28,6 +28,7 @@ from skiff.assistant.answering import Generated, general_answer, generate_in_clo
 from skiff.assistant.cascade import DraftWatch, escalation_reason, unsure_notice
 from skiff.assistant.cloud_prompt import why_no_cloud
 from skiff.assistant.allocation import Allocation, allocate
+from skiff.assistant.local_gate import LocalGate, WaitCancelled
 from skiff.assistant.local_plus import LocalParts, spend_local_compute
 from skiff.assistant.prompting import PromptPlan, plan_prompt
 from skiff.cloud import CloudClient
@@ -56,6 +57,7 @@ class Turn:
     # An attempt that streamed text escalates: the text shown so far is set aside (folded, kept).
     on_set_aside: Callable[[str], None] | None = None
     escalated: Generated | None = None  # what the attempt that escalated wrote (set by run_attempts)
+    queue_wait_s: float = 0.0  # waited for the local model while other answers held it
 
     @property
     def cancelled(self) -> bool:
@@ -155,6 +157,7 @@ class LocalModelParts(LocalParts, Protocol):
 
     notes: NotesIndex  # the notes check reads their term statistics
     model_name: str
+    local_gate: LocalGate  # whose turn it is to write with the local model
 
     def prepare_local(self) -> list[str]:
         """Ready the model for an answer (the personal adapter on or off); notices to show."""
@@ -188,6 +191,15 @@ class LocalAttempt:
         return self.parts.model_name
 
     def run(self, turn: Turn) -> Tried:
+        # An answer that already showed text (a draft that escalated) finishes however long the line.
+        try:
+            with self.parts.local_gate.hold(turn.cancel, may_refuse=turn.escalated is None) as waited:
+                turn.queue_wait_s += waited
+                return self.write(turn)
+        except WaitCancelled:
+            return Tried(Generated(stop_reason="cancelled"))
+
+    def write(self, turn: Turn) -> Tried:
         notices = self.parts.prepare_local()
         unsaid, abstention, plan = self.unless_the_notes_say(turn)
         if unsaid is not None:
@@ -327,6 +339,9 @@ class FinishDraft(LocalAttempt):
         if turn.escalated is not None and turn.escalated.stop_reason != "escalated":
             # The draft was finished before it escalated: shown again as the answer, not rewritten.
             return Tried(replace(turn.escalated, notices=[]), streamed=False)
+        return super().run(turn)
+
+    def write(self, turn: Turn) -> Tried:
         return self.answer(turn, None)
 
 

@@ -60,7 +60,8 @@ class Learning:
 
     def feedback(self, verdict: str, answer_id: str | None = None) -> FeedbackResult:
         """good/bad on an answer (the latest when no id is given); the router learns from it."""
-        return give_feedback(self.records, self.router_state, verdict, answer_id, self.draft_check())
+        with self._router_lock:
+            return give_feedback(self.records, self.router_state, verdict, answer_id, self.draft_check())
 
     def reset_router(self) -> None:
         """Forget what the router learned from feedback (the history stays in the database)."""

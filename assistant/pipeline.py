@@ -22,6 +22,7 @@ from skiff.assistant.answering import Generated
 from skiff.assistant.attempts import Attempted, Turn, chain_for, run_attempts
 from skiff.assistant.cloud_prompt import cloud_unreachable, open_cloud_client, why_no_cloud
 from skiff.assistant.learning import Learning
+from skiff.assistant.local_gate import LocalBusy, LocalGate
 from skiff.assistant.model_choice import ModelInstallError, catalog, current_model
 from skiff.assistant.model_choice import use as use_model
 from skiff.assistant.personal_adapter import PersonalAdapter, PersonalStatus, tune_on_notes
@@ -74,6 +75,9 @@ class Assistant(Learning):
         self._tuner: QuestionTuner | None = None
         self._load_lock = threading.Lock()
         self._index_lock = threading.Lock()
+        self._router_lock = threading.Lock()  # the router's state is read and learned one question at a time
+        # Local attempts take turns with the model; the server bounds the line (assistant/local_gate.py).
+        self.local_gate = LocalGate()
         self._draft_checks: dict[str, DraftCheck] = {}
 
     # -- parts, loaded lazily ----------------------------------------------------------------
@@ -283,8 +287,10 @@ class Assistant(Learning):
 
     def decide(self, question: str, use_notes: bool = True) -> Decision:
         """Where `question` would go and why, without answering it (nothing is recorded)."""
-        self._prepare_router()
-        return self.policy.decide(self.consult_notes(question.strip(), use_notes=use_notes))
+        consulted = self.consult_notes(question.strip(), use_notes=use_notes)
+        with self._router_lock:
+            self._prepare_router()
+            return self.policy.decide(consulted)
 
     def ask(
         self,
@@ -296,8 +302,10 @@ class Assistant(Learning):
         cancel: threading.Event | None = None,
         on_progress: TuningProgress | None = None,
         on_set_aside: Callable[[str], None] | None = None,
+        overrides: dict | None = None,
     ) -> Answer:
         """Answer `question` where the router decides, or on `route` when the person says so.
+        `overrides`: settings for this answer only (a server client's temperature or max_tokens).
         `on_progress(stage, done, total)` reports local+ work: "load" (the training copy), "step"
         (LoRA optimizer steps), "sample" (tokens of a vote's samples). `on_set_aside(reason)` is
         told when the text streamed so far is set aside for a stronger answer (an unsure draft
@@ -307,7 +315,7 @@ class Assistant(Learning):
         if route is not None and route != decision.route:
             decision = decision.overridden_to(route)
         answer = self._answer(consulted, decision, history, on_token, cancel, started, timings, on_progress,
-                              on_set_aside, asked_for=route is not None)
+                              on_set_aside, asked_for=route is not None, overrides=overrides)
         if route is not None and answer.answered_by in ("local", "cloud") and answer.text:
             # Asked again on the other model: the two answers form a pair the router learns from.
             counterpart = self.records.unpaired_counterpart(question, answer.answered_by, answer.id, PAIR_WINDOW_S)
@@ -348,8 +356,9 @@ class Assistant(Learning):
             raise ValueError("the question is empty")
         consulted = self.consult_notes(question, use_notes=use_notes)
         retrieved_at = time.perf_counter()
-        self._prepare_router()
-        decision = self.policy.decide(consulted)
+        with self._router_lock:
+            self._prepare_router()
+            decision = self.policy.decide(consulted)
         timings = {
             "retrieve_s": round(retrieved_at - started, 4),
             "decide_s": round(time.perf_counter() - retrieved_at, 4),
@@ -359,21 +368,29 @@ class Assistant(Learning):
     def _answer(self, consulted: QuestionWithNotes, decision: Decision, history: Sequence[dict],
                 on_token: Callable[[str], None] | None, cancel: threading.Event | None, started: float,
                 timings: dict, on_progress: TuningProgress | None = None,
-                on_set_aside: Callable[[str], None] | None = None, asked_for: bool = False) -> Answer:
+                on_set_aside: Callable[[str], None] | None = None, asked_for: bool = False,
+                overrides: dict | None = None) -> Answer:
         """Run the route's chain of attempts (assistant/attempts.py) and record what it came to.
-        `asked_for`: the person chose the route (a local answer asked for stays local)."""
-        attempts, notices = chain_for(decision.route, cloud_unreachable(self.settings),
-                                      decision.overridden or asked_for, self, self.settings, self.open_cloud_client)
+        `asked_for`: the person chose the route (a local answer asked for stays local). An answer
+        the local model was too busy to take (LocalBusy) leaves no record: it was never given."""
+        settings = self.settings.model_copy(update=overrides) if overrides else self.settings
+        attempts, notices = chain_for(decision.route, cloud_unreachable(settings),
+                                      decision.overridden or asked_for, self, settings, self.open_cloud_client)
         answer_id = new_answer_id()
         self.records.start(answer_id, consulted.text, decision, attempts[0].answered_by, attempts[0].model)
         turn = Turn(consulted, decision, history, on_token, cancel, on_progress,
                     lambda sent: self.records.set_sent(answer_id, sent), on_set_aside)
         try:
             attempted = run_attempts(attempts, turn, notices)
+        except LocalBusy:
+            self.records.discard(answer_id)
+            raise
         except BaseException:
             self._record(answer_id, consulted.text, decision, started, timings,
                          Attempted(Generated(), attempts[0].answered_by, attempts[0].model, notices))
             raise
+        if turn.queue_wait_s:
+            timings = {**timings, "queue_wait_s": round(turn.queue_wait_s, 4)}
         return self._record(answer_id, consulted.text, decision, started, timings, attempted)
 
     def _record(self, answer_id: str, question: str, decision: Decision, started: float, timings: dict,

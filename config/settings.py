@@ -31,7 +31,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from skiff.config.keys import KeyFileError, read_key_file, write_key_file
+
 APP_NAME = "skiff"
+
+__all__ = ["KeyFileError", "Settings", "load_settings", "write_key_file"]
 
 
 def skiff_home() -> Path | None:
@@ -66,7 +70,7 @@ class ConfigError(ValueError):
 
 
 # Settings whose values are never repeated in an error message.
-_SECRET_FIELDS = frozenset({"cloud_api_key"})
+_SECRET_FIELDS = frozenset({"cloud_api_key", "serve_api_key"})
 
 
 class _ConfigFile(TomlConfigSettingsSource):
@@ -132,25 +136,6 @@ def _numeric(annotation: Any) -> bool:
     if get_origin(annotation) in (Union, types.UnionType):
         return any(_numeric(arg) for arg in get_args(annotation))
     return annotation in (int, float)
-
-
-class KeyFileError(ValueError):
-    """The API key file is unsafe to use; the message says how to fix it."""
-
-
-def write_key_file(path: Path, key: str) -> Path:
-    """Writes the key readable by its owner only, created that way (never briefly world-readable)."""
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(key.strip() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    return path
 
 
 class Settings(BaseSettings):
@@ -278,6 +263,18 @@ class Settings(BaseSettings):
     # Notes that never leave the machine, besides those with `private: true` front matter.
     private_paths: list[str] = Field(default_factory=list, description="folders or globs of private notes")
 
+    # `skiff serve` (app/server/): an OpenAI-compatible endpoint for other tools, on this machine only.
+    serve_host: str = Field(default="127.0.0.1", description="address to listen on; loopback unless --allow-remote")
+    serve_port: int = Field(default=8765, ge=1, le=65535)
+    serve_api_key: SecretStr | None = Field(default=None, description="prefer SKIFF_SERVE_API_KEY or the key file")
+    serve_api_key_file: Path = Field(default_factory=lambda: default_config_dir() / "serve_api_key",
+                                     description="written by the first `skiff serve`, mode 600")
+    serve_queue_size: int = Field(default=8, ge=0, le=1024,
+                                  description="answers that may wait for the local model; more get 429")
+    serve_max_body_kb: int = Field(default=1024, ge=1, le=1 << 20, description="larger requests get 413")
+    serve_sources_as_text: bool = Field(default=False,
+                                        description="append the numbered sources to the answer's text")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -298,8 +295,8 @@ class Settings(BaseSettings):
             raise ValueError("expected a number, got a boolean")
         return value
 
-    @field_validator("data_dir", "cache_dir", "cloud_api_key_file", "model_path", "router_prior", "draft_check_prior",
-                     mode="before")
+    @field_validator("data_dir", "cache_dir", "cloud_api_key_file", "serve_api_key_file", "model_path", "router_prior",
+                     "draft_check_prior", mode="before")
     @classmethod
     def _paths(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
@@ -350,18 +347,14 @@ class Settings(BaseSettings):
         """The API key: the setting (SKIFF_CLOUD_API_KEY) first, else the key file."""
         if self.cloud_api_key is not None and self.cloud_api_key.get_secret_value():
             return self.cloud_api_key.get_secret_value()
-        path = Path(self.cloud_api_key_file).expanduser()
-        if not path.is_file():
-            return None
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise KeyFileError(f"the key file {path} is readable by others (mode {mode:o}): "
-                               f"run `chmod 600 {path}`; skiff will not use it until then")
-        try:
-            return path.read_text(encoding="utf-8").strip() or None
-        except UnicodeDecodeError:
-            raise KeyFileError(f"the key file {path} is not UTF-8 text: store the key again with "
-                               "`skiff cloud key`") from None
+        return read_key_file(self.cloud_api_key_file, "`skiff cloud key`")
+
+    def serve_key(self) -> str | None:
+        """The key `skiff serve` asks clients for: the setting (SKIFF_SERVE_API_KEY) first, else
+        the key file written on the first `skiff serve`."""
+        if self.serve_api_key is not None and self.serve_api_key.get_secret_value():
+            return self.serve_api_key.get_secret_value()
+        return read_key_file(self.serve_api_key_file, "`skiff serve --new-key`")
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain values, secrets masked."""

@@ -3,7 +3,9 @@ recovery from a damaged file (kept as a backup, replaced by a fresh one, reporte
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -15,10 +17,25 @@ from skiff.local.recovery import Recovery, quarantine, report
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 
 
-def connect(path: Path) -> sqlite3.Connection:
+class SharedConnection(sqlite3.Connection):
+    """A connection several threads may use (the server answers questions in parallel): one
+    thread's transaction runs whole before another thread's statement, which would otherwise join
+    it (one connection has one transaction) or fail to BEGIN a second."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lock = threading.RLock()
+
+    def execute(self, *args, **kwargs) -> sqlite3.Cursor:
+        with self.lock:
+            return super().execute(*args, **kwargs)
+
+
+def connect(path: Path) -> SharedConnection:
     """Autocommit connection in WAL mode with full fsync: a committed row survives kill -9."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False,
+                         factory=SharedConnection)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     return db
@@ -40,13 +57,17 @@ def migrate(db: sqlite3.Connection, steps: Sequence[str]) -> None:
 
 @contextmanager
 def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+    with getattr(db, "lock", _NO_LOCK):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
+_NO_LOCK = contextlib.nullcontext()
 
 
 def is_damage(error: BaseException) -> bool:

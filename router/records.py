@@ -176,6 +176,13 @@ class AnswerStore:
                     "UPDATE decisions SET draft_check=?, draft_features=?, draft_model=? WHERE answer_id=?",
                     (json.dumps(draft.check), pack(draft.features), draft.model, answer_id))
 
+    def discard(self, answer_id: str) -> None:
+        """An answer started but never given (the local model was too busy to take it): the client
+        asks again, and one question must not count twice."""
+        with transaction(self.db):
+            self.db.execute("DELETE FROM decisions WHERE answer_id=?", (answer_id,))
+            self.db.execute("DELETE FROM answers WHERE id=?", (answer_id,))
+
     def set_sent(self, answer_id: str, sent: dict) -> None:
         """What left the machine for this answer, written before the request goes out."""
         self.db.execute("UPDATE answers SET sent=? WHERE id=?", (json.dumps(sent, ensure_ascii=False), answer_id))
