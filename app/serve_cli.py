@@ -80,5 +80,7 @@ def serve(
                                 timeout_graceful_shutdown=DRAIN_S, access_log=True)
         try:
             uvicorn.Server(config).run()
+        except KeyboardInterrupt:  # uvicorn drained and stopped, then passed ctrl+c on
+            err.print("skiff serve: stopped", highlight=False)
         except OSError as error:
             fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
