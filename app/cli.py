@@ -25,6 +25,7 @@ from skiff.app.render import (
 from skiff.app.cloud_cli import cloud_app, show
 from skiff.app.model_cli import model_app
 from skiff.app.router_cli import feedback, router_app
+from skiff.app.mcp_server import mcp
 from skiff.app.serve_cli import serve
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app.add_typer(model_app, name="model")
 app.command()(feedback)
 app.command()(show)
 app.command()(serve)
+app.command()(mcp)
 
 
 def _version() -> str:

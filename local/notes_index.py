@@ -160,6 +160,11 @@ class NotesIndex:
     def roots(self) -> list[str]:
         return self.manifest.roots()
 
+    def indexed_files(self) -> list[FileRecord]:
+        """The files whose chunks are in the index, by path."""
+        return sorted((r for r in self.manifest.records().values() if r.state == "done" and r.chunks > 0),
+                      key=lambda record: record.path)
+
     def fingerprint(self) -> str:
         return self.manifest.fingerprint()
 
