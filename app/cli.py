@@ -25,6 +25,7 @@ from skiff.app.render import (
 from skiff.app.cloud_cli import cloud_app, show
 from skiff.app.model_cli import model_app
 from skiff.app.router_cli import feedback, router_app
+from skiff.app.export_cli import export
 from skiff.app.mcp_server import mcp
 from skiff.app.serve_cli import serve
 
@@ -42,6 +43,7 @@ app.command()(feedback)
 app.command()(show)
 app.command()(serve)
 app.command()(mcp)
+app.command()(export)
 
 
 def _version() -> str:

@@ -16,6 +16,7 @@ HELP = """[b]Commands[/b]
 /new             a new chat        /rename TITLE   rename this chat     /delete   delete this chat
 /open N          show source [N] of the latest answer (e there opens $EDITOR)      /help   this text
 /model [NAME]    list the local models, or answer with NAME from now on
+/export [md|json] [PATH]   save this chat (questions, answers, who answered, sources) as Markdown or JSON
 [b]Keys[/b] Enter send · ctrl+j newline · Esc cancel · ctrl+g good · ctrl+b bad · ctrl+o decision · ctrl+n new chat
 shift+tab moves to the messages; on a message: l/c/+ ask again locally/in the cloud/with more local compute,
 g/b judge, o decision,
@@ -35,6 +36,7 @@ PALETTE = [
     ("Toggle offline mode", "Keep every question on this machine, or not", "/offline"),
     ("Watch notes folders", "Re-index indexed folders as their files change (toggle)", "/watch"),
     ("Local models", "The installable local models, and which one answers (/model NAME switches)", "/model"),
+    ("Export this chat", "As Markdown in the folder skiff started from (/export json PATH for JSON)", "/export"),
     ("skiff help", "Keys and slash commands", "/help"),
 ]
 

@@ -52,6 +52,8 @@ class SlashCommands:
             self._model_command(argument)
         elif name == "open" and argument.isdigit():
             self._show_source(self._latest_answer(), int(argument))
+        elif name == "export":
+            self._export_command(argument)
         else:
             self.notify(HELP, timeout=20)
 
@@ -81,6 +83,32 @@ class SlashCommands:
                               fmt.markup("$model ready", model=self.assistant.model_path.stem))
         self.ready.set()
         self.call_from_thread(self._drain_queue)
+
+    @work(thread=True, name="export", group="export", exit_on_error=False)
+    def _export_command(self, argument: str) -> None:
+        """/export [md|json] [PATH]: this chat to PATH, or to a new file named after it in the folder
+        skiff was started from."""
+        from pathlib import Path
+
+        from skiff.app.chat_export import FORMATS, default_file_name, export_chat
+        from skiff.local.atomic import write_atomically
+
+        if self.history is None or not self.conversation_id:
+            self.call_from_thread(self.notify, "no chat to export yet", severity="warning")
+            return
+        form, _, target = argument.partition(" ")
+        if form not in FORMATS:
+            form, target = "md", argument
+        chats = {chat.id: chat for chat in self.history.conversations()}
+        chat = chats[self.conversation_id]
+        path = Path(target.strip()).expanduser() if target.strip() else default_file_name(chat, form, Path.cwd())
+        try:
+            write_atomically(path, export_chat(self.history, chat, form).encode("utf-8"))
+        except OSError as error:
+            self.call_from_thread(self.notify, terminal_safe(f"cannot write {path}: {error.strerror or error}"),
+                                  severity="error", markup=False)
+            return
+        self.call_from_thread(self.notify, terminal_safe(f"exported to {path.resolve()}"), markup=False)
 
     def _show_source(self, view: AnswerView | None, number: int | None) -> None:
         """Source [number] of an answer in the side panel, its cited lines selected."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +26,7 @@ async def ask(pilot, app: SkiffApp, text: str) -> None:
     await pilot.press("enter")
 
 
-async def test_ask_streams_an_answer_with_its_badge_and_sources(skiff_home, vault):
+async def test_ask_streams_an_answer_with_its_badge_and_sources(skiff_home, vault, tmp_path):
     app = SkiffApp(max_tokens=24)
     async with app.run_test(size=(120, 40)) as pilot:
         await ask(pilot, app, f"/index {vault}")
@@ -46,6 +47,31 @@ async def test_ask_streams_an_answer_with_its_badge_and_sources(skiff_home, vaul
         assert record["answer"] == view.text
         stored = app.history.messages(app.conversation_id)
         assert [m.role for m in stored] == ["user", "assistant"] and stored[1].content == view.text
+        exported = tmp_path / "chat.json"
+        await ask(pilot, app, f"/export json {exported}")
+        await wait_for(pilot, exported.exists, timeout=30)
+    _the_chat_exports_as_it_was_answered(exported, view, vault)
+
+
+def _the_chat_exports_as_it_was_answered(exported, view, vault) -> None:
+    """/export wrote the chat as JSON; `skiff export` writes the same chat as Markdown, its sources
+    linked to the files."""
+    import json
+
+    from conftest import run_skiff
+
+    chat = json.loads(exported.read_text(encoding="utf-8"))
+    assert [m["role"] for m in chat["messages"]] == ["user", "assistant"]
+    answer = chat["messages"][1]
+    assert answer["content"] == view.text and answer["answered_by"] == "local" and answer["sources"]
+    markdown = run_skiff("export").stdout
+    assert "## Question\n\nHow do I link to a heading?" in markdown and "### Answer (local, " in markdown
+    assert view.text.strip() in markdown
+    cited = answer["sources"][0]["path"]
+    assert f"(<{Path(cited).as_uri()}>)" in markdown and str(vault) in cited
+    listed = run_skiff("export", "--list").stdout
+    assert chat["id"] in listed
+    assert run_skiff("export", "no-such-chat-title", check=False).returncode == 2
 
 
 async def test_escape_cancels_and_keeps_the_partial_answer(skiff_home):
