@@ -158,3 +158,48 @@ def test_the_tui_starting_offline_opens_no_socket_beyond_loopback(skiff_home, tm
     trace = log.read_text()
     assert trace.strip()  # strace followed it: at least the local sockets it opened
     assert outbound(trace) == []
+
+
+def test_serve_offline_opens_no_socket_beyond_loopback(skiff_home, vault, tmp_path):
+    """`skiff serve` under strace, offline with a cloud endpoint configured: a routed question and
+    one asked of the cloud model are answered on the machine, and no thread of it connects beyond
+    loopback; ctrl+c then stops it."""
+    if not shutil.which("strace"):
+        pytest.skip("strace not installed")
+    import signal
+    import time
+
+    from pathlib import Path
+
+    import httpx
+    from servers import free_port
+
+    env = {**os.environ, "SKIFF_OFFLINE": "true", "SKIFF_CLOUD_BASE_URL": UNROUTABLE_CLOUD, "SKIFF_CLOUD_MODEL": "m",
+           "SKIFF_MAX_TOKENS": "8"}
+    subprocess.run([str(SKIFF), "index", str(vault)], env=env, check=True, capture_output=True, timeout=300)
+    port, log = free_port(), tmp_path / "trace"
+    server = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log),
+                               str(SKIFF), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        key = (skiff_home / "serve_api_key").read_text().strip()
+        for model in ("skiff", "skiff-cloud"):
+            reply = httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                               json={"model": model, "messages": [{"role": "user", "content": "How do I link notes?"}]})
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["choices"][0]["message"]["skiff"]["answered_by"] == "local"
+    finally:
+        # strace itself would detach on SIGINT and leave skiff running: ctrl+c goes to skiff.
+        for child in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split():
+            os.kill(int(child), signal.SIGINT)
+        server.communicate(timeout=60)
+    assert server.returncode == 0
+    assert outbound(log.read_text()) == []
