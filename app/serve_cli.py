@@ -47,7 +47,7 @@ def _api_key(settings, new_key: bool) -> str:
 
 def serve(
     host: Optional[str] = typer.Option(None, help="Address to listen on (default: the serve_host setting, 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="Port (default: the serve_port setting, 8765)."),
+    port: Optional[int] = typer.Option(None, help="Port (default: the serve_port setting, 8764)."),
     allow_remote: bool = typer.Option(False, "--allow-remote",
                                       help="Listen on an address other machines can reach."),
     new_key: bool = typer.Option(False, "--new-key", help="Make a new API key (the old one stops working)."),

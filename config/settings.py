@@ -265,7 +265,7 @@ class Settings(BaseSettings):
 
     # `skiff serve` (app/server/): an OpenAI-compatible endpoint for other tools, on this machine only.
     serve_host: str = Field(default="127.0.0.1", description="address to listen on; loopback unless --allow-remote")
-    serve_port: int = Field(default=8765, ge=1, le=65535)
+    serve_port: int = Field(default=8764, ge=1, le=65535)  # 8765 is scripts/cloud-local.sh's
     serve_api_key: SecretStr | None = Field(default=None, description="prefer SKIFF_SERVE_API_KEY or the key file")
     serve_api_key_file: Path = Field(default_factory=lambda: default_config_dir() / "serve_api_key",
                                      description="written by the first `skiff serve`, mode 600")

@@ -81,6 +81,8 @@ def skiff_field(answer: Answer) -> dict:
     return {"answer_id": answer.id, "route": answer.route, "answered_by": answer.answered_by,
             "reason": answer.decision.reason, "model": answer.model, "notices": list(answer.notices),
             "stop_reason": answer.stop_reason,
+            "timings": {"queue_wait_s": answer.timings.get("queue_wait_s") or 0.0,
+                        "first_token_s": answer.timings.get("first_token_s"), "total_s": answer.timings.get("total_s")},
             "sources": [{"number": s.number, "path": s.path, "title": s.title, "section": s.section,
                          "line_start": s.line_start, "line_end": s.line_end, "page": s.page}
                         for s in answer.sources]}
