@@ -116,6 +116,10 @@ def generate_in_cloud(client: CloudClient, settings: Settings, question: str, hi
             _emit(pieces, generated, piece, on_token)
         generated.stop_reason = {"stop": "eos", "length": "length"}.get(stats.finish_reason or "",
                                                                          stats.finish_reason or "eos")
+        if not "".join(pieces).strip() and not (cancel is not None and cancel.is_set()):
+            # An empty answer is no answer: the person would be left with nothing to read.
+            generated.fell_back = True
+            generated.notices.append("the cloud returned an empty answer; answered locally")
     except CloudStreamBroken as error:
         if pieces:
             generated.stop_reason = "cloud_stream_broken"

@@ -265,50 +265,86 @@ def disconnects(args) -> None:
 
 
 def overhead(args) -> None:
-    """The same questions, alternately through `skiff ask --route local` and `skiff serve`'s
-    skiff-local, greedy: time to first token and decode speed, each as its client sees it."""
+    """The same questions through `skiff serve`'s skiff-local (the openai SDK, streaming) and
+    through the pipeline `skiff ask --route local` runs, warm in this process (the baseline), in
+    alternating order, greedy: time to first token and tokens per second, each measured where its
+    caller sees the tokens. `skiff ask` itself, cold from a shell (its model loaded per run), is
+    reported beside them."""
     rig = Rig()
     rows = []
     try:
+        os.environ.update(rig.env)  # the in-process pipeline reads the same home and model
+        from skiff.assistant import Assistant
+        from skiff.config.settings import load_settings
+
+        library = Assistant(load_settings(offline=True, max_tokens=args.max_tokens))
+        library.ask("What is a vault?", route="local")  # warm: the model, embedder and index loaded
         client = rig.client()
-        for question in questions(args.questions):
-            cli = subprocess.run([str(SKIFF), "ask", "--route", "local", "--json", "--max-tokens", str(args.max_tokens),
-                                  "--offline", question], env=rig.env, capture_output=True, text=True, check=True)
-            answer = json.loads(cli.stdout)
-            sent = time.perf_counter()
-            stream = client.chat.completions.create(model="skiff-local", stream=True, max_tokens=args.max_tokens,
-                                                    messages=[{"role": "user", "content": question}])
-            first = last = None
-            pieces = 0
-            for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    first, last = first or time.perf_counter(), time.perf_counter()
-                    pieces += 1
-                if chunk.choices and chunk.choices[0].finish_reason:
-                    extra = chunk.model_extra["skiff"]
-            served = rig.records()[extra["answer_id"]]
-            tokens = answer["tokens"]["completion"]
-            rows.append({"question": question, "cli_first_token_s": answer["timings"]["first_token_s"],
-                         "cli_tokens_per_s": answer["timings"]["decode_tokens_per_s"], "cli_tokens": tokens,
-                         "serve_first_token_s": first - sent, "serve_pieces": pieces,
-                         "serve_tokens": served["tokens"],
-                         # As the client sees it: the tokens after the first, over the time they took to arrive.
-                         "serve_tokens_per_s": (served["tokens"] - 1) / (last - first) if last > first else None,
-                         "serve_inside_first_token_s": served["timings"]["first_token_s"]})
+        for number, question in enumerate(questions(args.questions)):
+            sides = [("serve", lambda q=question: _through_serve(client, rig, q, args.max_tokens)),
+                     ("pipeline", lambda q=question: _through_pipeline(library, q))]
+            row = {"question": question}
+            for name, run in sides if number % 2 == 0 else sides[::-1]:
+                row.update({f"{name}_{key}": value for key, value in run().items()})
+            cold = subprocess.run([str(SKIFF), "ask", "--route", "local", "--json", "--max-tokens",
+                                   str(args.max_tokens), "--offline", question],
+                                  env=rig.env, capture_output=True, text=True, check=True)
+            answer = json.loads(cold.stdout)
+            row.update({"cli_cold_first_token_s": answer["timings"]["first_token_s"],
+                        "cli_cold_tokens_per_s": answer["timings"]["decode_tokens_per_s"]})
+            rows.append(row)
+        library.close()
     finally:
         code = rig.stop()
     (ROWS / "overhead.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    speed = statistics.median(r["serve_tokens_per_s"] / r["cli_tokens_per_s"] for r in rows if r["serve_tokens_per_s"])
-    extra_ms = statistics.median((r["serve_first_token_s"] - r["cli_first_token_s"]) * 1000 for r in rows)
+    both = [row for row in rows if row["serve_tokens_per_s"] and row["pipeline_tokens_per_s"]]
+    extra_ms = [(row["serve_first_token_s"] - row["pipeline_first_token_s"]) * 1000 for row in rows]
+    speed = [row["serve_tokens_per_s"] / row["pipeline_tokens_per_s"] for row in both]
     save("serve_overhead", {
         "questions": len(rows), "max_tokens": args.max_tokens,
-        "cli_first_token_p50_s": round(statistics.median(r["cli_first_token_s"] for r in rows), 3),
+        "same_answers": sum(row["serve_text"] == row["pipeline_text"] for row in rows),
+        "pipeline_first_token_p50_s": round(statistics.median(r["pipeline_first_token_s"] for r in rows), 3),
         "serve_first_token_p50_s": round(statistics.median(r["serve_first_token_s"] for r in rows), 3),
-        "first_token_extra_ms_p50": round(extra_ms, 1),
-        "cli_tokens_per_s_p50": round(statistics.median(r["cli_tokens_per_s"] for r in rows), 2),
-        "serve_tokens_per_s_p50": round(statistics.median(r["serve_tokens_per_s"] for r in rows
-                                                          if r["serve_tokens_per_s"]), 2),
-        "serve_over_cli_speed_p50": round(speed, 3), "serve_exit_code": code})
+        "first_token_extra_ms_p50": round(statistics.median(extra_ms), 1),
+        "first_token_extra_ms_range": [round(min(extra_ms), 1), round(max(extra_ms), 1)],
+        "pipeline_tokens_per_s_p50": round(statistics.median(r["pipeline_tokens_per_s"] for r in both), 2),
+        "serve_tokens_per_s_p50": round(statistics.median(r["serve_tokens_per_s"] for r in both), 2),
+        "serve_over_pipeline_speed_p50": round(statistics.median(speed), 3),
+        "serve_over_pipeline_speed_range": [round(min(speed), 3), round(max(speed), 3)],
+        "cli_cold_first_token_p50_s": round(statistics.median(r["cli_cold_first_token_s"] for r in rows), 3),
+        "cli_cold_tokens_per_s_p50": round(statistics.median(r["cli_cold_tokens_per_s"] for r in rows), 2),
+        "serve_exit_code": code})
+
+
+def _arrivals(times: list[float], tokens: int, sent: float) -> dict:
+    """Time to the first piece, and the tokens after the first over the time they took to arrive."""
+    if not times:
+        return {"first_token_s": None, "tokens_per_s": None, "tokens": tokens}
+    spread = times[-1] - times[0]
+    return {"first_token_s": times[0] - sent, "tokens": tokens,
+            "tokens_per_s": (tokens - 1) / spread if spread > 0 and tokens > 1 else None}
+
+
+def _through_serve(client, rig: Rig, question: str, max_tokens: int) -> dict:
+    times, text, extra = [], [], None
+    sent = time.perf_counter()
+    stream = client.chat.completions.create(model="skiff-local", stream=True, max_tokens=max_tokens,
+                                            messages=[{"role": "user", "content": question}])
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            times.append(time.perf_counter())
+            text.append(chunk.choices[0].delta.content)
+        if chunk.choices and chunk.choices[0].finish_reason:
+            extra = chunk.model_extra["skiff"]
+    tokens = rig.records()[extra["answer_id"]]["tokens"]
+    return {**_arrivals(times, tokens, sent), "text": "".join(text)}
+
+
+def _through_pipeline(library, question: str) -> dict:
+    times: list[float] = []
+    sent = time.perf_counter()
+    answer = library.ask(question, route="local", on_token=lambda piece: times.append(time.perf_counter()))
+    return {**_arrivals(times, int(answer.tokens["completion"]), sent), "text": answer.text}
 
 
 def main() -> None:

@@ -115,7 +115,7 @@ WHOLE_ANSWER = {"object": "chat.completion", "model": "fault-model",
 # The first scenarios (tests/test_cloud.py), and the hostile ones, each to be answered in bounded
 # time and memory (tests/faults/). "fuzz" serves whatever a test put in FaultServer.fuzz_body.
 CLASSIC = ("ok", "429_then_ok", "always500", "refuse401", "refuse403", "refuse404", "echo_key", "hang", "pings",
-           "slow_first", "drop", "malformed", "error_event", "no_done")
+           "slow_first", "drop", "malformed", "error_event", "no_done", "empty")
 HOSTILE = (
     "drip_head",  # one byte of a line every drip_s, before any token; the line never ends
     "drip_line",  # a token, then one byte of a line every drip_s, forever
@@ -190,6 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
         if scenario == "slow_first":
             time.sleep(self.server.hang_s)
         pieces = ["The ", "answer ", "is ", "42."]
+        if scenario == "empty":  # a model that stops at once: a well-formed stream with no text
+            pieces = ["", "  "]
         for n, piece in enumerate(pieces):
             if scenario in ("drop", "malformed", "error_event", "no_done") and n == 2:
                 if scenario == "drop":

@@ -151,6 +151,8 @@ FAULTS = [
     Fault("malformed", CloudStreamBroken, "malformed event"),
     Fault("error_event", CloudStreamBroken, "model overloaded"),
     Fault("no_done", CloudStreamBroken, "ended before the answer finished"),
+    # A model that stops at once: the client reads it whole; the pipeline falls back (test_cloud.py).
+    Fault("empty", None, shown="  "),
     # Drips: each byte, token, ping or header restarts a read timeout; the deadlines do not restart.
     Fault("drip_head", CloudTimeout, "first-token timeout", shown="", ends_by_s=1.0, trials=2),
     Fault("drip_line", CloudStreamBroken, "idle timeout", ends_by_s=1.0, trials=2),

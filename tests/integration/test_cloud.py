@@ -274,7 +274,7 @@ async def test_the_tui_folds_an_unsure_draft_and_shows_the_cloud_answer(skiff_ho
 
 
 @pytest.mark.parametrize("scenario, expect", [("always500", "500"), ("refuse401", "API key was refused"),
-                                              ("hang", "first-token timeout")])
+                                              ("hang", "first-token timeout"), ("empty", "empty answer")])
 def test_cloud_failure_before_the_first_token_falls_back_to_local(skiff_home, faults, scenario, expect):
     faults.hang_s = 2.0
     assistant = cloud_assistant(skiff_home, faults.url(scenario), cloud_model="fault-model", cloud_retries=1,
