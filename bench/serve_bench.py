@@ -211,15 +211,17 @@ def load(args) -> None:
 
         sampler = threading.Thread(target=sample_rss, daemon=True)
         sampler.start()
-        started = time.perf_counter()
-        clients = [threading.Thread(target=one_client, args=(n,)) for n in range(args.clients)]
-        for client in clients:
-            client.start()
-        for client in clients:
-            client.join()
-        wall = time.perf_counter() - started
+        walls = []
+        for round_number in range(1, args.rounds + 1):  # a second round shows whether memory keeps growing
+            started = time.perf_counter()
+            clients = [threading.Thread(target=one_client, args=(n,)) for n in range(args.clients)]
+            for client in clients:
+                client.start()
+            for client in clients:
+                client.join()
+            walls.append(round(time.perf_counter() - started, 1))
+            rss.append((f"after crowd round {round_number}", rig.rss_mb()))
         stop.set()
-        rss.append(("after the crowd", rig.rss_mb()))
         recorded = rig.records()
     finally:
         code = rig.stop()
@@ -230,7 +232,7 @@ def load(args) -> None:
     (ROWS / "load.jsonl").write_text("".join(json.dumps(row) + "\n" for row in single + rows))
     save("serve_load", {
         "clients": args.clients, "questions_each": len(asked), "max_tokens": args.max_tokens,
-        "single_client": _summary(single), "crowd": _summary(rows), "crowd_wall_s": round(wall, 1),
+        "rounds": args.rounds, "single_client": _summary(single), "crowd": _summary(rows), "crowd_wall_s": walls,
         "records": len(recorded), "answers_given": len(ids), "duplicate_answer_ids": len(ids) - len(set(ids)),
         "lost": len(lost), "recorded_text_differs": len(mismatched),
         "rss_mb": {name: round(value, 1) for name, value in rss},
@@ -354,6 +356,7 @@ def main() -> None:
     crowd.add_argument("--clients", type=int, default=16)
     crowd.add_argument("--questions", type=int, default=10)
     crowd.add_argument("--max-tokens", type=int, default=96)
+    crowd.add_argument("--rounds", type=int, default=2)
     leaving = commands.add_parser("disconnects")
     leaving.add_argument("--trials", type=int, default=10)
     leaving.add_argument("--seed", type=int, default=20261130)
