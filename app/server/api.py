@@ -55,7 +55,7 @@ def create_app(assistant, api_key: str, warm_up: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if state.warm_up:  # the first client should not wait for the model to load
-            await asyncio.get_running_loop().run_in_executor(state.executor, _load_local_model, assistant)
+            await asyncio.get_running_loop().run_in_executor(state.executor, _warm_up, assistant)
         yield
         for cancel in list(state.in_flight):  # past the graceful wait: stop what still runs
             cancel.set()
@@ -72,12 +72,18 @@ def create_app(assistant, api_key: str, warm_up: bool = True) -> Starlette:
     return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
 
 
-def _load_local_model(assistant) -> None:
+def _warm_up(assistant) -> None:
+    """Load what every answer needs before the first client comes: the model, the embedder, the
+    index and the router (a decision is made and nothing recorded)."""
     try:
         assistant.model  # noqa: B018 - loading is the point
         assistant.prepare_local()
     except Exception as error:  # noqa: BLE001 - a cloud-only setup still serves; the answer will say
         log.warning("the local model did not load: %s", error)
+    try:
+        assistant.decide("What do my notes say?")
+    except Exception as error:  # noqa: BLE001 - nothing indexed yet, say: the first question says more
+        log.warning("the notes and the router did not load: %s", error)
 
 
 Handler = Callable[[Request, ServerState], Awaitable[Response]]
