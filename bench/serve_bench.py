@@ -288,12 +288,13 @@ def overhead(args) -> None:
             row = {"question": question}
             for name, run in sides if number % 2 == 0 else sides[::-1]:
                 row.update({f"{name}_{key}": value for key, value in run().items()})
-            cold = subprocess.run([str(SKIFF), "ask", "--route", "local", "--json", "--max-tokens",
-                                   str(args.max_tokens), "--offline", question],
-                                  env=rig.env, capture_output=True, text=True, check=True)
-            answer = json.loads(cold.stdout)
-            row.update({"cli_cold_first_token_s": answer["timings"]["first_token_s"],
-                        "cli_cold_tokens_per_s": answer["timings"]["decode_tokens_per_s"]})
+            if number < args.cold:  # `skiff ask` from a shell loads its model each time: a few are enough
+                cold = subprocess.run([str(SKIFF), "ask", "--route", "local", "--json", "--max-tokens",
+                                       str(args.max_tokens), "--offline", question],
+                                      env=rig.env, capture_output=True, text=True, check=True)
+                answer = json.loads(cold.stdout)
+                row.update({"cli_cold_first_token_s": answer["timings"]["first_token_s"],
+                            "cli_cold_tokens_per_s": answer["timings"]["decode_tokens_per_s"]})
             rows.append(row)
         library.close()
     finally:
@@ -301,21 +302,37 @@ def overhead(args) -> None:
     (ROWS / "overhead.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     both = [row for row in rows if row["serve_tokens_per_s"] and row["pipeline_tokens_per_s"]]
     extra_ms = [(row["serve_first_token_s"] - row["pipeline_first_token_s"]) * 1000 for row in rows]
+    serving_ms = [(row["serve_first_token_s"] - row["serve_inside_first_token_s"]) * 1000 for row in rows]
     speed = [row["serve_tokens_per_s"] / row["pipeline_tokens_per_s"] for row in both]
+    cold = [row for row in rows if "cli_cold_first_token_s" in row]
     save("serve_overhead", {
         "questions": len(rows), "max_tokens": args.max_tokens,
         "same_answers": sum(row["serve_text"] == row["pipeline_text"] for row in rows),
         "pipeline_first_token_p50_s": round(statistics.median(r["pipeline_first_token_s"] for r in rows), 3),
         "serve_first_token_p50_s": round(statistics.median(r["serve_first_token_s"] for r in rows), 3),
         "first_token_extra_ms_p50": round(statistics.median(extra_ms), 1),
+        "first_token_extra_ms_p50_ci95": _median_interval(extra_ms),
         "first_token_extra_ms_range": [round(min(extra_ms), 1), round(max(extra_ms), 1)],
+        # The same request seen by the client and by the pipeline inside the server: HTTP, the
+        # thread hop and the first event, with none of two processes' prompt timings between them.
+        "serving_overhead_ms_p50": round(statistics.median(serving_ms), 1),
+        "serving_overhead_ms_max": round(max(serving_ms), 1),
         "pipeline_tokens_per_s_p50": round(statistics.median(r["pipeline_tokens_per_s"] for r in both), 2),
         "serve_tokens_per_s_p50": round(statistics.median(r["serve_tokens_per_s"] for r in both), 2),
         "serve_over_pipeline_speed_p50": round(statistics.median(speed), 3),
+        "serve_over_pipeline_speed_p50_ci95": _median_interval(speed, digits=3),
         "serve_over_pipeline_speed_range": [round(min(speed), 3), round(max(speed), 3)],
-        "cli_cold_first_token_p50_s": round(statistics.median(r["cli_cold_first_token_s"] for r in rows), 3),
-        "cli_cold_tokens_per_s_p50": round(statistics.median(r["cli_cold_tokens_per_s"] for r in rows), 2),
+        "cli_cold_questions": len(cold),
+        "cli_cold_first_token_p50_s": round(statistics.median(r["cli_cold_first_token_s"] for r in cold), 3),
+        "cli_cold_tokens_per_s_p50": round(statistics.median(r["cli_cold_tokens_per_s"] for r in cold), 2),
         "serve_exit_code": code})
+
+
+def _median_interval(values: list[float], digits: int = 1, draws: int = 2000) -> list[float]:
+    """A 95% bootstrap interval of the median (seeded)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(draws))
+    return [round(medians[int(0.025 * draws)], digits), round(medians[int(0.975 * draws) - 1], digits)]
 
 
 def _arrivals(times: list[float], tokens: int, sent: float) -> dict:
@@ -338,8 +355,9 @@ def _through_serve(client, rig: Rig, question: str, max_tokens: int) -> dict:
             text.append(chunk.choices[0].delta.content)
         if chunk.choices and chunk.choices[0].finish_reason:
             extra = chunk.model_extra["skiff"]
-    tokens = rig.records()[extra["answer_id"]]["tokens"]
-    return {**_arrivals(times, tokens, sent), "text": "".join(text)}
+    record = rig.records()[extra["answer_id"]]
+    return {**_arrivals(times, record["tokens"], sent), "text": "".join(text),
+            "inside_first_token_s": record["timings"]["first_token_s"]}
 
 
 def _through_pipeline(library, question: str) -> dict:
@@ -361,7 +379,8 @@ def main() -> None:
     leaving.add_argument("--trials", type=int, default=10)
     leaving.add_argument("--seed", type=int, default=20261130)
     cost = commands.add_parser("overhead")
-    cost.add_argument("--questions", type=int, default=10)
+    cost.add_argument("--questions", type=int, default=30)
+    cost.add_argument("--cold", type=int, default=10, help="questions also asked of a cold `skiff ask`")
     cost.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
     ROWS.mkdir(parents=True, exist_ok=True)
