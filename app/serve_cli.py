@@ -25,7 +25,8 @@ def _is_loopback(host: str) -> bool:
 
 def _api_key(settings, new_key: bool) -> str:
     """The key clients must send. Made on the first run (or with --new-key), stored mode 600 and
-    shown this once; a key in the settings (SKIFF_SERVE_API_KEY) is used as it is."""
+    shown this once on the terminal (never into a log); a key in the settings (SKIFF_SERVE_API_KEY)
+    is used as it is."""
     from skiff.config.settings import KeyFileError, write_key_file
 
     try:
@@ -40,8 +41,12 @@ def _api_key(settings, new_key: bool) -> str:
         fail("the serve_api_key setting (SKIFF_SERVE_API_KEY) sets the key; change it there")
     key = "sk-skiff-" + secrets.token_urlsafe(24)
     path = write_key_file(settings.serve_api_key_file, key)
-    err.print(f"[bold]API key[/] (shown this once; stored in {path}, mode 600):", highlight=False)
-    err.print(key, markup=False, highlight=False)
+    if err.is_terminal:
+        err.print(f"[bold]API key[/] (shown this once; stored in {path}, mode 600):", highlight=False)
+        err.print(key, markup=False, highlight=False)
+    else:  # stderr goes to a log or a pipe: the key stays out of it
+        err.print(f"API key made and stored in {path} (mode 600); it is not printed where a log could keep it",
+                  highlight=False)
     return key
 
 
