@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 import time
 from pathlib import Path
@@ -22,17 +20,17 @@ from skiff.assistant.answering import Generated
 from skiff.assistant.attempts import Attempted, Turn, chain_for, run_attempts
 from skiff.assistant.cloud_prompt import cloud_unreachable, open_cloud_client, why_no_cloud
 from skiff.assistant.learning import Learning
+from skiff.assistant.tuning import Tuning
 from skiff.assistant.local_gate import LocalBusy, LocalGate
 from skiff.assistant.model_choice import ModelInstallError, catalog, current_model
 from skiff.assistant.model_choice import use as use_model
-from skiff.assistant.personal_adapter import PersonalAdapter, PersonalStatus, tune_on_notes
 from skiff.assistant.question_adapter import QuestionTuner
 from skiff.assistant.retrieval import RetrievalConfig, retrieve
 from skiff.assistant.status_report import describe
 from skiff.cloud import CloudClient
 from skiff.config.settings import Settings
 from skiff.local.embedder import Embedder
-from skiff.local.llm import LocalModel, read_model_info
+from skiff.local.llm import LocalModel
 from skiff.local.notes_index import Hit, IndexProgress, IndexSummary, NotesIndex
 from skiff.local.readers import source_lines
 from skiff.local.recovery import DiskFullError, disk_full
@@ -47,7 +45,7 @@ from skiff.router.uncertainty import UncertaintyRouter
 PAIR_WINDOW_S = 24 * 3600.0
 
 
-class Assistant(Learning):
+class Assistant(Learning, Tuning):
     """Owns the heavy parts and loads each on first use, so opening it is instant.
 
     Each part may be given instead (a library user's own, or a test's scripted stand-in): the
@@ -197,47 +195,6 @@ class Assistant(Learning):
                 raise DiskFullError(f"{full}. Files indexed so far are kept and "
                                     "nothing was half-written: free some space and run `skiff index` again, "
                                     "it carries on.") from error
-
-    # -- the personal adapter (`skiff tune`) ----------------------------------------------------
-
-    @property
-    def personal(self) -> PersonalAdapter:
-        return PersonalAdapter(self.settings.data_dir / "personal-adapter")
-
-    def personal_status(self) -> PersonalStatus:
-        return self.personal.status(self.notes.fingerprint() if self.settings.index_dir.exists() else "",
-                                    self._personal_key())
-
-    def tune(self, progress: Callable[[int, int], None] | None = None,
-             cancel: threading.Event | None = None) -> PersonalStatus:
-        """Train (or resume) a LoRA on every indexed chunk; once finished it sits under every
-        answer until the notes change. Cancelling keeps a checkpoint to resume from."""
-        with self._index_lock:  # the notes must not change under the training
-            status = tune_on_notes(self.notes, self.personal, self.model_path,
-                                   read_model_info(self.model_path).architecture, self.settings, self._personal_key(),
-                                   progress, cancel)
-        if self._model is not None:
-            self._use_personal_adapter()
-        return status
-
-    def _use_personal_adapter(self) -> list[str]:
-        """The personal adapter goes under the model while it matches the notes (and this model and
-        LoRA settings), and off when not. A broken adapter file is said, never fatal."""
-        fingerprint = self.notes.fingerprint() if self.settings.index_dir.exists() else ""
-        try:
-            self.model.set_base_adapter(self.personal.usable(fingerprint, self._personal_key()))
-        except (OSError, ValueError) as error:
-            self.model.set_base_adapter(None)
-            return [f"the personal adapter could not be used ({error}); `skiff tune` trains it again"]
-        return []
-
-    def _personal_key(self) -> str:
-        from skiff.local.lora.training_copy import cache_key
-
-        spec = lora_spec(self.settings)
-        # private_paths decide which notes it may learn from: changing them makes it stale
-        private = hashlib.sha256(json.dumps(sorted(self.settings.private_paths)).encode()).hexdigest()[:12]
-        return f"{cache_key(self.model_path)}|r{spec.rank}|a{spec.alpha}|{','.join(spec.targets)}|p{private}"
 
     def index_size(self) -> tuple[int, int]:
         """(files, chunks) in the index; (0, 0) before anything was indexed. Opens the index, which
