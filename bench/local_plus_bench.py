@@ -32,7 +32,7 @@ first, each stratum in seeded order, so a run stopped early is a fair sample of 
                                        the product path's own time (the draft stopped early where
                                        the method does not need it)
 
-Rows: bench/out/local_plus/DATASET--METHOD--SETTINGS.jsonl, one per question, flushed; a rerun
+Rows: bench/rows/local_plus/DATASET--METHOD--SETTINGS.jsonl, one per question, flushed; a rerun
 skips questions done. bench/local_plus_report.py reads them. Timing figures are only taken from
 runs that had the machine to themselves (the report says which).
 """
@@ -103,7 +103,8 @@ def run_rows(args, method: str, settings: str, answer, bench: "Bench | None" = N
     path = ROWS / f"{args.dataset}--{method}--{settings}.jsonl"
     ROWS.mkdir(parents=True, exist_ok=True)
     done = rows_done(path)
-    todo = [row for row in in_run_order(args.dataset, args.part, args.flagged, args.limit) if row["id"] not in done]
+    chosen = in_run_order(args.dataset, args.part, args.flagged, args.limit, args.not_flagged)
+    todo = [row for row in chosen if row["id"] not in done]
     print(f"{path.name}: {len(done)} done, {len(todo)} to go", file=sys.stderr)
     if not todo:
         return
@@ -325,7 +326,9 @@ def main() -> None:
         command.add_argument("--dataset", required=True, choices=["gsm8k", "notes"])
         command.add_argument("--part", default="report", choices=["tune", "report", "pooled"],
                              help="pooled: notes test, then dev (flags cross-fitted)")
-        command.add_argument("--flagged", action="store_true", help="only the questions the check flags")
+        stratum = command.add_mutually_exclusive_group()
+        stratum.add_argument("--flagged", action="store_true", help="only the questions the check flags")
+        stratum.add_argument("--not-flagged", action="store_true", help="only the questions it does not flag")
         command.add_argument("--limit", type=int, default=0)
         command.add_argument("--threads", type=int, default=2)
         if name == "greedy":

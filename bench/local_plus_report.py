@@ -7,7 +7,7 @@ A method is worth turning on for a stratum when, there, its paired gain over gre
 interval above 0 with a point estimate of at least +5 points, and it takes at most 3× greedy's
 time (a flagged question has its greedy draft already: the method's time is added to it; where
 the product path was timed, `skiff ask` with the method against the draft alone decides). The
-figures go to bench/out/local_plus/report.json, the gains per second to local_plus_gains.json.
+figures go to bench/rows/local_plus/report.json, the gains per second to local_plus_gains.json.
 """
 
 from __future__ import annotations
@@ -93,7 +93,12 @@ def _seconds(rows: dict, batch: str, dataset: str, temperature: float, cap: int)
 
 
 def greedy_seconds(dataset: str, cap: int) -> list[float]:
+    """Greedy's own time: a timing run's rows, else the tables' answers that finished within their
+    cap beside those the cap cut, answered again at `cap`."""
     rows = load(dataset, f"greedy--cap{cap}-all") or load(dataset, f"greedy--cap{GREEDY_CAP[dataset]}-all")
+    if not rows:
+        rows = {k: r for k, r in greedy_rows(dataset).items() if r["stop_reason"] != "length"}
+        rows |= {k: r for k, r in load(dataset, f"greedy--cap{cap}").items() if not r.get("kept")}
     return [r["seconds"] for r in rows.values() if r.get("load", 0) <= QUIET_LOAD]
 
 

@@ -19,7 +19,7 @@ token, so that any signal can be recomputed later without running the model agai
     .venv/bin/python bench/own_tables.py notes --model qwen2.5-coder-0.5b --split all
     .venv/bin/python bench/own_tables.py table gsm8k --weak qwen2.5-coder-1.5b --strong gpt-4-1106-preview
 
-Rows are appended to bench/out/own_tables/DATASET--MODEL.jsonl as they come; a re-run skips those
+Rows are appended to bench/rows/own_tables/DATASET--MODEL.jsonl as they come; a re-run skips those
 done. Every row: the response, right or not, seconds, tokens, and the per-token log-probabilities
 and entropies (rounded) with the token texts.
 """
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import sys
 import time
@@ -36,9 +37,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cloud_pair import correct, gold_answer, load_questions  # noqa: E402
-from common import OUT, SHARED  # noqa: E402
+from common import SHARED  # noqa: E402
 
-TABLES = OUT / "own_tables"
+# Tracked in git (unlike bench/out/): a new machine starts with none of bench/out/, and these rows
+# cost hours of the default model on 2 cores; every local+ and cascade figure is paired with them.
+TABLES = Path(__file__).resolve().parent / "rows" / "own_tables"
 ROUTING = SHARED / "data" / "routing"
 GSM8K_PROMPT = "{question}\nSolve it step by step, then give the final number after ####."
 MMLU_PROMPT = "{question}\nReply with the letter of the right choice, then one sentence on why."
@@ -139,7 +142,7 @@ def run_graded(args, dataset: str, items: list[dict], prompt: str, is_right) -> 
 
     from skiff.local.llm import LocalModel
 
-    items = items[: args.limit or None]
+    items = items[args.start: args.limit or None]
     path = TABLES / f"{dataset}--{args.model}.jsonl"
     TABLES.mkdir(parents=True, exist_ok=True)
     done = rows_done(path)
@@ -152,7 +155,8 @@ def run_graded(args, dataset: str, items: list[dict], prompt: str, is_right) -> 
         for number, item in enumerate(todo, start=1):
             messages = [{"role": "user", "content": prompt.format(question=item["prompt"])}]
             row = {"id": item["id"], "prompt": item["prompt"], **generate(model, messages, args.max_tokens)}
-            row.update(correct=is_right(row["response"], item["gold"]), gold=item["gold"], strong=item[GPT4])
+            row.update(correct=is_right(row["response"], item["gold"]), gold=item["gold"], strong=item[GPT4],
+                       load=round(os.getloadavg()[0], 2))
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
             print(f"\r{number}/{len(todo)}", end="", file=sys.stderr)
@@ -279,6 +283,7 @@ def main() -> None:
         command.add_argument("--max-tokens", type=int, default={"gsm8k": 400, "mmlu": 64}.get(name, 384))
         if name in ("gsm8k", "mmlu"):
             command.add_argument("--limit", type=int, default=0, help="the first N of the seeded order")
+            command.add_argument("--start", type=int, default=0, help="from this position of the order on")
         else:
             command.add_argument("--split", default="all", choices=["dev", "test", "all"])
     sample = commands.add_parser("sample", help="one short sampled answer per notes row (agreement signal)")
