@@ -19,7 +19,7 @@ in-context method uses SIFT's λ′. Results are paired per item, with bootstrap
 
     .venv/bin/python bench/ttt_bpb.py --items 100 --steps 8 [--duplicates 3]
 
-Tuning figures and test rows are kept in bench/out/ttt_bpb/ as they come; a rerun resumes.
+Tuning figures and test rows are kept in bench/rows/ttt_bpb/ (tracked in git) as they come; a rerun resumes.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, SHARED, save  # noqa: E402
+from common import SHARED, save  # noqa: E402
 from own_tables import open_rows, rows_done  # noqa: E402
 
 from skiff.config.settings import Settings  # noqa: E402
@@ -58,7 +58,7 @@ NOT_NAMES = {"The", "How", "What", "When", "Where", "Which", "Who", "Why", "She"
              "Two", "Three", "Four", "Five", "Six", "Ten", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
              "Saturday", "Sunday", "January", "February", "March", "April", "May", "June", "July", "August",
              "September", "October", "November", "December", "If", "In", "On", "At", "And", "But", "All", "Some"}
-WORK = OUT / "ttt_bpb"
+WORK = Path(__file__).resolve().parent / "rows" / "ttt_bpb"  # tracked: tuning and rows outlive the machine
 
 
 def load(path: Path) -> list[dict]:
