@@ -11,7 +11,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SKIFF_SHARED", REPO.parent / "shared"))
 VAULT = SHARED / "data" / "notes" / "obsidian-help"
-OUT = REPO / "bench" / "out"
+OUT = REPO / "bench" / "out"  # git-ignored: scratch a new machine starts without
+# Tracked in git: rows that cost hours of the 2-core machine, so they outlive it.
+ROWS = REPO / "bench" / "rows"
 
 
 def machine() -> str:

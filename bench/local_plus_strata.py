@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROWS as BENCH_ROWS  # noqa: E402
 from own_tables import TABLES, gsm8k_items, rows_done  # noqa: E402
 
 MODEL = "qwen2.5-coder-1.5b"
-# Tracked in git (unlike bench/out/): these rows took hours of a 2-core machine, and a new machine
-# starts with none of bench/out/. Only the personal adapter's weights stay out of git.
-ROWS = Path(__file__).resolve().parent / "rows" / "local_plus"
+ROWS = BENCH_ROWS / "local_plus"  # tracked; only the personal adapter's weights stay out of git
 FLAGS = ROWS / "flags.json"
 GSM8K_TUNE, GSM8K_REPORT = range(0, 100), range(100, 300)
 GREEDY_CAP = {"gsm8k": 400, "notes": 384}

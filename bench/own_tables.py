@@ -37,11 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cloud_pair import correct, gold_answer, load_questions  # noqa: E402
-from common import SHARED  # noqa: E402
+from common import ROWS, SHARED  # noqa: E402
 
-# Tracked in git (unlike bench/out/): a new machine starts with none of bench/out/, and these rows
-# cost hours of the default model on 2 cores; every local+ and cascade figure is paired with them.
-TABLES = Path(__file__).resolve().parent / "rows" / "own_tables"
+TABLES = ROWS / "own_tables"  # every local+ and cascade figure is paired with these rows
 ROUTING = SHARED / "data" / "routing"
 GSM8K_PROMPT = "{question}\nSolve it step by step, then give the final number after ####."
 MMLU_PROMPT = "{question}\nReply with the letter of the right choice, then one sentence on why."

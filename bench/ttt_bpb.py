@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, save  # noqa: E402
+from common import ROWS, SHARED, save  # noqa: E402
 from own_tables import open_rows, rows_done  # noqa: E402
 
 from skiff.config.settings import Settings  # noqa: E402
@@ -58,7 +58,7 @@ NOT_NAMES = {"The", "How", "What", "When", "Where", "Which", "Who", "Why", "She"
              "Two", "Three", "Four", "Five", "Six", "Ten", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
              "Saturday", "Sunday", "January", "February", "March", "April", "May", "June", "July", "August",
              "September", "October", "November", "December", "If", "In", "On", "At", "And", "But", "All", "Some"}
-WORK = Path(__file__).resolve().parent / "rows" / "ttt_bpb"  # tracked: tuning and rows outlive the machine
+WORK = ROWS / "ttt_bpb"
 
 
 def load(path: Path) -> list[dict]:
