@@ -52,7 +52,8 @@ class Tuning:
         LoRA settings), and off when not. A broken adapter file is said, never fatal."""
         fingerprint = self.notes.fingerprint() if self.settings.index_dir.exists() else ""
         try:
-            self.model.set_base_adapter(self.personal.usable(fingerprint, self._personal_key()))
+            usable = self.personal.usable(fingerprint, self._personal_key()) if self.settings.personal_adapter else None
+            self.model.set_base_adapter(usable)
         except (OSError, ValueError) as error:
             self.model.set_base_adapter(None)
             return [f"the personal adapter could not be used ({error}); `skiff tune` trains it again"]

@@ -215,6 +215,9 @@ class Settings(BaseSettings):
     # in context, or a test-time LoRA. None: only the methods measured to pay for the model in use
     # (its shipped table); a list switches those methods on whatever was measured; [] none.
     local_plus_methods: list[str] | None = Field(default=None, description="local+ methods: vote, context, lora")
+    # A trained personal adapter helped unsure notes drafts and cost points on arithmetic (see the
+    # README): false keeps it trained but answers without it, so turning it back on costs nothing.
+    personal_adapter: bool = Field(default=True, description="put a trained `skiff tune` adapter under answers")
     vote_min_samples: int = Field(default=3, ge=1, le=16, description="samples for the easiest local+ question")
     vote_max_samples: int = Field(default=8, ge=1, le=16, description="samples for the hardest")
     vote_temperature: float = Field(default=0.7, gt=0, le=2.0)

@@ -68,6 +68,15 @@ def test_the_personal_adapter_sits_under_answers_until_the_notes_change(assistan
     assert model.base_adapter == assistant.personal.adapter_path
     assert np.abs(model.next_token_logprobs(probe) - base).max() > 1e-3  # the adapter is in effect
 
+    assistant.settings.personal_adapter = False  # switched off: kept, but answers go without it
+    assistant.ask("How do I link to a heading?")
+    assert model.base_adapter is None
+    assert np.abs(model.next_token_logprobs(probe) - base).max() < 1e-6
+    assert assistant.status()["personal_adapter"]["note"].endswith("not used: personal_adapter = false")
+    assistant.settings.personal_adapter = True
+    assistant.ask("How do I link to a heading?")
+    assert model.base_adapter == assistant.personal.adapter_path  # back on, with no training
+
     note = small_vault / "Plugins" / "Templates.md"
     note.write_text(note.read_text(encoding="utf-8") + "\n\nA new paragraph about brass cabinets.\n",
                     encoding="utf-8")
