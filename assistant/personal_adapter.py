@@ -27,13 +27,16 @@ class PersonalStatus:
     steps_total: int = 0
     fingerprint: str | None = None
     private_left_out: int = 0  # chunks of private notes it never saw
+    switched_off: bool = False  # `personal_adapter = false`: kept, but answers go without it
 
     def describe(self) -> str:
         left_out = (f"; {self.private_left_out} chunk(s) of private notes left out"
                     if self.private_left_out else "")
         return {"none": "no personal adapter (run `skiff tune`)",
                 "partial": f"trained {self.steps_done}/{self.steps_total} steps{left_out}; `skiff tune` resumes",
-                "ready": f"in use under every answer ({self.steps_total} steps over your notes{left_out})",
+                "ready": (f"trained ({self.steps_total} steps) but not used: personal_adapter = false"
+                          if self.switched_off else
+                          f"in use under every answer ({self.steps_total} steps over your notes{left_out})"),
                 "stale": "your notes or private_paths changed since it was trained; not used "
                          "(`skiff tune` trains it again)",
                 }[self.state]

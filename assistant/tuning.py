@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,8 +33,9 @@ class Tuning:
         return PersonalAdapter(self.settings.data_dir / "personal-adapter")
 
     def personal_status(self) -> PersonalStatus:
-        return self.personal.status(self.notes.fingerprint() if self.settings.index_dir.exists() else "",
-                                    self._personal_key())
+        status = self.personal.status(self.notes.fingerprint() if self.settings.index_dir.exists() else "",
+                                      self._personal_key())
+        return replace(status, switched_off=not self.settings.personal_adapter)
 
     def tune(self, progress: Callable[[int, int], None] | None = None,
              cancel: threading.Event | None = None) -> PersonalStatus:
@@ -45,7 +47,7 @@ class Tuning:
                                    progress, cancel)
         if self._model is not None:
             self._use_personal_adapter()
-        return status
+        return replace(status, switched_off=not self.settings.personal_adapter)
 
     def _use_personal_adapter(self) -> list[str]:
         """The personal adapter goes under the model while it matches the notes (and this model and
