@@ -31,8 +31,6 @@ def describe(assistant) -> dict:
         personal = assistant.personal_status()
         adapter = {"state": personal.state, "steps_done": personal.steps_done, "steps_total": personal.steps_total,
                    "note": personal.describe(), "switched_on": settings.personal_adapter}
-        if personal.state == "ready" and not settings.personal_adapter:
-            adapter["note"] = f"trained ({personal.steps_total} steps) but not used: personal_adapter = false"
     except Exception as error:  # noqa: BLE001 - e.g. no model installed: said, not raised
         adapter = {"state": "unknown", "steps_done": 0, "steps_total": 0, "note": f"unknown ({error})"}
     return {
